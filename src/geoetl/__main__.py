@@ -1,0 +1,3 @@
+from geoetl.cli.main import main
+
+main()

@@ -1,0 +1,78 @@
+"""The janitor: expired leases, lost dispatches, and scratch left by crashed workers."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from datetime import UTC, datetime
+
+from geoetl.engine.models import JanitorReport, JobStatus
+from geoetl.errors import NotFound
+from geoetl.platform import Platform
+
+log = logging.getLogger(__name__)
+
+META_KEY = "janitor"
+_DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
+
+
+class Janitor:
+    """Keeps the job store honest when workers crash or wake-ups are lost."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.store = platform.store
+
+    def run_once(self) -> JanitorReport:
+        """One pass; the report is also stored for ``/health``."""
+        requeued, failed = self.store.expire_leases()
+        stale = self.store.stale_queued(self.platform.settings.redispatch_after_seconds)
+        if stale:
+            self.store.wake_workers()
+        report = JanitorReport(
+            requeued=requeued,
+            failed=failed,
+            redispatched=stale,
+            at=datetime.now(tz=UTC),
+        )
+        self._clean_scratch()
+        self.store.set_meta(
+            META_KEY,
+            {
+                "at": report.at.isoformat() if report.at else None,
+                "requeued": len(requeued),
+                "failed": len(failed),
+                "redispatched": len(stale),
+            },
+        )
+        if report.touched:
+            log.info(
+                "janitor: %d re-queued, %d failed, %d re-dispatched",
+                len(requeued),
+                len(failed),
+                len(stale),
+            )
+        return report
+
+    def run_forever(self, stop: threading.Event, interval: float | None = None) -> None:
+        """Pass every ``interval`` seconds until ``stop`` is set."""
+        every = interval or self.platform.settings.janitor_interval_seconds
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("janitor pass failed; trying again in %.0fs", every)
+            stop.wait(every)
+
+    def _clean_scratch(self) -> None:
+        root = self.platform.settings.scratch_dir
+        if not root.is_dir():
+            return
+        for folder in root.iterdir():
+            try:
+                done = self.store.job_status(folder.name) in _DONE
+            except NotFound:
+                done = True
+            if done:
+                shutil.rmtree(folder, ignore_errors=True)

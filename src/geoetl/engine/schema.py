@@ -1,0 +1,83 @@
+"""The job store's tables (SQLAlchemy Core), identical on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Time = sa.Float  # seconds since the epoch, UTC: cheap to compare, same on both backends
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("base_id", sa.String(64), nullable=False, index=True),
+    sa.Column("run", sa.Integer, nullable=False, default=1),
+    sa.Column("workflow", sa.String(100), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("params", Json, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("stage_index", sa.Integer, nullable=False, default=0),
+    sa.Column("stage", sa.String(100), nullable=True),
+    sa.Column("remaining", sa.Integer, nullable=False, default=0),
+    sa.Column("result", Json, nullable=True),
+    sa.Column("error", Json, nullable=True),
+    sa.Column("created_at", Time, nullable=False, index=True),
+    sa.Column("started_at", Time, nullable=True),
+    sa.Column("finished_at", Time, nullable=True),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("task_id", sa.String(200), primary_key=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.job_id"), nullable=False, index=True),
+    sa.Column("stage_index", sa.Integer, nullable=False),
+    sa.Column("stage", sa.String(100), nullable=False),
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("queue", sa.String(50), nullable=False, default="default"),
+    sa.Column("attempt", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False, default=3),
+    sa.Column("lease_seconds", sa.Float, nullable=False),
+    sa.Column("lease_until", Time, nullable=True),
+    sa.Column("available_at", Time, nullable=False),
+    sa.Column("worker_id", sa.String(200), nullable=True),
+    sa.Column("item", Json, nullable=True),
+    sa.Column("result", Json, nullable=True),
+    sa.Column("error", Json, nullable=True),
+    sa.Column("checkpoints", Json, nullable=True),
+    sa.Column("progress", Json, nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("started_at", Time, nullable=True),
+    sa.Column("finished_at", Time, nullable=True),
+    sa.Index("ix_tasks_claim", "status", "available_at"),
+    sa.Index("ix_tasks_job_stage", "job_id", "stage_index", "idx"),
+)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("task_id", sa.String(200), nullable=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("data", Json, nullable=True),
+    sa.Index("ix_job_events_job", "job_id", "id"),
+)
+
+meta = sa.Table(
+    "engine_meta",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", Json, nullable=True),
+    sa.Column("updated_at", Time, nullable=False),
+)

@@ -1,0 +1,712 @@
+"""The job store: every state change of jobs and tasks, each in one transaction.
+
+The same SQLAlchemy Core code runs on SQLite (``BEGIN IMMEDIATE`` serializes
+writers) and PostgreSQL (row locks, ``FOR UPDATE SKIP LOCKED`` for claims).
+Completing a task, the stage's fan-in and the next stage's creation commit
+together, so a job can never be lost between stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from geoetl.engine import ids
+from geoetl.engine.db import is_postgres
+from geoetl.engine.models import (
+    ACTIVE_JOB,
+    OPEN_TASK,
+    ClaimedTask,
+    Completion,
+    JobError,
+    JobStatus,
+    TaskStatus,
+)
+from geoetl.engine.schema import job_events, jobs, meta, tasks
+from geoetl.engine.workflow import Registry, StageResults, Workflow, to_json, validate_params
+from geoetl.errors import Conflict, GeoEtlError, InputError, NotFound, StaleAttempt
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "geoetl_tasks"
+
+Event = dict[str, Any]
+
+
+class JobStore:
+    """Jobs, tasks and their events in a SQL database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        workflows: Registry,
+        *,
+        lease_seconds: float = 30.0,
+        retry_base_seconds: float = 1.0,
+        retry_max_seconds: float = 300.0,
+        notify: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.workflows = workflows
+        self.lease_seconds = lease_seconds
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_max_seconds = retry_max_seconds
+        self.notify = notify
+        self.postgres = is_postgres(engine)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: the write lock is taken at BEGIN)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction that does not block writers."""
+        with (
+            self.engine.connect().execution_options(sqlite_begin="DEFERRED") as conn,
+            conn.begin(),
+        ):
+            yield conn
+
+    # -- submit, resubmit, cancel ---------------------------------------------------------
+
+    def submit(self, workflow: str, params: Any) -> tuple[str, bool]:
+        """Create the job for (workflow, params), or find it: ``(job_id, idempotent)``."""
+        wf = self.workflows.get(workflow)
+        canonical = validate_params(wf, params).model_dump(mode="json")
+        jid = ids.job_id(wf.name, wf.version, canonical)
+        try:
+            with self.write() as conn:
+                existing = self._latest_run(conn, jid)
+                if existing is not None:
+                    return existing, True
+                self._create_job(conn, wf, jid, jid, 1, canonical, "job_submitted")
+        except IntegrityError:
+            # Another process created the same job between our check and insert.
+            with self.read() as conn:
+                existing = self._latest_run(conn, jid)
+            if existing is None:
+                raise
+            return existing, True
+        log.info("submitted job %s (%s)", jid, wf.name, extra={"job_id": jid})
+        return jid, False
+
+    def resubmit(self, job_id: str) -> str:
+        """Run a job again as its next run; an active run is cancelled first."""
+        with self.write() as conn:
+            job = self._job_row(conn, job_id)
+            wf = self.workflows.get(job.workflow)
+            canonical = validate_params(wf, job.params).model_dump(mode="json")
+            events: list[Event] = []
+            if job.status in ACTIVE_JOB:
+                self._cancel(conn, job_id, "cancelled by resubmit", time.time(), events)
+            last = conn.execute(
+                sa.select(sa.func.max(jobs.c.run)).where(jobs.c.base_id == job.base_id)
+            ).scalar_one()
+            run = int(last) + 1
+            new_id = ids.job_id(wf.name, wf.version, canonical, run=run)
+            events.append(
+                _event(job_id, "job_resubmitted", f"resubmitted as run {run}: {new_id}")
+            )
+            self._insert_events(conn, events)
+            self._create_job(conn, wf, new_id, job.base_id, run, canonical, "job_submitted")
+        return new_id
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel an active job: its open tasks are cancelled, running ones lose their lease."""
+        with self.write() as conn:
+            job = self._job_row(conn, job_id)
+            if job.status not in ACTIVE_JOB:
+                raise Conflict(f"job {job_id} is already {job.status}; nothing to cancel")
+            events: list[Event] = []
+            self._cancel(conn, job_id, "cancelled on request", time.time(), events)
+            self._insert_events(conn, events)
+        return JobStatus.cancelled
+
+    # -- workers: claim, heartbeat, checkpoint, complete, fail ----------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        limit: int = 1,
+        *,
+        queues: Sequence[str] | None = None,
+        job_id: str | None = None,
+    ) -> list[ClaimedTask]:
+        """Take up to ``limit`` runnable tasks: each gets a new attempt number and a lease."""
+        now = time.time()
+        pick = (
+            sa.select(tasks.c.task_id)
+            .where(tasks.c.status == TaskStatus.queued, tasks.c.available_at <= now)
+            .order_by(tasks.c.available_at, tasks.c.task_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if queues:
+            pick = pick.where(tasks.c.queue.in_(list(queues)))
+        if job_id:
+            pick = pick.where(tasks.c.job_id == job_id)
+        claim = (
+            sa.update(tasks)
+            .where(tasks.c.task_id.in_(pick.scalar_subquery()))
+            .where(tasks.c.status == TaskStatus.queued)
+            .values(
+                status=TaskStatus.running,
+                attempt=tasks.c.attempt + 1,
+                lease_until=now + tasks.c.lease_seconds,
+                worker_id=worker_id,
+                started_at=now,
+            )
+            .returning(
+                tasks.c.task_id,
+                tasks.c.job_id,
+                tasks.c.stage_index,
+                tasks.c.stage,
+                tasks.c.idx,
+                tasks.c.attempt,
+                tasks.c.lease_seconds,
+                tasks.c.item,
+                tasks.c.checkpoints,
+            )
+        )
+        with self.write() as conn:
+            rows = conn.execute(claim).all()
+            if not rows:
+                return []
+            started = conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.job_id.in_({r.job_id for r in rows}))
+                .where(jobs.c.status == JobStatus.queued)
+                .values(status=JobStatus.running, started_at=now, updated_at=now)
+                .returning(jobs.c.job_id)
+            ).all()
+            events = [_event(j.job_id, "job_started", "first task started") for j in started]
+            events += [
+                _event(
+                    r.job_id,
+                    "task_started",
+                    f"attempt {r.attempt} on {worker_id}",
+                    task_id=r.task_id,
+                )
+                for r in rows
+            ]
+            self._insert_events(conn, events)
+        rows.sort(key=lambda r: (r.stage_index, r.idx))
+        return [
+            ClaimedTask(
+                task_id=r.task_id,
+                job_id=r.job_id,
+                stage_index=r.stage_index,
+                stage=r.stage,
+                index=r.idx,
+                attempt=r.attempt,
+                lease_seconds=r.lease_seconds,
+                item=r.item,
+                checkpoints=dict(r.checkpoints or {}),
+            )
+            for r in rows
+        ]
+
+    def heartbeat(
+        self,
+        held: Sequence[tuple[str, int]],
+        progress: dict[tuple[str, int], dict[str, Any]] | None = None,
+    ) -> set[tuple[str, int]]:
+        """Renew the leases of ``held`` (task_id, attempt) pairs; returns the ones lost."""
+        if not held:
+            return set()
+        now = time.time()
+        with self.write() as conn:
+            renewed = conn.execute(
+                sa.update(tasks)
+                .where(sa.tuple_(tasks.c.task_id, tasks.c.attempt).in_(list(held)))
+                .where(tasks.c.status == TaskStatus.running)
+                .values(lease_until=now + tasks.c.lease_seconds)
+                .returning(tasks.c.task_id, tasks.c.attempt)
+            ).all()
+            alive = {(r.task_id, r.attempt) for r in renewed}
+            for key, value in (progress or {}).items():
+                if key in alive:
+                    conn.execute(
+                        sa.update(tasks)
+                        .where(tasks.c.task_id == key[0], tasks.c.attempt == key[1])
+                        .values(progress=value)
+                    )
+        return set(held) - alive
+
+    def checkpoint(self, task_id: str, attempt: int, name: str, data: Any) -> None:
+        """Record a named checkpoint that later attempts of the task will see."""
+        with self.write() as conn:
+            current = conn.execute(
+                sa.select(tasks.c.checkpoints, tasks.c.job_id).where(
+                    tasks.c.task_id == task_id,
+                    tasks.c.attempt == attempt,
+                    tasks.c.status == TaskStatus.running,
+                )
+            ).first()
+            if current is None:
+                raise StaleAttempt(f"task {task_id} attempt {attempt} no longer holds its lease")
+            merged = {**(current.checkpoints or {}), name: to_json(data)}
+            conn.execute(
+                sa.update(tasks)
+                .where(tasks.c.task_id == task_id, tasks.c.attempt == attempt)
+                .values(checkpoints=merged)
+            )
+            self._insert_events(
+                conn,
+                [_event(current.job_id, "checkpoint", name, task_id=task_id)],
+            )
+
+    def complete(self, completions: Sequence[Completion]) -> list[str]:
+        """Record successful attempts, with fan-in; returns task ids rejected as stale."""
+        if not completions:
+            return []
+        rejected: list[str] = []
+        now = time.time()
+        with self.write() as conn:
+            events: list[Event] = []
+            for done in completions:
+                row = conn.execute(
+                    sa.update(tasks)
+                    .where(
+                        tasks.c.task_id == done.task_id,
+                        tasks.c.attempt == done.attempt,
+                        tasks.c.status == TaskStatus.running,
+                    )
+                    .values(
+                        status=TaskStatus.succeeded,
+                        result=done.result,
+                        finished_at=now,
+                        lease_until=None,
+                    )
+                    .returning(tasks.c.job_id)
+                ).first()
+                if row is None:
+                    rejected.append(done.task_id)
+                    continue
+                events.append(
+                    _event(row.job_id, "task_succeeded", f"attempt {done.attempt}", done.task_id)
+                )
+                job = conn.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.job_id == row.job_id, jobs.c.status == JobStatus.running)
+                    .values(remaining=jobs.c.remaining - 1, updated_at=now)
+                    .returning(jobs.c.remaining, jobs.c.stage_index)
+                ).first()
+                if job is not None and job.remaining == 0:
+                    self._start_stage(conn, row.job_id, job.stage_index + 1, now, events)
+            self._insert_events(conn, events)
+        for task_id in rejected:
+            log.warning("rejected stale completion of %s", task_id, extra={"task_id": task_id})
+        return rejected
+
+    def fail(self, task_id: str, attempt: int, error: dict[str, Any], *, retryable: bool) -> str:
+        """Record a failed attempt: re-queued with backoff, or failed with its job.
+
+        Returns the task's new status, or ``"stale"`` when the attempt was not current.
+        """
+        now = time.time()
+        with self.write() as conn:
+            row = conn.execute(
+                sa.select(tasks)
+                .where(
+                    tasks.c.task_id == task_id,
+                    tasks.c.attempt == attempt,
+                    tasks.c.status == TaskStatus.running,
+                )
+                .with_for_update()
+            ).first()
+            if row is None:
+                return "stale"
+            events: list[Event] = []
+            status = self._retry_or_fail(conn, row, error, retryable, now, events)
+            self._insert_events(conn, events)
+        return status
+
+    # -- janitor --------------------------------------------------------------------------
+
+    def expire_leases(self, limit: int = 500) -> tuple[list[str], list[str]]:
+        """Re-queue (or fail, when out of attempts) running tasks whose lease ran out."""
+        now = time.time()
+        requeued: list[str] = []
+        failed: list[str] = []
+        with self.write() as conn:
+            rows = conn.execute(
+                sa.select(tasks)
+                .where(tasks.c.status == TaskStatus.running, tasks.c.lease_until < now)
+                .order_by(tasks.c.lease_until)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            events: list[Event] = []
+            for row in rows:
+                error = {
+                    "kind": "lease_expired",
+                    "message": (
+                        f"worker {row.worker_id} stopped renewing the lease of attempt "
+                        f"{row.attempt} (crashed or stalled)"
+                    ),
+                }
+                status = self._retry_or_fail(conn, row, error, True, now, events)
+                (requeued if status == TaskStatus.queued else failed).append(row.task_id)
+            self._insert_events(conn, events)
+        return requeued, failed
+
+    def stale_queued(self, older_than: float, limit: int = 1000) -> list[str]:
+        """Queued tasks runnable for more than ``older_than`` seconds that nobody claimed."""
+        cutoff = time.time() - older_than
+        with self.read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(tasks.c.task_id)
+                    .where(tasks.c.status == TaskStatus.queued, tasks.c.available_at < cutoff)
+                    .order_by(tasks.c.available_at)
+                    .limit(limit)
+                ).scalars()
+            )
+
+    def wake_workers(self) -> None:
+        """Tell listening workers that tasks are waiting (PostgreSQL NOTIFY)."""
+        if self.postgres:
+            with self.write() as conn:
+                conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "redispatch")))
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a small engine fact (e.g. the janitor's last run)."""
+        with self.write() as conn:
+            updated = conn.execute(
+                sa.update(meta).where(meta.c.key == key).values(value=value, updated_at=time.time())
+            ).rowcount
+            if not updated:
+                conn.execute(sa.insert(meta).values(key=key, value=value, updated_at=time.time()))
+
+    def get_meta(self, key: str) -> Any:
+        """A fact stored with :meth:`set_meta`, or None."""
+        with self.read() as conn:
+            return conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
+
+    # -- stage results --------------------------------------------------------------------
+
+    def load_stage_result(self, job_id: str, wf: Workflow, name: str) -> Any:
+        """The result of stage ``name``: one value, or a list for a fan-out stage."""
+        with self.read() as conn:
+            return _load_stage_result(conn, job_id, wf, name)
+
+    def job_spec(self, job_id: str) -> tuple[str, dict[str, Any]]:
+        """A job's workflow name and validated params."""
+        with self.read() as conn:
+            job = self._job_row(conn, job_id)
+        return job.workflow, dict(job.params)
+
+    def job_status(self, job_id: str) -> JobStatus:
+        """A job's current status."""
+        with self.read() as conn:
+            status = conn.execute(
+                sa.select(jobs.c.status).where(jobs.c.job_id == job_id)
+            ).scalar()
+        if status is None:
+            raise NotFound(f"no job {job_id!r}")
+        return JobStatus(status)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _latest_run(self, conn: Connection, base_id: str) -> str | None:
+        return conn.execute(
+            sa.select(jobs.c.job_id)
+            .where(jobs.c.base_id == base_id)
+            .order_by(jobs.c.run.desc())
+            .limit(1)
+        ).scalar()
+
+    def _job_row(self, conn: Connection, job_id: str) -> sa.Row[Any]:
+        row = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).first()
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return row
+
+    def _create_job(
+        self,
+        conn: Connection,
+        wf: Workflow,
+        job_id: str,
+        base_id: str,
+        run: int,
+        params: dict[str, Any],
+        kind: str,
+    ) -> None:
+        now = time.time()
+        conn.execute(
+            sa.insert(jobs).values(
+                job_id=job_id,
+                base_id=base_id,
+                run=run,
+                workflow=wf.name,
+                version=wf.version,
+                params=params,
+                status=JobStatus.queued,
+                stage_index=0,
+                stage=wf.stages[0].name,
+                remaining=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        events = [_event(job_id, kind, f"{wf.name} v{wf.version}, run {run}")]
+        self._start_stage(conn, job_id, 0, now, events)
+        self._insert_events(conn, events)
+
+    def _start_stage(
+        self, conn: Connection, job_id: str, index: int, now: float, events: list[Event]
+    ) -> None:
+        """Create the tasks of stage ``index`` (skipping empty fan-outs), or finish the job."""
+        job = self._job_row(conn, job_id)
+        wf = self.workflows.get(job.workflow)
+        while index < len(wf.stages):
+            stage = wf.stages[index]
+            try:
+                items: list[Any] = [None]
+                if stage.plan is not None:
+                    params = validate_params(wf, job.params)
+                    results = _results_in(conn, job_id, wf, index)
+                    items = [to_json(i) for i in stage.plan(params, results)]
+            except SQLAlchemyError:
+                raise
+            except Exception as exc:
+                self._fail_job(conn, job_id, _user_error(exc, stage.name, "plan"), now, events)
+                return
+            if items:
+                self._insert_tasks(conn, job_id, stage, index, items, now)
+                conn.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.job_id == job_id)
+                    .values(stage_index=index, stage=stage.name, remaining=len(items))
+                )
+                events.append(
+                    _event(job_id, "stage_started", f"{stage.name}: {len(items)} task(s)")
+                )
+                self._notify(conn, stage.queue)
+                return
+            events.append(_event(job_id, "stage_skipped", f"{stage.name}: plan returned no items"))
+            index += 1
+        self._finish_job(conn, job_id, wf, now, events)
+
+    def _insert_tasks(
+        self,
+        conn: Connection,
+        job_id: str,
+        stage: Any,
+        index: int,
+        items: list[Any],
+        now: float,
+    ) -> None:
+        lease = stage.lease.total_seconds() if stage.lease else self.lease_seconds
+        conn.execute(
+            sa.insert(tasks),
+            [
+                {
+                    "task_id": ids.task_id(job_id, stage.name, i),
+                    "job_id": job_id,
+                    "stage_index": index,
+                    "stage": stage.name,
+                    "idx": i,
+                    "status": TaskStatus.queued,
+                    "queue": stage.queue,
+                    "attempt": 0,
+                    "max_attempts": max(1, stage.retry.attempts),
+                    "lease_seconds": lease,
+                    "available_at": now,
+                    "item": item,
+                    "created_at": now,
+                }
+                for i, item in enumerate(items)
+            ],
+        )
+
+    def _finish_job(
+        self, conn: Connection, job_id: str, wf: Workflow, now: float, events: list[Event]
+    ) -> None:
+        job = self._job_row(conn, job_id)
+        n = len(wf.stages)
+        try:
+            results = _results_in(conn, job_id, wf, n)
+            if wf.finalize is not None:
+                result = to_json(wf.finalize(validate_params(wf, job.params), results))
+            else:
+                result = results[wf.stages[-1].name]
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:
+            self._fail_job(conn, job_id, _user_error(exc, None, "finalize"), now, events)
+            return
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.job_id == job_id)
+            .values(
+                status=JobStatus.succeeded,
+                result=result,
+                remaining=0,
+                stage_index=n,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        events.append(_event(job_id, "job_succeeded", "all stages finished"))
+
+    def _retry_or_fail(
+        self,
+        conn: Connection,
+        row: sa.Row[Any],
+        error: dict[str, Any],
+        retryable: bool,
+        now: float,
+        events: list[Event],
+    ) -> str:
+        error = {**error, "attempt": row.attempt}
+        where = (tasks.c.task_id == row.task_id, tasks.c.attempt == row.attempt)
+        if retryable and row.attempt < row.max_attempts:
+            delay = self._backoff(row.attempt)
+            conn.execute(
+                sa.update(tasks)
+                .where(*where)
+                .values(
+                    status=TaskStatus.queued,
+                    available_at=now + delay,
+                    lease_until=None,
+                    worker_id=None,
+                    error=error,
+                )
+            )
+            events.append(
+                _event(
+                    row.job_id,
+                    "task_retry",
+                    f"attempt {row.attempt}/{row.max_attempts} failed ({error.get('kind')}): "
+                    f"{error.get('message')}; retrying in {delay:.2f}s",
+                    row.task_id,
+                    data=error,
+                )
+            )
+            return TaskStatus.queued
+        conn.execute(
+            sa.update(tasks)
+            .where(*where)
+            .values(status=TaskStatus.failed, error=error, finished_at=now, lease_until=None)
+        )
+        events.append(
+            _event(row.job_id, "task_failed", str(error.get("message")), row.task_id, data=error)
+        )
+        job_error = JobError(
+            message=str(error.get("message")),
+            kind=str(error.get("kind", "error")),
+            stage=row.stage,
+            task_id=row.task_id,
+            attempt=row.attempt,
+        )
+        self._fail_job(conn, row.job_id, job_error, now, events)
+        return TaskStatus.failed
+
+    def _fail_job(
+        self, conn: Connection, job_id: str, error: JobError, now: float, events: list[Event]
+    ) -> None:
+        failed = conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.job_id == job_id, jobs.c.status.in_(ACTIVE_JOB))
+            .values(
+                status=JobStatus.failed,
+                error=error.model_dump(mode="json"),
+                finished_at=now,
+                updated_at=now,
+            )
+            .returning(jobs.c.job_id)
+        ).first()
+        if failed is None:
+            return
+        n = self._cancel_tasks(conn, job_id, now)
+        events.append(
+            _event(job_id, "job_failed", error.message, data={"cancelled_tasks": n, **error.model_dump()})
+        )
+
+    def _cancel(
+        self, conn: Connection, job_id: str, reason: str, now: float, events: list[Event]
+    ) -> None:
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.job_id == job_id, jobs.c.status.in_(ACTIVE_JOB))
+            .values(status=JobStatus.cancelled, finished_at=now, updated_at=now)
+        )
+        n = self._cancel_tasks(conn, job_id, now)
+        events.append(_event(job_id, "job_cancelled", reason, data={"cancelled_tasks": n}))
+
+    def _cancel_tasks(self, conn: Connection, job_id: str, now: float) -> int:
+        return conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.job_id == job_id, tasks.c.status.in_(OPEN_TASK))
+            .values(status=TaskStatus.cancelled, finished_at=now, lease_until=None)
+        ).rowcount
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self.retry_max_seconds, self.retry_base_seconds * 2 ** (attempt - 1))
+        return delay * random.uniform(0.8, 1.2)  # jitter spreads retries of a failed batch
+
+    def _notify(self, conn: Connection, queue: str) -> None:
+        # Delivered at commit, and only if the transaction commits: dispatch after commit.
+        if self.postgres and self.notify:
+            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, queue)))
+
+    def _insert_events(self, conn: Connection, events: list[Event]) -> None:
+        if events:
+            now = time.time()
+            conn.execute(sa.insert(job_events), [{"at": now, **e} for e in events])
+            events.clear()
+
+
+def _event(
+    job_id: str,
+    kind: str,
+    message: str,
+    task_id: str | None = None,
+    *,
+    data: Any = None,
+) -> Event:
+    return {"job_id": job_id, "task_id": task_id, "kind": kind, "message": message, "data": data}
+
+
+def _user_error(exc: Exception, stage: str | None, step: str) -> JobError:
+    kind = "input_error" if isinstance(exc, InputError) else f"{step}_error"
+    message = str(exc) if isinstance(exc, GeoEtlError) else f"{type(exc).__name__}: {exc}"
+    return JobError(message=message, kind=kind, stage=stage)
+
+
+def _load_stage_result(conn: Connection, job_id: str, wf: Workflow, name: str) -> Any:
+    index = wf.stage_names().index(name)
+    values = list(
+        conn.execute(
+            sa.select(tasks.c.result)
+            .where(
+                tasks.c.job_id == job_id,
+                tasks.c.stage_index == index,
+                tasks.c.status == TaskStatus.succeeded,
+            )
+            .order_by(tasks.c.idx)
+        ).scalars()
+    )
+    if wf.stages[index].plan is None:
+        return values[0] if values else None
+    return values
+
+
+def _results_in(conn: Connection, job_id: str, wf: Workflow, upto: int) -> StageResults:
+    return StageResults(
+        lambda name: _load_stage_result(conn, job_id, wf, name), wf.stage_names()[:upto]
+    )

@@ -1,0 +1,51 @@
+"""The platform: stores built once from settings and handed to handlers and the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from geoetl.engine.db import make_engine
+from geoetl.engine.migrate import ensure_schema
+from geoetl.engine.queries import JobQueries
+from geoetl.engine.store import JobStore
+from geoetl.engine.workflow import Registry
+from geoetl.settings import Settings
+
+
+@dataclass
+class Platform:
+    """Everything a running geoetl needs, built from :class:`Settings`."""
+
+    settings: Settings
+    store: JobStore
+    queries: JobQueries
+
+    @property
+    def workflows(self) -> Registry:
+        """The workflows this platform runs."""
+        return self.store.workflows
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, workflows: Registry | None = None, *, migrate: bool = True
+    ) -> Platform:
+        """Connect to the configured backends; the schema is upgraded on first use."""
+        if workflows is None:
+            from geoetl.workflows import default_registry
+
+            workflows = default_registry()
+        engine = make_engine(settings.db_url)
+        if migrate:
+            ensure_schema(engine)
+        store = JobStore(
+            engine,
+            workflows,
+            lease_seconds=settings.lease_seconds,
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+        )
+        return cls(settings=settings, store=store, queries=JobQueries(store))
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.store.engine.dispose()

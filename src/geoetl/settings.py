@@ -1,0 +1,64 @@
+"""The one settings class, read from ``GEOETL_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where geoetl keeps its state and how it runs work.
+
+    Only the application (CLI, API factory) reads settings; everything below it
+    receives a :class:`geoetl.platform.Platform` built from them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GEOETL_", extra="ignore")
+
+    home: Path = Field(default=Path("./geoetl-data"), description="Embedded data folder.")
+    database_url: str | None = Field(
+        default=None,
+        description="sqlite:///path or postgresql://user:pw@host/db; default: SQLite under home.",
+    )
+    storage_url: str | None = Field(
+        default=None, description="file:///path, s3://bucket/prefix, az://container/prefix."
+    )
+    executor: Literal["local"] = "local"
+    lease_seconds: float = Field(default=30.0, gt=0, description="Default task lease.")
+    heartbeat_seconds: float | None = Field(
+        default=None, gt=0, description="Lease renewal interval; default a third of the lease."
+    )
+    redispatch_after_seconds: float = Field(
+        default=30.0, gt=0, description="Janitor re-dispatches tasks queued longer than this."
+    )
+    janitor_interval_seconds: float = Field(default=10.0, gt=0)
+    retry_base_seconds: float = Field(default=1.0, ge=0, description="First retry backoff.")
+    retry_max_seconds: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.home / 'geoetl.db'}"
+        if self.storage_url is None:
+            self.storage_url = (self.home / "storage").as_uri()
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, defaults resolved."""
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between lease renewals."""
+        return self.heartbeat_seconds or self.lease_seconds / 3.0
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Local scratch space for running tasks."""
+        return self.home / "scratch"

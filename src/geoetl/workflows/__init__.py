@@ -1,0 +1,11 @@
+"""The workflows geoetl ships."""
+
+from __future__ import annotations
+
+from geoetl.engine.workflow import Registry
+from geoetl.workflows.demo import fan_out_demo, hello
+
+
+def default_registry() -> Registry:
+    """Every built-in workflow."""
+    return Registry([hello, fan_out_demo])
