@@ -21,7 +21,8 @@ class TaskLogger(logging.LoggerAdapter[logging.Logger]):
     """A logger whose records carry the job and task ids."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        extra = dict(self.extra or {})
+        """Prefix the message with the ids and attach them as record attributes."""
+        extra: dict[str, Any] = dict(self.extra or {})
         kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return f"[job {extra.get('job_id', '')[:12]} task {extra.get('task_id')}] {msg}", kwargs
 
@@ -65,12 +66,12 @@ class TaskContext:
 
     @property
     def task_id(self) -> str:
-        """This task's deterministic id."""
+        """The deterministic id of the task."""
         return self.task.task_id
 
     @property
     def attempt(self) -> int:
-        """This attempt's number (1 for the first run)."""
+        """The attempt number (1 for the first run)."""
         return self.task.attempt
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -157,7 +158,7 @@ class JobQueries:
         if found is None:
             raise NotFound(f"no job {job_id!r}")
 
-    def _views(self, conn: Connection, rows: list[sa.Row[Any]]) -> list[JobView]:
+    def _views(self, conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[JobView]:
         if not rows:
             return []
         ids = [r.job_id for r in rows]
@@ -176,9 +177,7 @@ class JobQueries:
         ):
             counts[r.job_id][r.stage_index][r.status] = r.n
             attempts[r.job_id][r.stage_index] += int(r.attempts or 0)
-        running: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
+        running: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
         for r in conn.execute(
             sa.select(tasks.c.job_id, tasks.c.stage_index, tasks.c.progress).where(
                 tasks.c.job_id.in_(ids),
@@ -305,3 +304,25 @@ def _task_view(r: sa.Row[Any]) -> TaskView:
         started_at=iso(r.started_at),
         finished_at=iso(r.finished_at),
     )
+
+
+def resolve_job_id(queries: JobQueries, ref: str) -> str:
+    """A full job id from ``ref``: the id itself or a unique prefix of it."""
+    ref = ref.strip().lower()
+    if len(ref) == 64:
+        return ref
+    if not all(c in "0123456789abcdef" for c in ref):
+        raise NotFound(f"{ref!r} is not a job id (64 hexadecimal characters)")
+    if len(ref) < 6:
+        raise NotFound(f"job id prefix {ref!r} is too short; give at least 6 characters")
+    with queries.store.read() as conn:
+        found = list(
+            conn.execute(
+                sa.select(jobs.c.job_id).where(jobs.c.job_id.like(f"{ref}%")).limit(2)
+            ).scalars()
+        )
+    if not found:
+        raise NotFound(f"no job whose id starts with {ref!r}")
+    if len(found) > 1:
+        raise NotFound(f"job id prefix {ref!r} is ambiguous; give more characters")
+    return str(found[0])

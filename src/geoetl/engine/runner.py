@@ -121,6 +121,7 @@ class Runner:
         self.batch = 1
         self.heartbeat = Heartbeat(platform, platform.settings.heartbeat_interval)
         self._jobs: OrderedDict[str, tuple[Workflow, BaseModel]] = OrderedDict()
+        self._ended_jobs: set[str] = set()
 
     def close(self) -> None:
         """Stop the heartbeat thread."""
@@ -128,19 +129,18 @@ class Runner:
 
     def run_once(self, job_id: str | None = None) -> int:
         """Claim a batch and run it; returns how many tasks were claimed."""
-        claimed = self.store.claim(
-            self.worker_id, self.batch, queues=self.queues, job_id=job_id
-        )
+        claimed = self.store.claim(self.worker_id, self.batch, queues=self.queues, job_id=job_id)
         if not claimed:
             return 0
         keys = [(t.task_id, t.attempt) for t in claimed]
         self.heartbeat.hold(keys)
         started = last_flush = time.monotonic()
         pending: list[Completion] = []
+        self._ended_jobs: set[str] = set()
         try:
             for task in claimed:
                 key = (task.task_id, task.attempt)
-                if self.heartbeat.lost(key):
+                if self.heartbeat.lost(key) or task.job_id in self._ended_jobs:
                     continue
                 done = self._execute(task, pending)
                 if done is not None:
@@ -247,4 +247,7 @@ class Runner:
         if detail:
             error["traceback"] = detail
         status = self.store.fail(ctx.task_id, ctx.attempt, error, retryable=retryable)
+        if status == "failed":
+            # The job failed and its other tasks were cancelled: skip them in this batch.
+            self._ended_jobs.add(ctx.job_id)
         ctx.log.warning("%s (%s): %s -> %s", kind, ctx.task.stage, message, status)

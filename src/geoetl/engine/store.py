@@ -116,9 +116,7 @@ class JobStore:
             ).scalar_one()
             run = int(last) + 1
             new_id = ids.job_id(wf.name, wf.version, canonical, run=run)
-            events.append(
-                _event(job_id, "job_resubmitted", f"resubmitted as run {run}: {new_id}")
-            )
+            events.append(_event(job_id, "job_resubmitted", f"resubmitted as run {run}: {new_id}"))
             self._insert_events(conn, events)
             self._create_job(conn, wf, new_id, job.base_id, run, canonical, "job_submitted")
         return new_id
@@ -181,7 +179,7 @@ class JobStore:
             )
         )
         with self.write() as conn:
-            rows = conn.execute(claim).all()
+            rows = list(conn.execute(claim).all())
             if not rows:
                 return []
             started = conn.execute(
@@ -412,9 +410,7 @@ class JobStore:
     def job_status(self, job_id: str) -> JobStatus:
         """A job's current status."""
         with self.read() as conn:
-            status = conn.execute(
-                sa.select(jobs.c.status).where(jobs.c.job_id == job_id)
-            ).scalar()
+            status = conn.execute(sa.select(jobs.c.status).where(jobs.c.job_id == job_id)).scalar()
         if status is None:
             raise NotFound(f"no job {job_id!r}")
         return JobStatus(status)
@@ -634,7 +630,12 @@ class JobStore:
             return
         n = self._cancel_tasks(conn, job_id, now)
         events.append(
-            _event(job_id, "job_failed", error.message, data={"cancelled_tasks": n, **error.model_dump()})
+            _event(
+                job_id,
+                "job_failed",
+                error.message,
+                data={"cancelled_tasks": n, **error.model_dump()},
+            )
         )
 
     def _cancel(
@@ -657,7 +658,7 @@ class JobStore:
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.retry_max_seconds, self.retry_base_seconds * 2 ** (attempt - 1))
-        return delay * random.uniform(0.8, 1.2)  # jitter spreads retries of a failed batch
+        return float(delay * random.uniform(0.8, 1.2))  # jitter spreads retries of a failed batch
 
     def _notify(self, conn: Connection, queue: str) -> None:
         # Delivered at commit, and only if the transaction commits: dispatch after commit.

@@ -54,7 +54,12 @@ def _child(
         local.set()
 
     signal.signal(signal.SIGTERM, _on_term)
-    threading.Thread(target=lambda: (stop.wait(), local.set()), daemon=True).start()
+
+    def _relay() -> None:
+        stop.wait()
+        local.set()
+
+    threading.Thread(target=_relay, daemon=True).start()
     run_worker(Settings.model_validate_json(settings_json), name, queues, local)
 
 

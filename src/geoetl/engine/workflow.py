@@ -136,9 +136,7 @@ def validate_params(workflow: Workflow, raw: Any) -> BaseModel:
     try:
         return workflow.params.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
-        errors = [
-            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
-        ]
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         raise ParamsError(workflow.name, errors) from None
 
 

@@ -1,0 +1,38 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import geoetl
+from geoetl.api import errors, health, jobs
+from geoetl.engine.workflow import Registry
+from geoetl.platform import Platform
+from geoetl.settings import Settings
+
+
+def create_app(settings: Settings | None = None, workflows: Registry | None = None) -> FastAPI:
+    """The geoetl web app; the platform is built at startup and closed at shutdown."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.platform = Platform.from_settings(settings, workflows)
+        try:
+            yield
+        finally:
+            app.state.platform.close()
+
+    app = FastAPI(
+        title="geoetl",
+        version=geoetl.__version__,
+        description="Geospatial files in, published services out: jobs, features, tiles, STAC.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,18 @@
+"""FastAPI dependencies: the platform lives on ``app.state``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from geoetl.platform import Platform
+
+
+def get_platform(request: Request) -> Platform:
+    """The platform built at startup."""
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]

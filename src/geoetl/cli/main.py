@@ -1,0 +1,260 @@
+"""The ``geoetl`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.exc import OperationalError
+
+from geoetl.cli import jobs as jobs_cli
+from geoetl.cli.render import console, err_console, follow, show_job
+from geoetl.cli.state import State, get_state
+from geoetl.engine.janitor import Janitor
+from geoetl.engine.models import JobStatus, JobView
+from geoetl.engine.runner import Runner
+from geoetl.engine.worker import WorkerPool, run_worker, worker_id
+from geoetl.errors import GeoEtlError, InputError
+
+app = typer.Typer(
+    name="geoetl",
+    help="Turn geospatial files into published services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(jobs_cli.app, name="jobs")
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None, typer.Option(help="Data folder (GEOETL_HOME).", show_default=False)
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = State(home=home)
+
+
+def run_in_process(state: State, job_id: str, *, quiet: bool) -> JobView:
+    """Run a job to completion here, with progress bars unless ``quiet``."""
+    platform = state.platform
+    runner = Runner(platform, worker_id("cli"))
+    done = threading.Event()
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            runner.run_job(job_id, stop)
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=work, name="geoetl-runner", daemon=True)
+    thread.start()
+    try:
+        view = follow(platform.queries, job_id, done, quiet=quiet)
+    except KeyboardInterrupt:
+        stop.set()
+        err_console.print(
+            f"interrupted; job {job_id[:12]} keeps its state: "
+            f"`geoetl jobs show {job_id[:12]}`, or run `geoetl worker` to finish it"
+        )
+        raise typer.Exit(130) from None
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        runner.close()
+    if failure:
+        raise failure[0]
+    return view
+
+
+def finish(view: JobView, *, as_json: bool) -> None:
+    """Print a finished job and exit non-zero unless it succeeded."""
+    if as_json:
+        typer.echo(view.model_dump_json(indent=2))
+    else:
+        show_job(view)
+    if view.status != JobStatus.succeeded:
+        raise typer.Exit(1)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    workflow: Annotated[str, typer.Argument(help="Workflow name (see `geoetl workflows`).")],
+    params: Annotated[str, typer.Option(help="Params as a JSON object.")] = "{}",
+    wait: Annotated[bool, typer.Option(help="Run the job here until it ends.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+) -> None:
+    """Submit a job; identical params return the existing job."""
+    state = get_state(ctx)
+    try:
+        raw: Any = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--params is not valid JSON: {exc}") from None
+    job_id, idempotent = state.platform.store.submit(workflow, raw)
+    if wait:
+        finish(run_in_process(state, job_id, quiet=as_json), as_json=as_json)
+        return
+    view = state.platform.queries.job(job_id)
+    view.idempotent = idempotent
+    if as_json:
+        typer.echo(view.model_dump_json(indent=2))
+    else:
+        note = " (already submitted: same workflow and params)" if idempotent else ""
+        console.print(f"{view.job_id} {view.status.value}{note}")
+
+
+@app.command()
+def workflows(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the workflows and their params."""
+    registry = get_state(ctx).platform.workflows
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [{"name": w.name, "params": w.params.model_json_schema()} for w in registry],
+                indent=2,
+            )
+        )
+        return
+    for wf in registry:
+        fields = ", ".join(wf.params.model_fields)
+        console.print(f"[bold]{wf.name}[/] v{wf.version}: {wf.description}  params: {fields}")
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    queues: Annotated[
+        str | None, typer.Option(help="Comma-separated queues to take from (default all).")
+    ] = None,
+) -> None:
+    """Run workers that claim tasks from the database until stopped (Ctrl+C)."""
+    state = get_state(ctx)
+    queue_list = [q.strip() for q in queues.split(",")] if queues else None
+    stop = threading.Event()
+    if concurrency == 1:
+        _install_stop(stop)
+        err_console.print("worker started; Ctrl+C stops it after the current task")
+        run_worker(state.settings, "w0", queue_list, stop)
+        return
+    pool = WorkerPool(state.settings, concurrency, queue_list)
+    pool.start()
+    _install_stop(stop)
+    err_console.print(f"{concurrency} workers started (pids {pool.pids}); Ctrl+C stops them")
+    pool.supervise(stop)
+
+
+@app.command()
+def janitor(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option(help="One pass, then exit.")] = False,
+    interval: Annotated[float | None, typer.Option(help="Seconds between passes.")] = None,
+) -> None:
+    """Re-queue expired leases, re-dispatch lost tasks, clean scratch; report what was done."""
+    jan = Janitor(get_state(ctx).platform)
+    if once:
+        report = jan.run_once()
+        console.print(
+            f"re-queued {len(report.requeued)}, failed {len(report.failed)}, "
+            f"re-dispatched {len(report.redispatched)}"
+        )
+        for label, items in (
+            ("re-queued", report.requeued),
+            ("failed", report.failed),
+            ("re-dispatched", report.redispatched),
+        ):
+            for task_id in items:
+                console.print(f"  {label}: {task_id}")
+        return
+    stop = threading.Event()
+    _install_stop(stop)
+    jan.run_forever(stop, interval)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Local worker processes to start (0 = API only).")
+    ] = 1,
+) -> None:
+    """Serve the API, with local workers and the janitor."""
+    from geoetl.cli.serve import run_server
+
+    run_server(get_state(ctx).settings, host=host, port=port, workers=workers)
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Run the demonstration workflows here and print their results."""
+    state = get_state(ctx)
+    console.print(f"geoetl home: {state.settings.home}")
+    job_id, _ = state.platform.store.submit("hello", {"name": "geoetl"})
+    finish_demo = run_in_process(state, job_id, quiet=True)
+    console.print(f"hello        -> {json.dumps(finish_demo.result)}")
+    job_id, _ = state.platform.store.submit("fan_out_demo", {"n": 500, "sleep_ms": 2})
+    view = run_in_process(state, job_id, quiet=False)
+    show_job(view)
+    if view.status != JobStatus.succeeded:
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or upgrade the job store schema."""
+    from geoetl.engine.db import make_engine
+    from geoetl.engine.migrate import upgrade
+
+    settings = get_state(ctx).settings
+    engine = make_engine(settings.db_url)
+    revision = upgrade(engine)
+    console.print(
+        f"database {engine.url.render_as_string(hide_password=True)} at revision {revision}"
+    )
+
+
+def _install_stop(stop: threading.Event) -> None:
+    import signal
+
+    def handler(*_: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main() -> None:
+    """Entry point: errors are one readable line, not a traceback."""
+    try:
+        app()
+    except GeoEtlError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2 if isinstance(exc, InputError) else 1)
+    except OperationalError as exc:
+        err_console.print(
+            f"[red]error:[/] database unreachable: {exc.orig}", highlight=False, soft_wrap=True
+        )
+        sys.exit(1)
