@@ -136,7 +136,7 @@ class Runner:
         self.heartbeat.hold(keys)
         started = last_flush = time.monotonic()
         pending: list[Completion] = []
-        self._ended_jobs: set[str] = set()
+        self._ended_jobs = set()
         try:
             for task in claimed:
                 key = (task.task_id, task.attempt)
