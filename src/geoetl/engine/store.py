@@ -267,46 +267,57 @@ class JobStore:
             )
 
     def complete(self, completions: Sequence[Completion]) -> list[str]:
-        """Record successful attempts, with fan-in; returns task ids rejected as stale."""
+        """Record successful attempts, with fan-in; returns task ids rejected as stale.
+
+        The whole batch is one transaction: tasks marked succeeded, each job's
+        remaining-task counter decremented, and a stage that reached zero followed
+        by the next stage's tasks (or the job's end).
+        """
         if not completions:
             return []
-        rejected: list[str] = []
         now = time.time()
+        wanted = {(c.task_id, c.attempt): c for c in completions}
         with self.write() as conn:
-            events: list[Event] = []
-            for done in completions:
-                row = conn.execute(
+            current = conn.execute(
+                sa.select(tasks.c.task_id, tasks.c.attempt, tasks.c.job_id)
+                .where(sa.tuple_(tasks.c.task_id, tasks.c.attempt).in_(list(wanted)))
+                .where(tasks.c.status == TaskStatus.running)
+                .with_for_update()
+            ).all()
+            if current:
+                conn.execute(
                     sa.update(tasks)
-                    .where(
-                        tasks.c.task_id == done.task_id,
-                        tasks.c.attempt == done.attempt,
-                        tasks.c.status == TaskStatus.running,
-                    )
+                    .where(tasks.c.task_id == sa.bindparam("tid"))
                     .values(
                         status=TaskStatus.succeeded,
-                        result=done.result,
+                        result=sa.bindparam("res", type_=tasks.c.result.type),
                         finished_at=now,
                         lease_until=None,
-                    )
-                    .returning(tasks.c.job_id)
-                ).first()
-                if row is None:
-                    rejected.append(done.task_id)
-                    continue
-                events.append(
-                    _event(row.job_id, "task_succeeded", f"attempt {done.attempt}", done.task_id)
+                    ),
+                    [
+                        {"tid": r.task_id, "res": wanted[(r.task_id, r.attempt)].result}
+                        for r in current
+                    ],
                 )
+            per_job: dict[str, int] = {}
+            events: list[Event] = []
+            for r in current:
+                per_job[r.job_id] = per_job.get(r.job_id, 0) + 1
+                events.append(_event(r.job_id, "task_succeeded", f"attempt {r.attempt}", r.task_id))
+            for job_id, n in per_job.items():
                 job = conn.execute(
                     sa.update(jobs)
-                    .where(jobs.c.job_id == row.job_id, jobs.c.status == JobStatus.running)
-                    .values(remaining=jobs.c.remaining - 1, updated_at=now)
+                    .where(jobs.c.job_id == job_id, jobs.c.status == JobStatus.running)
+                    .values(remaining=jobs.c.remaining - n, updated_at=now)
                     .returning(jobs.c.remaining, jobs.c.stage_index)
                 ).first()
-                if job is not None and job.remaining == 0:
-                    self._start_stage(conn, row.job_id, job.stage_index + 1, now, events)
+                if job is not None and job.remaining <= 0:
+                    self._start_stage(conn, job_id, job.stage_index + 1, now, events)
             self._insert_events(conn, events)
+        accepted = {r.task_id for r in current}
+        rejected = [c.task_id for c in completions if c.task_id not in accepted]
         for task_id in rejected:
-            log.warning("rejected stale completion of %s", task_id, extra={"task_id": task_id})
+            log.info("dropped completion of %s: attempt no longer current", task_id)
         return rejected
 
     def fail(self, task_id: str, attempt: int, error: dict[str, Any], *, retryable: bool) -> str:

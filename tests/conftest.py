@@ -1,0 +1,104 @@
+"""Shared fixtures: every engine test runs on SQLite and on the PostgreSQL ``test`` database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from geoetl.platform import Platform
+from geoetl.settings import Settings
+
+PG_DSN = os.environ.get("GEOETL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_available() -> str | None:
+    try:
+        with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return None
+    except psycopg.Error as exc:
+        return str(exc)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The PostgreSQL test database; fails (never skips) in CI when it is unreachable."""
+    problem = _pg_available()
+    if problem:
+        message = f"PostgreSQL test database {PG_DSN} unreachable: {problem}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return PG_DSN
+
+
+@pytest.fixture
+def pg_schema_url(pg_dsn: str) -> Iterator[str]:
+    """A database URL whose tables live in a fresh schema, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{pg_dsn}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The job store backend under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings for a fresh home on ``backend``, with short leases and retries for tests."""
+    url = None
+    if backend == "postgres":
+        url = request.getfixturevalue("pg_schema_url")
+    return Settings(
+        home=tmp_path / "home",
+        database_url=url,
+        lease_seconds=3.0,
+        heartbeat_seconds=0.5,
+        retry_base_seconds=0.01,
+        retry_max_seconds=0.05,
+        redispatch_after_seconds=0.5,
+        janitor_interval_seconds=0.5,
+    )
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Iterator[Platform]:
+    """A platform on ``settings``, closed afterwards."""
+    p = Platform.from_settings(settings)
+    yield p
+    p.close()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes a ``geoetl`` subprocess use ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEOETL_")}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        env[f"GEOETL_{name.upper()}"] = str(value)
+    return env
+
+
+def geoetl_cmd(*args: str) -> list[str]:
+    """The command line that runs ``geoetl`` with this interpreter."""
+    return [sys.executable, "-m", "geoetl", *args]
+
+
+def start_geoetl(settings: Settings, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``geoetl ARGS`` in the background with its output in ``log``."""
+    handle = log.open("wb")
+    return subprocess.Popen(
+        geoetl_cmd(*args), env=settings_env(settings), stdout=handle, stderr=subprocess.STDOUT
+    )
