@@ -1,0 +1,346 @@
+"""Job lifecycle on both backends: ids, idempotency, fan-in, failures, retries, fencing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from geoetl.engine import ids
+from geoetl.engine.janitor import Janitor
+from geoetl.engine.models import Completion, JobStatus, TaskStatus
+from geoetl.engine.runner import Runner
+from geoetl.engine.waker import make_waker
+from geoetl.engine.workflow import ParamsError, Registry, Stage, StageResults, Workflow
+from geoetl.errors import Conflict, InputError, NotFound, StaleAttempt
+from geoetl.platform import Platform
+from geoetl.settings import Settings
+from geoetl.workflows import default_registry
+from tests.engine.helpers import (
+    event_rows,
+    expire_lease,
+    make_runnable_now,
+    task_rows,
+    wait_for,
+)
+
+
+@pytest.fixture
+def runner(platform: Platform) -> Iterator[Runner]:
+    r = Runner(platform, "test-runner")
+    yield r
+    r.close()
+
+
+def test_identical_submissions_share_one_job(platform: Platform) -> None:
+    first, idem1 = platform.store.submit("fan_out_demo", {"n": 3})
+    second, idem2 = platform.store.submit("fan_out_demo", {"n": 3, "sleep_ms": 0})
+    assert (idem1, idem2) == (False, True)
+    assert first == second
+    # The id is the hash of the validated params, defaults included.
+    full = {"n": 3, "sleep_ms": 0.0, "fail_at": None, "flaky": None, "seed": 0}
+    assert first == ids.job_id("fan_out_demo", 1, full)
+    other, idem3 = platform.store.submit("fan_out_demo", {"n": 4})
+    assert other != first
+    assert not idem3
+
+
+def test_bad_params_name_the_field(platform: Platform) -> None:
+    with pytest.raises(ParamsError) as err:
+        platform.store.submit("fan_out_demo", {"n": -5, "flaky": 2})
+    locs = {tuple(e["loc"]) for e in err.value.errors}
+    assert locs == {("n",), ("flaky",)}
+    assert "n:" in str(err.value)
+
+
+def test_unknown_workflow_lists_known_ones(platform: Platform) -> None:
+    with pytest.raises(NotFound, match=r"known workflows: fan_out_demo, hello"):
+        platform.store.submit("nope", {})
+
+
+def test_fan_out_job_runs_to_exact_result(platform: Platform, runner: Runner) -> None:
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 250})
+    assert runner.run_job(job_id) == JobStatus.succeeded
+    view = platform.queries.job(job_id)
+    assert view.result == {"sum": sum(range(250)), "count": 250}
+    assert [(s.name, s.total, s.succeeded) for s in view.stages] == [
+        ("plan", 1, 1),
+        ("work", 250, 250),
+        ("sum", 1, 1),
+    ]
+    rows = task_rows(platform, job_id)
+    assert len(rows) == 252
+    assert {r.status for r in rows} == {TaskStatus.succeeded}
+    assert {r.attempt for r in rows} == {1}
+    assert rows[0].task_id == ids.task_id(job_id, rows[0].stage, rows[0].idx)
+    kinds = [e.kind for e in event_rows(platform, job_id) if e.task_id is None]
+    assert kinds[0] == "job_submitted"
+    assert kinds.count("stage_started") == 3
+    assert kinds[-1] == "job_succeeded"
+    # Completed jobs return their cached result on resubmission of the same params.
+    again, idem = platform.store.submit("fan_out_demo", {"n": 250})
+    assert (again, idem) == (job_id, True)
+    assert platform.queries.job(again).result == view.result
+
+
+def test_empty_fan_out_skips_the_stage(platform: Platform, runner: Runner) -> None:
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 0})
+    assert runner.run_job(job_id) == JobStatus.succeeded
+    assert platform.queries.job(job_id).result == {"sum": 0, "count": 0}
+    assert event_rows(platform, job_id, "stage_skipped")
+
+
+def test_resubmit_numbers_runs_deterministically(platform: Platform, runner: Runner) -> None:
+    job_id, _ = platform.store.submit("hello", {"name": "a"})
+    runner.run_job(job_id)
+    run2 = platform.store.resubmit(job_id)
+    params = platform.queries.job(job_id).params
+    assert run2 == ids.job_id("hello", 1, params, run=2)
+    assert platform.queries.job(run2).run == 2
+    assert runner.run_job(run2) == JobStatus.succeeded
+    run3 = platform.store.resubmit(job_id)  # from run 1 again: still the next number
+    assert run3 == ids.job_id("hello", 1, params, run=3)
+    # A plain submit now finds the latest run.
+    assert platform.store.submit("hello", {"name": "a"}) == (run3, True)
+
+
+def test_resubmit_of_an_active_job_cancels_it(platform: Platform) -> None:
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 5, "seed": 1})
+    run2 = platform.store.resubmit(job_id)
+    assert platform.store.job_status(job_id) == JobStatus.cancelled
+    assert platform.store.job_status(run2) == JobStatus.queued
+    assert {r.status for r in task_rows(platform, job_id)} == {TaskStatus.cancelled}
+
+
+def test_input_error_fails_job_at_once_and_cancels_the_rest(
+    platform: Platform, runner: Runner
+) -> None:
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 50, "fail_at": 7})
+    assert runner.run_job(job_id) == JobStatus.failed
+    view = platform.queries.job(job_id)
+    assert view.error is not None
+    assert "work item 7 failed on purpose" in view.error.message
+    assert view.error.stage == "work"
+    assert view.error.kind == "input_error"
+    assert view.error.task_id == ids.task_id(job_id, "work", 7)
+    rows = {r.idx: r for r in task_rows(platform, job_id) if r.stage == "work"}
+    assert rows[7].status == TaskStatus.failed
+    assert rows[7].attempt == 1  # never retried
+    assert all(
+        r.status in (TaskStatus.succeeded, TaskStatus.cancelled) for i, r in rows.items() if i != 7
+    )
+    assert any(r.status == TaskStatus.cancelled for r in rows.values())
+    assert not [r for r in task_rows(platform, job_id) if r.stage == "sum"]
+
+
+def test_transient_errors_retry_and_succeed(platform: Platform, runner: Runner) -> None:
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 60, "flaky": 0.3})
+    assert runner.run_job(job_id) == JobStatus.succeeded
+    assert platform.queries.job(job_id).result == {"sum": sum(range(60)), "count": 60}
+    retried = [r for r in task_rows(platform, job_id) if r.attempt > 1]
+    assert retried, "with 30% flakiness over 60 tasks some attempt must have failed"
+    retry_events = {e.task_id for e in event_rows(platform, job_id, "task_retry")}
+    # Every extra attempt has its recorded cause.
+    assert {r.task_id for r in retried} <= retry_events
+    assert all("transient" in (r.error or {}).get("message", "") for r in retried)
+
+
+def test_cancel_stops_new_tasks(platform: Platform, runner: Runner) -> None:
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 20, "seed": 3})
+    runner.run_once(job_id=job_id)  # the plan stage
+    platform.store.cancel(job_id)
+    assert runner.run_once(job_id=job_id) == 0
+    assert platform.store.job_status(job_id) == JobStatus.cancelled
+    work = [r for r in task_rows(platform, job_id) if r.stage == "work"]
+    assert len(work) == 20
+    assert {r.status for r in work} == {TaskStatus.cancelled}
+    with pytest.raises(Conflict, match="already cancelled"):
+        platform.store.cancel(job_id)
+
+
+def test_cancel_reaches_a_running_task(settings: Settings, platform: Platform) -> None:
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 1, "sleep_ms": 30_000})
+    runner = Runner(platform, "canceller")
+    runner.run_once(job_id=job_id)  # plan
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (runner.run_once(job_id=job_id), done.set()))
+    thread.start()
+    wait_for(
+        lambda: any(r.status == TaskStatus.running for r in task_rows(platform, job_id)),
+        what="the sleeping task to start",
+    )
+    platform.store.cancel(job_id)
+    # The heartbeat notices within a beat and the handler stops at its next progress report.
+    assert done.wait(10), "the cancelled task kept running"
+    thread.join()
+    runner.close()
+    assert platform.store.job_status(job_id) == JobStatus.cancelled
+
+
+def test_fencing_rejects_a_worker_that_lost_its_lease(platform: Platform) -> None:
+    job_id, _ = platform.store.submit("hello", {"name": "fence"})
+    [old] = platform.store.claim("old-worker")
+    expire_lease(platform, old.task_id)
+    requeued, failed = platform.store.expire_leases()
+    assert (requeued, failed) == ([old.task_id], [])
+    make_runnable_now(platform)
+    [new] = platform.store.claim("new-worker")
+    assert (new.task_id, new.attempt) == (old.task_id, 2)
+    # Everything the old attempt tries is refused.
+    assert platform.store.complete([Completion(old.task_id, 1, {"message": "stale"})]) == [
+        old.task_id
+    ]
+    assert platform.store.heartbeat([(old.task_id, 1)]) == {(old.task_id, 1)}
+    with pytest.raises(StaleAttempt):
+        platform.store.checkpoint(old.task_id, 1, "late", {})
+    assert platform.store.fail(old.task_id, 1, {"message": "x"}, retryable=False) == "stale"
+    # The new attempt completes and its result is the job's.
+    assert platform.store.complete([Completion(new.task_id, 2, {"message": "fresh"})]) == []
+    view = platform.queries.job(job_id)
+    assert view.status == JobStatus.succeeded
+    assert view.result == {"message": "fresh"}
+    causes = event_rows(platform, job_id, "task_retry")
+    assert len(causes) == 1
+    assert "old-worker stopped renewing the lease" in causes[0].message
+
+
+def test_lease_expiry_out_of_attempts_fails_the_job(platform: Platform) -> None:
+    job_id, _ = platform.store.submit("hello", {"name": "doomed"})
+    for attempt in range(1, 4):  # hello's stage allows 3 attempts
+        make_runnable_now(platform)
+        [task] = platform.store.claim(f"crashy-{attempt}")
+        assert task.attempt == attempt
+        expire_lease(platform, task.task_id)
+        platform.store.expire_leases()
+    view = platform.queries.job(job_id)
+    assert view.status == JobStatus.failed
+    assert view.error is not None
+    assert view.error.kind == "lease_expired"
+    assert "crashy-3" in view.error.message
+
+
+# -- custom workflows: checkpoints, plan and finalize errors -------------------------------
+
+
+class Empty(BaseModel):
+    pass
+
+
+def _checkpointing(params: Empty, ctx: Any) -> dict[str, Any]:
+    seen = sorted(ctx.checkpoints)
+    if "phase1" not in ctx.checkpoints:
+        ctx.checkpoint("phase1", {"rows": 42})
+        raise RuntimeError("crash after phase 1")
+    return {"seen": seen, "rows": ctx.checkpoints["phase1"]["rows"], "attempt": ctx.attempt}
+
+
+def _bad_plan(params: Empty, results: StageResults) -> list[int]:
+    raise InputError("the plan cannot read the source: no layers")
+
+
+def _bad_finalize(params: Empty, results: StageResults) -> None:
+    raise ValueError("cannot summarize")
+
+
+def _noop(params: Empty, ctx: Any) -> int:
+    return 1
+
+
+TEST_WORKFLOWS = [
+    Workflow("checkpointed", params=Empty, stages=[Stage("only", _checkpointing)]),
+    Workflow(
+        "bad_plan",
+        params=Empty,
+        stages=[Stage("first", _noop), Stage("fan", _noop, plan=_bad_plan)],
+    ),
+    Workflow("bad_finalize", params=Empty, stages=[Stage("s", _noop)], finalize=_bad_finalize),
+]
+
+
+@pytest.fixture
+def custom(settings: Settings) -> Iterator[Platform]:
+    registry = default_registry()
+    for wf in TEST_WORKFLOWS:
+        registry.add(wf)
+    p = Platform.from_settings(settings, registry)
+    yield p
+    p.close()
+
+
+def test_retried_attempt_sees_checkpoints(custom: Platform) -> None:
+    job_id, _ = custom.store.submit("checkpointed", {})
+    runner = Runner(custom, "cp")
+    assert runner.run_job(job_id) == JobStatus.succeeded
+    runner.close()
+    result = custom.queries.job(job_id).result
+    assert result == {"seen": ["phase1"], "rows": 42, "attempt": 2}
+    assert [e.message for e in event_rows(custom, job_id, "checkpoint")] == ["phase1"]
+
+
+def test_plan_error_fails_job_with_its_message(custom: Platform) -> None:
+    job_id, _ = custom.store.submit("bad_plan", {})
+    runner = Runner(custom, "p")
+    assert runner.run_job(job_id) == JobStatus.failed
+    runner.close()
+    error = custom.queries.job(job_id).error
+    assert error is not None
+    assert (error.stage, error.kind) == ("fan", "input_error")
+    assert error.message == "the plan cannot read the source: no layers"
+
+
+def test_finalize_error_fails_job(custom: Platform) -> None:
+    job_id, _ = custom.store.submit("bad_finalize", {})
+    runner = Runner(custom, "f")
+    assert runner.run_job(job_id) == JobStatus.failed
+    runner.close()
+    error = custom.queries.job(job_id).error
+    assert error is not None
+    assert error.kind == "finalize_error"
+    assert "cannot summarize" in error.message
+
+
+def test_registry_rejects_duplicates() -> None:
+    registry = Registry(TEST_WORKFLOWS)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add(TEST_WORKFLOWS[0])
+
+
+# -- dispatch ------------------------------------------------------------------------------
+
+
+def test_lost_wake_up_is_picked_up(settings: Settings, platform: Platform) -> None:
+    """A task whose notification never went out still runs (poll or janitor)."""
+    stop = threading.Event()
+    worker = Runner(platform, "idle-worker")
+    waker = make_waker(platform.store.engine)
+    thread = threading.Thread(target=worker.serve, args=(stop, waker))
+    thread.start()
+    try:
+        platform.store.notify = False  # the wake-up is lost
+        job_id, _ = platform.store.submit("hello", {"name": "lost"})
+        platform.store.notify = True
+        wait_for(
+            lambda: platform.store.job_status(job_id) == JobStatus.succeeded,
+            timeout=15,
+            what="the undispatched job to run",
+        )
+    finally:
+        stop.set()
+        thread.join()
+        waker.close()
+        worker.close()
+
+
+def test_janitor_redispatches_tasks_nobody_picked_up(platform: Platform) -> None:
+    job_id, _ = platform.store.submit("hello", {"name": "orphan"})
+    wait_for(
+        lambda: Janitor(platform).run_once().redispatched,
+        timeout=10,
+        what="the janitor to notice the unclaimed task",
+    )
+    report = Janitor(platform).run_once()
+    assert report.redispatched == [ids.task_id(job_id, "greet", 0)]
+    assert platform.store.get_meta("janitor")["redispatched"] == 1
