@@ -1,0 +1,134 @@
+"""Real worker processes: concurrency, a kill -9 mid-task, and the janitor's recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from geoetl.engine.janitor import Janitor
+from geoetl.engine.models import JobStatus, TaskStatus
+from geoetl.platform import Platform
+from geoetl.settings import Settings
+from tests.conftest import start_geoetl
+from tests.engine.helpers import event_rows, task_rows, wait_for
+
+
+class Workers:
+    """Worker subprocesses started by a test, always stopped afterwards."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        log = self.logs / f"worker-{len(self.procs)}.log"
+        proc = start_geoetl(self.settings, "worker", "--concurrency", str(concurrency), log=log)
+        self.procs.append(proc)
+        return proc
+
+    def output(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.logs.glob("worker-*.log")))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def workers(settings: Settings, tmp_path: Path, platform: Platform) -> Iterator[Workers]:
+    w = Workers(settings, tmp_path)
+    yield w
+    w.stop()
+
+
+def test_four_workers_run_a_thousand_tasks_exactly_once(
+    platform: Platform, workers: Workers
+) -> None:
+    for _ in range(4):
+        workers.start()
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 1000})
+    wait_for(
+        lambda: (
+            platform.store.job_status(job_id) != JobStatus.running
+            and platform.store.job_status(job_id) != JobStatus.queued
+        ),
+        timeout=120,
+        what="the 1,000-task job",
+    )
+    view = platform.queries.job(job_id)
+    assert view.status == JobStatus.succeeded, workers.output()
+    assert view.result == {"sum": 499500, "count": 1000}
+    rows = task_rows(platform, job_id)
+    assert len(rows) == 1002
+    assert {r.status for r in rows} == {TaskStatus.succeeded}
+    explained = {e.task_id for e in event_rows(platform, job_id, "task_retry")}
+    unexplained = [r.task_id for r in rows if r.attempt > 1 and r.task_id not in explained]
+    assert unexplained == []
+    # Each task's success was recorded once.
+    succeeded = [e.task_id for e in event_rows(platform, job_id, "task_succeeded")]
+    assert len(succeeded) == len(set(succeeded)) == 1002
+    # The work was shared: more than one worker process ran tasks.
+    assert len({r.worker_id for r in rows}) > 1
+    assert "Traceback" not in workers.output()
+
+
+def test_killed_worker_task_is_finished_by_another(platform: Platform, workers: Workers) -> None:
+    victim = workers.start()
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 2, "sleep_ms": 2500})
+
+    def victim_task() -> str | None:
+        for r in task_rows(platform, job_id):
+            if r.stage == "work" and r.status == TaskStatus.running:
+                return str(r.task_id)
+        return None
+
+    task_id = wait_for(victim_task, timeout=30, what="a work task to start on the victim")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    survivor = workers.start()
+    # The janitor re-queues the task once the dead worker's lease (3 s) runs out.
+    wait_for(
+        lambda: task_id in Janitor(platform).run_once().requeued,
+        timeout=20,
+        what="the janitor to re-queue the dead worker's task",
+    )
+    wait_for(
+        lambda: platform.store.job_status(job_id) == JobStatus.succeeded,
+        timeout=60,
+        what="the survivor to finish the job",
+    )
+    assert survivor.poll() is None
+    assert platform.queries.job(job_id).result == {"sum": 1, "count": 2}
+    [row] = [r for r in task_rows(platform, job_id) if r.task_id == task_id]
+    assert row.status == TaskStatus.succeeded
+    assert row.attempt >= 2
+    assert f":{survivor.pid}:" in row.worker_id
+    causes = [e.message for e in event_rows(platform, job_id, "task_retry")]
+    assert any(f":{victim.pid}:" in c and "stopped renewing the lease" in c for c in causes)
+
+
+def test_worker_pool_shares_work_and_stops_cleanly(platform: Platform, workers: Workers) -> None:
+    pool = workers.start(concurrency=2)
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 300, "sleep_ms": 5})
+    wait_for(
+        lambda: platform.store.job_status(job_id) == JobStatus.succeeded,
+        timeout=60,
+        what="the pool to finish the job",
+    )
+    rows = task_rows(platform, job_id)
+    assert len({r.worker_id for r in rows}) == 2
+    pool.send_signal(signal.SIGINT)
+    assert pool.wait(30) == 0
