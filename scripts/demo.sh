@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's first command: install geoetl and run its demonstration on the embedded default
+# (SQLite and a local folder under ./geoetl-data; nothing else to install).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/bootstrap.sh"
+exec "$ROOT/.venv/bin/geoetl" demo "$@"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need on a fresh machine, then runs
+# lint, type checks and the whole test suite (SQLite and PostgreSQL).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# System packages: PostgreSQL with PostGIS (pgSTAC is installed into it by pypgstac later).
+if command -v apt-get >/dev/null 2>&1; then
+  if ! dpkg -s postgresql-15-postgis-3 >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql-15-postgis-3 >/dev/null
+  fi
+fi
+
+# PostgreSQL must be running, with a `test` database.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" | grep -q 1; then
+  psql -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE test"
+fi
+
+bash "$ROOT/scripts/bootstrap.sh"
+export PATH="$ROOT/.venv/bin:$PATH"
+
+ruff check src tests benchmarks
+ruff format --check src tests benchmarks
+mypy --strict src
+# Tests that need PostgreSQL fail rather than skip when CI=true.
+pytest -q "$@"
