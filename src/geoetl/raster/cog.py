@@ -1,0 +1,131 @@
+"""Write a Cloud-Optimized GeoTIFF in one pass with GDAL's COG driver, then verify it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import rasterio
+import rasterio.shutil
+from pydantic import BaseModel
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rio_cogeo.cogeo import cog_validate
+
+from geoetl.errors import GeoEtlError
+from geoetl.raster.inspect import RasterInfo
+from geoetl.raster.profiles import CogProfile
+
+
+class CogResult(BaseModel):
+    """What was written."""
+
+    tier: str
+    compression: str
+    crs: str
+    reprojected: bool
+    width: int
+    height: int
+    size_bytes: int
+    overviews: int
+    alpha_added: bool
+
+
+def source_path(path: str, info: RasterInfo) -> str:
+    """The path GDAL should read: the file itself, or a VRT that assigns ``input_crs``."""
+    if info.crs_from_input:
+        return f"vrt://{path}?a_srs={quote(info.crs)}"
+    return path
+
+
+def write_cog(
+    src: str,
+    dst: Path,
+    info: RasterInfo,
+    profile: CogProfile,
+    target_crs: str | None,
+    scratch: Path,
+) -> CogResult:
+    """Convert ``src`` to a COG at ``dst`` (reprojected to ``target_crs`` unless None)."""
+    options = profile.creation_options()
+    reproject = target_crs is not None and CRS.from_user_input(target_crs) != CRS.from_user_input(
+        info.crs
+    )
+    source = source_path(src, info)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+        if reproject and info.has_band_metadata:
+            # A warp drops band descriptions and scale/offset: warp to a scratch GeoTIFF,
+            # put them back there, then write the COG from it.
+            assert target_crs is not None
+            source = str(_warp_keeping_band_metadata(source, scratch, info, profile, target_crs))
+        elif reproject:
+            assert target_crs is not None
+            options["TARGET_SRS"] = target_crs
+            options["WARP_RESAMPLING"] = profile.resampling.upper()
+        rasterio.shutil.copy(source, str(dst), driver="COG", **options)
+    verify_cog(dst, info)
+    with rasterio.open(dst) as out:
+        return CogResult(
+            tier=profile.tier,
+            compression=profile.compress,
+            crs=out.crs.to_string(),
+            reprojected=reproject,
+            width=out.width,
+            height=out.height,
+            size_bytes=dst.stat().st_size,
+            overviews=len(out.overviews(1)),
+            alpha_added=out.count == info.count + 1,
+        )
+
+
+def _warp_keeping_band_metadata(
+    source: str, scratch: Path, info: RasterInfo, profile: CogProfile, target_crs: str
+) -> Path:
+    scratch.mkdir(parents=True, exist_ok=True)
+    warped = scratch / "warped.tif"
+    with (
+        rasterio.open(source) as src,
+        WarpedVRT(
+            src,
+            crs=target_crs,
+            resampling=Resampling[profile.resampling],
+            add_alpha=src.nodata is None and not info.has_colormap,
+        ) as vrt,
+    ):
+        rasterio.shutil.copy(
+            vrt, str(warped), driver="GTiff", TILED="YES", COMPRESS="ZSTD", BIGTIFF="IF_SAFER"
+        )
+    with rasterio.open(warped, "r+") as out:
+        for band in range(1, info.count + 1):
+            if info.descriptions[band - 1]:
+                out.set_band_description(band, info.descriptions[band - 1])
+        out.scales = tuple(info.scales) + (1.0,) * (out.count - info.count)
+        out.offsets = tuple(info.offsets) + (0.0,) * (out.count - info.count)
+    return warped
+
+
+def verify_cog(path: Path, info: RasterInfo) -> None:
+    """Check the output is a valid COG that kept nodata, colours, descriptions and scaling."""
+    valid, errors, _warnings = cog_validate(str(path), quiet=True)
+    if not valid:
+        raise GeoEtlError(f"the written file is not a valid COG: {'; '.join(errors)}")
+    with rasterio.open(path) as out:
+        problems = []
+        # Reprojecting data without nodata adds an alpha band marking the new empty corners.
+        alpha_added = out.count == info.count + 1 and out.colorinterp[-1].name == "alpha"
+        if out.count != info.count and not alpha_added:
+            problems.append(f"band count {out.count} != {info.count}")
+        if info.nodata is not None and out.nodata != info.nodata:
+            problems.append(f"nodata {out.nodata} != {info.nodata}")
+        if info.has_colormap and out.colorinterp[0].name != "palette":
+            problems.append("colour table lost")
+        if list(out.descriptions)[: info.count] != info.descriptions:
+            problems.append(f"band descriptions {out.descriptions} != {info.descriptions}")
+        if list(out.scales)[: info.count] != info.scales:
+            problems.append(f"scales {out.scales} != {info.scales}")
+        if list(out.offsets)[: info.count] != info.offsets:
+            problems.append(f"offsets {out.offsets} != {info.offsets}")
+        if problems:
+            raise GeoEtlError(f"COG conversion lost metadata: {', '.join(problems)}")
