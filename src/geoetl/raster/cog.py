@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
 
 import rasterio
 import rasterio.shutil
@@ -35,7 +34,8 @@ class CogResult(BaseModel):
 def source_path(path: str, info: RasterInfo) -> str:
     """The path GDAL should read: the file itself, or a VRT that assigns ``input_crs``."""
     if info.crs_from_input:
-        return f"vrt://{path}?a_srs={quote(info.crs)}"
+        # GDAL reads the option verbatim (no URL decoding); CRS strings never hold '&'.
+        return f"vrt://{path}?a_srs={info.crs}"
     return path
 
 
