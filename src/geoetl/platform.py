@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from geoetl.catalog.store import SqlCatalog
 from geoetl.engine.db import make_engine
 from geoetl.engine.migrate import ensure_schema
 from geoetl.engine.queries import JobQueries
 from geoetl.engine.store import JobStore
 from geoetl.engine.workflow import Registry
 from geoetl.settings import Settings
+from geoetl.storage.objectstore import ObjectStore
 
 
 @dataclass
@@ -19,6 +21,8 @@ class Platform:
     settings: Settings
     store: JobStore
     queries: JobQueries
+    objects: ObjectStore
+    catalog: SqlCatalog
 
     @property
     def workflows(self) -> Registry:
@@ -44,7 +48,17 @@ class Platform:
             retry_base_seconds=settings.retry_base_seconds,
             retry_max_seconds=settings.retry_max_seconds,
         )
-        return cls(settings=settings, store=store, queries=JobQueries(store))
+        catalog = SqlCatalog(engine)
+        if migrate:
+            catalog.ensure_system_collections()
+        assert settings.storage_url is not None
+        return cls(
+            settings=settings,
+            store=store,
+            queries=JobQueries(store),
+            objects=ObjectStore(settings.storage_url),
+            catalog=catalog,
+        )
 
     def close(self) -> None:
         """Release database connections."""

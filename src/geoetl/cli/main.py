@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.exc import OperationalError
 
+from geoetl.cli import ingest as ingest_cli
 from geoetl.cli import jobs as jobs_cli
 from geoetl.cli.render import console, err_console, follow, show_job
 from geoetl.cli.state import State, get_state
@@ -29,6 +30,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(jobs_cli.app, name="jobs")
+app.command()(ingest_cli.ingest)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 

@@ -37,6 +37,7 @@ class Janitor:
             at=datetime.now(tz=UTC),
         )
         self._clean_scratch()
+        self._clean_tmp_objects()
         self.store.set_meta(
             META_KEY,
             {
@@ -64,6 +65,17 @@ class Janitor:
             except Exception:
                 log.exception("janitor pass failed; trying again in %.0fs", every)
             stop.wait(every)
+
+    def _clean_tmp_objects(self) -> None:
+        # Staged outputs of jobs that ended (failed or cancelled ones never publish them).
+        objects = self.platform.objects
+        for job_id in sorted({key.split("/")[1] for key in objects.list("tmp")}):
+            try:
+                done = self.store.job_status(job_id) in _DONE
+            except NotFound:
+                done = True
+            if done:
+                objects.delete_prefix(f"tmp/{job_id}")
 
     def _clean_scratch(self) -> None:
         root = self.platform.settings.scratch_dir

@@ -81,7 +81,6 @@ def cog_profile(raster_type: RasterType, tier: Tier, dtype: str, jpeg_quality: i
             compress="ZSTD" if tier == "archive" else "DEFLATE",
             predictor=predictor,
             level=15 if tier == "archive" else 6,
-            interleave="BAND",
         )
     # dem and other continuous single-band data; a visualization tier is rendered, not stored
     return CogProfile(

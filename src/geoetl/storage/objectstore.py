@@ -73,6 +73,25 @@ class ObjectStore:
             raise TransientError(f"could not store {key}: {exc}") from exc
         return key
 
+    def move(self, src: str, dst: str) -> str:
+        """Move an object to another key (a rename on a local folder)."""
+        full_src, full_dst = self._full(src), self._full(dst)
+        if self.is_local:
+            Path(full_dst).parent.mkdir(parents=True, exist_ok=True)
+            Path(full_src).replace(full_dst)
+        else:
+            self.fs.mv(full_src, full_dst)
+        return dst
+
+    def local_copy(self, key: str, scratch_path: Path) -> Path:
+        """A local file with the object's content: the file itself when the store is local."""
+        full = self._full(key)
+        if self.is_local:
+            return Path(full)
+        scratch_path.parent.mkdir(parents=True, exist_ok=True)
+        self.fs.get_file(full, str(scratch_path))
+        return scratch_path
+
     def exists(self, key: str) -> bool:
         """True when ``key`` holds an object."""
         return bool(self.fs.exists(self._full(key)))

@@ -1,0 +1,90 @@
+"""``geoetl ingest PATH``: store a file in bronze, detect its kind, run its workflow here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import rasterio
+import typer
+from rasterio.errors import RasterioError
+
+from geoetl.cli.render import console
+from geoetl.cli.state import State, get_state
+from geoetl.errors import InputError
+from geoetl.storage.objectstore import sha256_file
+
+
+def store_in_bronze(state: State, path: Path) -> str:
+    """Copy ``path`` into bronze under its content hash (the same file is stored once)."""
+    digest = sha256_file(path)
+    key = f"bronze/{digest}/{path.name}"
+    objects = state.platform.objects
+    if not objects.exists(key):
+        objects.put_file(path, key)
+    return key
+
+
+def detect_kind(path: Path) -> str:
+    """``raster`` when GDAL opens it as a raster with bands, else ``vector``."""
+    try:
+        with rasterio.open(path) as ds:
+            return "raster" if ds.count > 0 else "vector"
+    except RasterioError:
+        return "vector"
+
+
+def ingest(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A raster (GeoTIFF, …) to publish.")],
+    collection: Annotated[str | None, typer.Option(help="STAC collection id.")] = None,
+    item_id: Annotated[str | None, typer.Option(help="STAC item id.")] = None,
+    tier: Annotated[
+        str, typer.Option(help="visualization, analysis, archive or all.")
+    ] = "analysis",
+    target_crs: Annotated[
+        str, typer.Option(help="Target CRS, or 'native' to keep the file's.")
+    ] = "EPSG:4326",
+    input_crs: Annotated[str | None, typer.Option(help="CRS of a file that has none.")] = None,
+    raster_type: Annotated[str, typer.Option(help="auto, rgb, rgba, dem, …")] = "auto",
+    access_level: Annotated[str, typer.Option(help="public, ouo or restricted.")] = "ouo",
+    strict: Annotated[bool, typer.Option(help="Warnings become errors.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the finished job.")] = False,
+) -> None:
+    """Publish a file: validate, convert to cloud-native form, catalog it."""
+    from geoetl.cli.main import finish, run_in_process
+
+    if not path.is_file():
+        raise InputError(f"{path} is not a file")
+    state = get_state(ctx)
+    if detect_kind(path) != "raster":
+        raise InputError(
+            f"{path.name} is not a raster GDAL can read; vector ingestion is not available yet"
+        )
+    key = store_in_bronze(state, path)
+    params: dict[str, Any] = {
+        "source": key,
+        "output_tier": tier,
+        "target_crs": None if target_crs.lower() == "native" else target_crs,
+        "input_crs": input_crs,
+        "raster_type": raster_type,
+        "access_level": access_level,
+        "strict_mode": strict,
+    }
+    if collection:
+        params["collection_id"] = collection
+    if item_id:
+        params["item_id"] = item_id
+    job_id, _ = state.platform.store.submit("process_raster", params)
+    view = run_in_process(state, job_id, quiet=as_json)
+    if as_json or view.result is None:
+        finish(view, as_json=as_json)
+        return
+    result = view.result
+    location = state.platform.objects.gdal_path(result["cog"])
+    console.print(f"[green]published[/] {result['collection_id']}/{result['item_id']}")
+    console.print(f"  type     {result['raster_type']}, {result['compression']}, {result['crs']}")
+    console.print(f"  COG      {location}", soft_wrap=True)
+    for warning in result["warnings"]:
+        console.print(f"  [yellow]warning[/] {warning}")
+    console.print(f"  job      {job_id}")

@@ -1,0 +1,204 @@
+"""process_raster: validate → Cloud-Optimized GeoTIFF(s) → STAC item."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from geoetl.catalog.models import AccessLevel
+from geoetl.engine.context import TaskContext
+from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
+from geoetl.errors import InputError
+from geoetl.raster.cog import write_cog
+from geoetl.raster.inspect import DeclaredType, RasterInfo, inspect_raster
+from geoetl.raster.profiles import TierChoice, cog_profile, tiers_for
+from geoetl.raster.stac import build_item
+
+_SLUG = re.compile(r"[^a-z0-9_-]+")
+
+
+def slug(text: str) -> str:
+    """A lowercase id from a file name: ``L7 ETMs.tif`` → ``l7_etms``."""
+    return _SLUG.sub("_", text.lower()).strip("_") or "raster"
+
+
+class ProcessRasterParams(BaseModel):
+    """Parameters of process_raster (SPEC "Raster processing")."""
+
+    source: str = Field(description="Key of the file in the bronze zone.")
+    collection_id: str = Field(default="system-rasters", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    item_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,150}$",
+        description="Default: from the file name (and the tier unless 'analysis').",
+    )
+    output_tier: TierChoice = "analysis"
+    target_crs: str | None = Field(default="EPSG:4326", description="null keeps the native CRS.")
+    input_crs: str | None = Field(default=None, description="Used only when the file has none.")
+    raster_type: DeclaredType = "auto"
+    jpeg_quality: int = Field(default=85, ge=1, le=100)
+    strict_mode: bool = False
+    access_level: AccessLevel = "ouo"
+
+    @field_validator("access_level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> Any:
+        # Case-insensitive on input; the Literal rejects anything else with a 422.
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("source")
+    @classmethod
+    def _bronze(cls, v: str) -> str:
+        if not v.startswith("bronze/"):
+            raise ValueError("source must be a key in the bronze zone (bronze/…)")
+        return v
+
+    def resolved_item_id(self) -> str:
+        """The item id: given, or derived from the source file name and tier."""
+        if self.item_id:
+            return self.item_id
+        stem = slug(PurePosixPath(self.source).stem)
+        return stem if self.output_tier == "analysis" else f"{stem}_{self.output_tier}"
+
+
+def validate(params: ProcessRasterParams, ctx: TaskContext) -> RasterInfo:
+    """Open and check the source; InputError tells the user what to fix."""
+    objects = ctx.platform.objects
+    if not objects.exists(params.source):
+        raise InputError(f"source {params.source} does not exist in the object store")
+    ctx.progress(0, 1, "inspecting")
+    return inspect_raster(
+        objects.gdal_path(params.source),
+        PurePosixPath(params.source).name,
+        input_crs=params.input_crs,
+        declared_type=params.raster_type,
+        strict=params.strict_mode,
+    )
+
+
+def plan_tiers(params: ProcessRasterParams, results: StageResults) -> list[str]:
+    """One COG task per tier to produce."""
+    info = RasterInfo.model_validate(results["validate"])
+    return list(tiers_for(params.output_tier, info.raster_type))
+
+
+def tmp_key(job_id: str, item_id: str, tier: str) -> str:
+    """Where a COG waits until the catalog stage publishes it."""
+    return f"tmp/{job_id}/{item_id}_{tier}.tif"
+
+
+def silver_key(params: ProcessRasterParams, tier: str) -> str:
+    """The published COG's key."""
+    return f"silver/cogs/{params.collection_id}/{params.resolved_item_id()}_{tier}.tif"
+
+
+def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
+    """Write this tier's COG in scratch and stage it under tmp/ (published by catalog)."""
+    info = RasterInfo.model_validate(ctx.results["validate"])
+    tier = str(ctx.item)
+    key = tmp_key(ctx.job_id, params.resolved_item_id(), tier)
+    if "staged" in ctx.checkpoints and ctx.platform.objects.exists(key):
+        return dict(ctx.checkpoints["staged"])
+    profile = cog_profile(info.raster_type, tier, info.dtype, params.jpeg_quality)  # type: ignore[arg-type]
+    ctx.progress(0, 1, f"writing {tier} COG")
+    out = ctx.scratch / "cog.tif"
+    result = write_cog(
+        ctx.platform.objects.gdal_path(params.source),
+        out,
+        info,
+        profile,
+        params.target_crs,
+        ctx.scratch / "work",
+    )
+    ctx.platform.objects.put_file(out, key)
+    staged = {**result.model_dump(), "tier": tier, "tmp_key": key}
+    ctx.checkpoint("staged", staged)
+    return staged
+
+
+def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
+    """Publish the staged COGs to silver and upsert the STAC item."""
+    cogs: list[dict[str, Any]] = ctx.results["cog"]
+    objects = ctx.platform.objects
+    item_id = params.resolved_item_id()
+    published = []
+    for cog in cogs:
+        key = silver_key(params, cog["tier"])
+        if objects.exists(cog["tmp_key"]):
+            objects.move(cog["tmp_key"], key)
+        elif not objects.exists(key):
+            raise InputError(f"staged COG {cog['tmp_key']} is missing; resubmit the job")
+        published.append({**cog, "key": key})
+    primary = next((c for c in published if c["tier"] == "analysis"), published[0])
+    local = objects.local_copy(primary["key"], ctx.scratch / "primary.tif")
+    extras = {
+        c["tier"]: (
+            objects.local_copy(c["key"], ctx.scratch / f"{c['tier']}.tif"),
+            c["key"],
+            f"{c['tier']} COG ({c['compression']})",
+        )
+        for c in published
+        if c is not primary
+    }
+    source_sha = PurePosixPath(params.source).parts[1]
+    info = ctx.results["validate"]
+    now = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
+    properties = {
+        "geoetl:job_id": ctx.job_id,
+        "geoetl:workflow": ctx.workflow,
+        "geoetl:access_level": params.access_level,
+        "geoetl:source": {"key": params.source, "sha256": source_sha},
+        "geoetl:raster_type": info["raster_type"],
+        "geoetl:tier": primary["tier"],
+        "geoetl:warnings": info["warnings"],
+        "created": now,
+        "updated": now,
+    }
+    item = build_item(
+        local,
+        item_id=item_id,
+        collection_id=params.collection_id,
+        href=primary["key"],
+        properties=properties,
+        extra_assets=extras,
+    )
+    ctx.platform.catalog.ensure_collection(params.collection_id, params.access_level)
+    ctx.platform.catalog.upsert_item(item, params.access_level)
+    return {"item_id": item_id, "cogs": published}
+
+
+def summarize(params: ProcessRasterParams, results: StageResults) -> dict[str, Any]:
+    """The job result users see."""
+    info = results["validate"]
+    catalog = results["catalog"]
+    cogs = catalog["cogs"]
+    primary = next((c for c in cogs if c["tier"] == "analysis"), cogs[0])
+    return {
+        "item_id": catalog["item_id"],
+        "collection_id": params.collection_id,
+        "raster_type": info["raster_type"],
+        "cog": primary["key"],
+        "size_bytes": primary["size_bytes"],
+        "compression": primary["compression"],
+        "crs": primary["crs"],
+        "reprojected": primary["reprojected"],
+        "tiers": {c["tier"]: c["key"] for c in cogs},
+        "warnings": info["warnings"],
+    }
+
+
+process_raster = Workflow(
+    "process_raster",
+    params=ProcessRasterParams,
+    stages=[
+        Stage("validate", validate),
+        Stage("cog", make_cog, plan=plan_tiers, queue="default", retry=Retry(attempts=3)),
+        Stage("catalog", register),
+    ],
+    finalize=summarize,
+    description="Validate a raster, write Cloud-Optimized GeoTIFF(s), record a STAC item.",
+)
