@@ -59,7 +59,7 @@ def test_four_workers_run_a_thousand_tasks_exactly_once(
 ) -> None:
     for _ in range(4):
         workers.start()
-    job_id, _ = platform.store.submit("fan_out_demo", {"n": 1000})
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 1000, "sleep_ms": 2})
     wait_for(
         lambda: (
             platform.store.job_status(job_id) != JobStatus.running
@@ -122,7 +122,8 @@ def test_killed_worker_task_is_finished_by_another(platform: Platform, workers: 
 
 def test_worker_pool_shares_work_and_stops_cleanly(platform: Platform, workers: Workers) -> None:
     pool = workers.start(concurrency=2)
-    job_id, _ = platform.store.submit("fan_out_demo", {"n": 300, "sleep_ms": 5})
+    # Slow enough tasks (batch of one) that the second process joins in whatever its start-up.
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 40, "sleep_ms": 150})
     wait_for(
         lambda: platform.store.job_status(job_id) == JobStatus.succeeded,
         timeout=60,

@@ -155,9 +155,13 @@ class JobStore:
             pick = pick.where(tasks.c.queue.in_(list(queues)))
         if job_id:
             pick = pick.where(tasks.c.job_id == job_id)
+        # MATERIALIZED: evaluated once. A plain IN (subquery ... LIMIT n SKIP LOCKED) may be
+        # re-run by PostgreSQL's planner and claim far more than n rows.
+        picked = pick.cte("picked").prefix_with("MATERIALIZED")
         claim = (
             sa.update(tasks)
-            .where(tasks.c.task_id.in_(pick.scalar_subquery()))
+            .add_cte(picked)
+            .where(tasks.c.task_id.in_(sa.select(picked.c.task_id)))
             .where(tasks.c.status == TaskStatus.queued)
             .values(
                 status=TaskStatus.running,

@@ -55,7 +55,8 @@ class ListenWaker:
         for _ in self._conn.notifies(timeout=timeout, stop_after=1):
             woken = True
         if woken:
-            for _ in self._conn.notifies(timeout=0.0):
+            # Drain notifications that arrived together; a zero timeout would block.
+            for _ in self._conn.notifies(timeout=0.001):
                 pass
         return woken
 
