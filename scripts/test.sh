@@ -27,8 +27,8 @@ fi
 bash "$ROOT/scripts/bootstrap.sh"
 export PATH="$ROOT/.venv/bin:$PATH"
 
-ruff check src tests benchmarks
-ruff format --check src tests benchmarks
+ruff check
+ruff format --check
 mypy --strict src
 # Tests that need PostgreSQL fail rather than skip when CI=true.
 pytest -q "$@"
