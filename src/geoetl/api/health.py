@@ -29,8 +29,12 @@ def _checks(platform: PlatformDep) -> dict[str, str]:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}: {exc}"
-    home = platform.settings.home
-    checks["storage"] = "ok" if home.is_dir() else f"error: {home} is not a folder"
+    objects = platform.objects
+    try:
+        reachable = bool(objects.fs.exists(objects.root))
+        checks["storage"] = "ok" if reachable else f"error: {objects.url} does not exist"
+    except Exception as exc:
+        checks["storage"] = f"error: {type(exc).__name__}: {exc}"
     return checks
 
 

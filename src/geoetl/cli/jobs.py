@@ -69,6 +69,7 @@ def events(
                 console.print(
                     f"{e.at:%H:%M:%S.%f}"[:-3] + f" {e.kind:<16}{task} {e.message}",
                     highlight=False,
+                    soft_wrap=True,
                 )
             after = e.id
         if not follow:

@@ -54,7 +54,9 @@ class StageProgress(BaseModel):
 
     name: str
     index: int
-    status: str = Field(description="pending, running, succeeded, failed or cancelled")
+    status: str = Field(
+        description="pending, running, succeeded, failed, cancelled or skipped (empty fan-out)"
+    )
     total: int = 0
     queued: int = 0
     running: int = 0

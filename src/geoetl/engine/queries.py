@@ -209,6 +209,10 @@ class JobQueries:
             _stage_progress(i, name, counts.get(i, {}), attempts.get(i, 0), running.get(i, []))
             for i, name in enumerate(names)
         ]
+        for s in stages:
+            # A fan-out whose plan returned nothing: the job went past it with no tasks.
+            if s.total == 0 and s.index < row.stage_index:
+                s.status = "skipped"
         finished = sum(1 for s in stages if s.status in ("succeeded", "skipped"))
         current = next((s for s in stages if s.status == "running"), None)
         fraction = (current.succeeded / current.total) if current and current.total else 0.0
