@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     janitor_interval_seconds: float = Field(default=10.0, gt=0)
     retry_base_seconds: float = Field(default=1.0, ge=0, description="First retry backoff.")
     retry_max_seconds: float = Field(default=300.0, ge=0)
+
+    @field_validator("database_url", "storage_url", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> Settings:

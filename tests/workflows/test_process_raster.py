@@ -63,7 +63,10 @@ def test_sample_is_published_as_cog_and_item(
     assert cog_validate(cog, quiet=True)[0]
     with rasterio.open(DATA / name) as src, rasterio.open(cog) as out:
         assert out.crs == CRS.from_epsg(4326)
-        assert out.nodata == src.nodata
+        if src.nodata is None and src.dtypes[0].startswith("float"):
+            assert np.isnan(out.nodata)  # reprojected corners of float data are NaN
+        else:
+            assert out.nodata == src.nodata
         if name == "lc.tif":
             assert out.colormap(1) == src.colormap(1)
     item_doc = platform.catalog.get_item("system-rasters", result["item_id"])

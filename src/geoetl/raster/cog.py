@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import rasterio
 import rasterio.shutil
 from pydantic import BaseModel
@@ -31,12 +32,20 @@ class CogResult(BaseModel):
     alpha_added: bool
 
 
-def source_path(path: str, info: RasterInfo) -> str:
-    """The path GDAL should read: the file itself, or a VRT that assigns ``input_crs``."""
+def source_path(path: str, info: RasterInfo, *, reproject: bool) -> str:
+    """The path GDAL should read: the file, or a ``vrt://`` that fixes what it lacks.
+
+    A file without a CRS gets ``input_crs``; floating-point data without nodata gets
+    NaN as nodata when reprojected, so the empty corners are NaN rather than a float
+    alpha band (which tile readers mishandle).
+    """
+    options = []
     if info.crs_from_input:
         # GDAL reads the option verbatim (no URL decoding); CRS strings never hold '&'.
-        return f"vrt://{path}?a_srs={info.crs}"
-    return path
+        options.append(f"a_srs={info.crs}")
+    if reproject and info.nodata is None and np.issubdtype(np.dtype(info.dtype), np.floating):
+        options.append("a_nodata=nan")
+    return f"vrt://{path}?{'&'.join(options)}" if options else path
 
 
 def write_cog(
@@ -52,7 +61,7 @@ def write_cog(
     reproject = target_crs is not None and CRS.from_user_input(target_crs) != CRS.from_user_input(
         info.crs
     )
-    source = source_path(src, info)
+    source = source_path(src, info, reproject=reproject)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
         if reproject and info.has_band_metadata:
@@ -117,7 +126,7 @@ def verify_cog(path: Path, info: RasterInfo) -> None:
         alpha_added = out.count == info.count + 1 and out.colorinterp[-1].name == "alpha"
         if out.count != info.count and not alpha_added:
             problems.append(f"band count {out.count} != {info.count}")
-        if info.nodata is not None and out.nodata != info.nodata:
+        if info.nodata is not None and not _same_nodata(out.nodata, info.nodata):
             problems.append(f"nodata {out.nodata} != {info.nodata}")
         if info.has_colormap and out.colorinterp[0].name != "palette":
             problems.append("colour table lost")
@@ -129,3 +138,9 @@ def verify_cog(path: Path, info: RasterInfo) -> None:
             problems.append(f"offsets {out.offsets} != {info.offsets}")
         if problems:
             raise GeoEtlError(f"COG conversion lost metadata: {', '.join(problems)}")
+
+
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a == b or (bool(np.isnan(a)) and bool(np.isnan(b)))
