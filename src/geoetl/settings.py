@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         default=None, description="file:///path, s3://bucket/prefix, az://container/prefix."
     )
     executor: Literal["local"] = "local"
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where `geoetl serve` is reached; the CLI prints links under it.",
+    )
     lease_seconds: float = Field(default=30.0, gt=0, description="Default task lease.")
     heartbeat_seconds: float | None = Field(
         default=None, gt=0, description="Lease renewal interval; default a third of the lease."

@@ -85,6 +85,10 @@ def ingest(
     console.print(f"[green]published[/] {result['collection_id']}/{result['item_id']}")
     console.print(f"  type     {result['raster_type']}, {result['compression']}, {result['crs']}")
     console.print(f"  COG      {location}", soft_wrap=True)
+    base = state.settings.public_url.rstrip("/")
+    console.print(f"  viewer   {base}{result['urls']['viewer']}", soft_wrap=True)
+    console.print(f"  tiles    {base}{result['urls']['tiles']}", soft_wrap=True)
+    console.print(f"  preview  {base}{result['urls']['preview']}", soft_wrap=True)
     for warning in result["warnings"]:
         console.print(f"  [yellow]warning[/] {warning}")
     console.print(f"  job      {job_id}")

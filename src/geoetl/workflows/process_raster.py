@@ -188,6 +188,18 @@ def summarize(params: ProcessRasterParams, results: StageResults) -> dict[str, A
         "reprojected": primary["reprojected"],
         "tiers": {c["tier"]: c["key"] for c in cogs},
         "warnings": info["warnings"],
+        "urls": raster_urls(params.collection_id, catalog["item_id"]),
+    }
+
+
+def raster_urls(collection_id: str, item_id: str) -> dict[str, str]:
+    """Where the item is served, relative to the API root."""
+    base = f"/raster/collections/{collection_id}/items/{item_id}"
+    return {
+        "tilejson": f"{base}/WebMercatorQuad/tilejson.json",
+        "tiles": f"{base}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png",
+        "preview": f"{base}/preview.png",
+        "viewer": f"{base}/WebMercatorQuad/map.html",
     }
 
 
