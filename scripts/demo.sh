@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's first command: install geoetl and run its demonstration on the embedded default
-# (SQLite and a local folder under ./geoetl-data; nothing else to install).
+# The README's first command: install geoetl, ingest the sample rasters on the embedded default
+# (SQLite and a local folder under ./geoetl-data; nothing else to install) and serve them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/bootstrap.sh"

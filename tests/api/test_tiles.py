@@ -18,7 +18,7 @@ from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.storage.objectstore import sha256_file
 
-DATA = Path(__file__).parent.parent / "data"
+DATA = Path(__file__).parents[2] / "examples" / "data"
 SAMPLES = ["L7_ETMs.tif", "elev.tif", "lc.tif", "olinda_dem_utm25s.tif"]
 WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
 

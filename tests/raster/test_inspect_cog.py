@@ -17,7 +17,7 @@ from geoetl.raster.cog import write_cog
 from geoetl.raster.inspect import inspect_raster
 from geoetl.raster.profiles import cog_profile, tiers_for
 
-DATA = Path(__file__).parent.parent / "data"
+DATA = Path(__file__).parents[2] / "examples" / "data"
 SAMPLES = {
     "L7_ETMs.tif": "multispectral",
     "elev.tif": "dem",

@@ -19,7 +19,7 @@ from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
 from geoetl.storage.objectstore import sha256_file
 
-DATA = Path(__file__).parent.parent / "data"
+DATA = Path(__file__).parents[2] / "examples" / "data"
 EXPECTED = {
     "L7_ETMs.tif": "multispectral",
     "elev.tif": "dem",

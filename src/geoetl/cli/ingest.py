@@ -11,6 +11,7 @@ from rasterio.errors import RasterioError
 
 from geoetl.cli.render import console
 from geoetl.cli.state import State, get_state
+from geoetl.engine.models import JobView
 from geoetl.errors import InputError
 from geoetl.storage.objectstore import sha256_file
 
@@ -34,29 +35,23 @@ def detect_kind(path: Path) -> str:
         return "vector"
 
 
-def ingest(
-    ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A raster (GeoTIFF, …) to publish.")],
-    collection: Annotated[str | None, typer.Option(help="STAC collection id.")] = None,
-    item_id: Annotated[str | None, typer.Option(help="STAC item id.")] = None,
-    tier: Annotated[
-        str, typer.Option(help="visualization, analysis, archive or all.")
-    ] = "analysis",
-    target_crs: Annotated[
-        str, typer.Option(help="Target CRS, or 'native' to keep the file's.")
-    ] = "EPSG:4326",
-    input_crs: Annotated[str | None, typer.Option(help="CRS of a file that has none.")] = None,
-    raster_type: Annotated[str, typer.Option(help="auto, rgb, rgba, dem, …")] = "auto",
-    access_level: Annotated[str, typer.Option(help="public, ouo or restricted.")] = "ouo",
-    strict: Annotated[bool, typer.Option(help="Warnings become errors.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the finished job.")] = False,
-) -> None:
-    """Publish a file: validate, convert to cloud-native form, catalog it."""
-    from geoetl.cli.main import finish, run_in_process
+def ingest_file(
+    state: State,
+    path: Path,
+    *,
+    quiet: bool,
+    collection: str | None = None,
+    item_id: str | None = None,
+    tier: str = "analysis",
+    target_crs: str = "EPSG:4326",
+    input_crs: str | None = None,
+    raster_type: str = "auto",
+    access_level: str = "ouo",
+    strict: bool = False,
+) -> JobView:
+    """Store ``path`` in bronze and run process_raster on it here; the finished job."""
+    from geoetl.cli.main import run_in_process
 
-    if not path.is_file():
-        raise InputError(f"{path} is not a file")
-    state = get_state(ctx)
     if detect_kind(path) != "raster":
         raise InputError(
             f"{path.name} is not a raster GDAL can read; vector ingestion is not available yet"
@@ -76,7 +71,46 @@ def ingest(
     if item_id:
         params["item_id"] = item_id
     job_id, _ = state.platform.store.submit("process_raster", params)
-    view = run_in_process(state, job_id, quiet=as_json)
+    return run_in_process(state, job_id, quiet=quiet)
+
+
+def ingest(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A raster (GeoTIFF, …) to publish.")],
+    collection: Annotated[str | None, typer.Option(help="STAC collection id.")] = None,
+    item_id: Annotated[str | None, typer.Option(help="STAC item id.")] = None,
+    tier: Annotated[
+        str, typer.Option(help="visualization, analysis, archive or all.")
+    ] = "analysis",
+    target_crs: Annotated[
+        str, typer.Option(help="Target CRS, or 'native' to keep the file's.")
+    ] = "EPSG:4326",
+    input_crs: Annotated[str | None, typer.Option(help="CRS of a file that has none.")] = None,
+    raster_type: Annotated[str, typer.Option(help="auto, rgb, rgba, dem, …")] = "auto",
+    access_level: Annotated[str, typer.Option(help="public, ouo or restricted.")] = "ouo",
+    strict: Annotated[bool, typer.Option(help="Warnings become errors.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the finished job.")] = False,
+) -> None:
+    """Publish a file: validate, convert to cloud-native form, catalog it."""
+    from geoetl.cli.main import finish
+
+    if not path.is_file():
+        raise InputError(f"{path} is not a file")
+    state = get_state(ctx)
+    view = ingest_file(
+        state,
+        path,
+        quiet=as_json,
+        collection=collection,
+        item_id=item_id,
+        tier=tier,
+        target_crs=target_crs,
+        input_crs=input_crs,
+        raster_type=raster_type,
+        access_level=access_level,
+        strict=strict,
+    )
+    job_id = view.job_id
     if as_json or view.result is None:
         finish(view, as_json=as_json)
         return

@@ -209,19 +209,43 @@ def serve(
     run_server(get_state(ctx).settings, host=host, port=port, workers=workers)
 
 
+SAMPLE_DATA = Path(__file__).resolve().parents[3] / "examples" / "data"
+
+
 @app.command()
-def demo(ctx: typer.Context) -> None:
-    """Run the demonstration workflows here and print their results."""
+def demo(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option(help="Folder of sample rasters.")] = SAMPLE_DATA,
+    serve: Annotated[bool, typer.Option(help="Serve them afterwards (Ctrl+C stops).")] = True,
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+) -> None:
+    """Ingest the sample rasters on the embedded default, then serve them."""
+    from geoetl.cli.ingest import ingest_file
+
     state = get_state(ctx)
+    files = sorted(p for p in data.glob("*.tif") if p.is_file()) if data.is_dir() else []
+    if not files:
+        raise InputError(f"no .tif files in {data}; pass --data with a folder of rasters")
     console.print(f"geoetl home: {state.settings.home}")
-    job_id, _ = state.platform.store.submit("hello", {"name": "geoetl"})
-    finish_demo = run_in_process(state, job_id, quiet=True)
-    console.print(f"hello        -> {json.dumps(finish_demo.result)}")
-    job_id, _ = state.platform.store.submit("fan_out_demo", {"n": 500, "sleep_ms": 2})
-    view = run_in_process(state, job_id, quiet=False)
-    show_job(view)
-    if view.status != JobStatus.succeeded:
-        raise typer.Exit(1)
+    base = f"http://127.0.0.1:{port}"
+    published: list[str] = []
+    for path in files:
+        console.print(f"ingesting {path.name}")
+        view = ingest_file(state, path, quiet=False, access_level="public")
+        result: dict[str, Any] = view.result or {}
+        if view.status != JobStatus.succeeded:
+            finish(view, as_json=False)
+        published.append(
+            f"  {result['item_id']} ({result['raster_type']}): {base}{result['urls']['viewer']}"
+        )
+    console.print("published rasters; map viewers:")
+    for line in published:
+        console.print(line, soft_wrap=True, highlight=False)
+    if serve:
+        from geoetl.cli.serve import run_server
+
+        console.print(f"serving on {base} (API docs: {base}/docs); Ctrl+C stops")
+        run_server(state.settings, host="127.0.0.1", port=port, workers=1)
 
 
 @db_app.command("upgrade")
