@@ -9,6 +9,7 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+import stac_pydantic
 from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 
@@ -70,6 +71,9 @@ def test_sample_is_published_as_cog_and_item(
         if name == "lc.tif":
             assert out.colormap(1) == src.colormap(1)
     item_doc = platform.catalog.get_item("system-rasters", result["item_id"])
+    # Two independent readers: stac-pydantic validates the STAC structure, pystac parses it.
+    stac_pydantic.Item.model_validate(item_doc)
+    stac_pydantic.Collection.model_validate(platform.catalog.get_collection("system-rasters"))
     item = pystac.Item.from_dict(item_doc)
     assert item.datetime is not None
     assert item.properties["geoetl:job_id"] == job_id
