@@ -117,3 +117,19 @@ def test_no_route_takes_a_file_path(client: TestClient) -> None:
         for op in ops.values():
             names = {p["name"] for p in op.get("parameters", [])}
             assert "url" not in names, path
+
+
+def test_stac_item_url_of_the_job_result(client: TestClient) -> None:
+    result = publish(client.app.state.platform, "lc.tif")  # type: ignore[attr-defined]
+    r = client.get(result["urls"]["stac_item"])  # type: ignore[index]
+    assert r.status_code == 200
+    item = r.json()
+    assert item["id"] == "lc"
+    rels = {link["rel"]: link["href"] for link in item["links"]}
+    assert rels["self"].endswith(result["urls"]["stac_item"])  # type: ignore[index]
+    # The asset href opens with plain GDAL.
+    with rasterio.open(item["assets"]["data"]["href"]) as ds:
+        assert ds.colormap(1)
+    assert client.get(rels["collection"]).json()["id"] == "system-rasters"
+    assert client.get(rels["tiles"].replace("http://testserver", "")).status_code == 200
+    assert client.get("/stac/collections/system-rasters/items/nope").status_code == 404

@@ -103,6 +103,7 @@ def test_visualization_tier_of_rgb_is_jpeg(tmp_path: Path) -> None:
     write_cog(str(src), out, info, cog_profile("rgb", "visualization", "uint8", 80), None, tmp_path)
     with rasterio.open(out) as b:
         assert b.compression.name.upper() == "JPEG"
+        assert b.tags(ns="IMAGE_STRUCTURE")["SOURCE_COLOR_SPACE"] == "YCbCr"
         assert [c.name for c in b.colorinterp] == ["red", "green", "blue"]
         assert b.overviews(1)  # 700 px > one 512 block: overviews exist
 

@@ -128,6 +128,9 @@ def verify_cog(path: Path, info: RasterInfo) -> None:
             problems.append(f"band count {out.count} != {info.count}")
         if info.nodata is not None and not _same_nodata(out.nodata, info.nodata):
             problems.append(f"nodata {out.nodata} != {info.nodata}")
+        kept = [ci.name for ci in out.colorinterp][: info.count]
+        if kept != info.colorinterp:
+            problems.append(f"colour interpretation {kept} != {info.colorinterp}")
         if info.has_colormap and out.colorinterp[0].name != "palette":
             problems.append("colour table lost")
         if list(out.descriptions)[: info.count] != info.descriptions:

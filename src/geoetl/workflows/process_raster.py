@@ -200,6 +200,7 @@ def raster_urls(collection_id: str, item_id: str) -> dict[str, str]:
         "tiles": f"{base}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png",
         "preview": f"{base}/preview.png",
         "viewer": f"{base}/WebMercatorQuad/map.html",
+        "stac_item": f"/stac/collections/{collection_id}/items/{item_id}",
     }
 
 
