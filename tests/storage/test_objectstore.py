@@ -36,3 +36,18 @@ def test_sha256(tmp_path: Path) -> None:
     p = tmp_path / "x"
     p.write_bytes(b"abc")
     assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_content_addressed_put_stores_each_content_once(tmp_path: Path) -> None:
+    store = ObjectStore((tmp_path / "root").as_uri())
+    a = tmp_path / "a.tif"
+    a.write_bytes(b"same bytes")
+    key, digest = store.put_content_addressed(a)
+    assert digest == sha256_file(a)
+    assert key == f"bronze/{digest}/a.tif"
+    again, _ = store.put_content_addressed(a)
+    assert again == key
+    assert store.list("bronze") == [key]
+    assert store.list("tmp") == []  # staging copies never linger
+    with store.open(key) as fh:
+        assert fh.read() == b"same bytes"

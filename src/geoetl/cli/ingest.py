@@ -13,16 +13,11 @@ from geoetl.cli.render import console
 from geoetl.cli.state import State, get_state
 from geoetl.engine.models import JobView
 from geoetl.errors import InputError
-from geoetl.storage.objectstore import sha256_file
 
 
 def store_in_bronze(state: State, path: Path) -> str:
     """Copy ``path`` into bronze under its content hash (the same file is stored once)."""
-    digest = sha256_file(path)
-    key = f"bronze/{digest}/{path.name}"
-    objects = state.platform.objects
-    if not objects.exists(key):
-        objects.put_file(path, key)
+    key, _digest = state.platform.objects.put_content_addressed(path)
     return key
 
 

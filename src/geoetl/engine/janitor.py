@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from geoetl.platform import Platform
 log = logging.getLogger(__name__)
 
 META_KEY = "janitor"
+_JOB_ID = re.compile(r"[0-9a-f]{64}")
 _DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
 
@@ -69,7 +71,9 @@ class Janitor:
     def _clean_tmp_objects(self) -> None:
         # Staged outputs of jobs that ended (failed or cancelled ones never publish them).
         objects = self.platform.objects
-        for job_id in sorted({key.split("/")[1] for key in objects.list("tmp")}):
+        prefixes = {key.split("/")[1] for key in objects.list("tmp")}
+        # Only job folders: tmp/uploads/ holds ingests in flight.
+        for job_id in sorted(p for p in prefixes if _JOB_ID.fullmatch(p)):
             try:
                 done = self.store.job_status(job_id) in _DONE
             except NotFound:

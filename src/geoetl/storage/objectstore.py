@@ -73,6 +73,29 @@ class ObjectStore:
             raise TransientError(f"could not store {key}: {exc}") from exc
         return key
 
+    def put_content_addressed(self, local: Path, zone: Zone = "bronze") -> tuple[str, str]:
+        """Store a file at ``{zone}/{sha256}/{name}`` in one read; same content, same key.
+
+        Returns ``(key, sha256)``. The bytes are hashed while they are copied to a
+        staging key, which is then moved into place (or dropped if already stored).
+        """
+        staging = f"tmp/uploads/{uuid.uuid4().hex}"
+        digest = hashlib.sha256()
+        try:
+            with local.open("rb") as src, self.open(staging, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+        except OSError as exc:
+            self.delete(staging)
+            raise TransientError(f"could not store {local.name}: {exc}") from exc
+        key = f"{zone}/{digest.hexdigest()}/{local.name}"
+        if self.exists(key):
+            self.delete(staging)
+        else:
+            self.move(staging, key)
+        return key, digest.hexdigest()
+
     def move(self, src: str, dst: str) -> str:
         """Move an object to another key (a rename on a local folder)."""
         full_src, full_dst = self._full(src), self._full(dst)
