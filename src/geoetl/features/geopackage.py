@@ -1,0 +1,197 @@
+"""Feature store on GeoPackage: one file per dataset, R-tree indexed, published atomically.
+
+Chunks are written into ``{dataset}.loading.gpkg``; each chunk write first deletes
+the rows of that chunk id, so a retried chunk never duplicates rows. When every
+chunk is in, indexes are built and the file replaces the published one in one
+rename: a reader sees the old dataset or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pyogrio
+import shapely
+
+from geoetl.errors import InputError, NotFound, TransientError
+
+CHUNK_COLUMN = "_chunk"
+_GPKG_FLAGS_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+
+
+def gpkg_geometry_to_wkb(blob: bytes) -> bytes:
+    """The WKB inside a GeoPackage geometry blob (header and envelope skipped)."""
+    if blob[:2] != b"GP":
+        raise ValueError("not a GeoPackage geometry blob")
+    envelope = _GPKG_FLAGS_ENVELOPE[(blob[3] >> 1) & 0x07]
+    return blob[8 + envelope :]
+
+
+class GeoPackageStore:
+    """Datasets as GeoPackage files under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, dataset_id: str) -> Path:
+        """The published file of a dataset."""
+        return self.root / f"{dataset_id}.gpkg"
+
+    def _staging(self, dataset_id: str) -> Path:
+        return self.root / f"{dataset_id}.loading.gpkg"
+
+    def begin_load(self, dataset_id: str) -> None:
+        """Start a load; an earlier unfinished load of the dataset is discarded."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self._staging(dataset_id)
+        for leftover in (staging, Path(f"{staging}-journal"), Path(f"{staging}-wal")):
+            leftover.unlink(missing_ok=True)
+
+    def write_chunk(
+        self, dataset_id: str, table: str, chunk_id: int, frame: gpd.GeoDataFrame
+    ) -> int:
+        """Replace the rows of ``chunk_id`` in ``table`` with ``frame``; returns rows written."""
+        staging = self._staging(dataset_id)
+        exists = staging.exists() and table in {name for name, _ in pyogrio.list_layers(staging)}
+        if exists:
+            with self._sqlite(staging) as conn:
+                conn.execute(f'DELETE FROM "{table}" WHERE "{CHUNK_COLUMN}" = ?', (chunk_id,))
+                conn.commit()
+        if frame.empty:
+            return 0
+        out = frame.assign(**{CHUNK_COLUMN: chunk_id})
+        try:
+            pyogrio.write_dataframe(
+                out,
+                staging,
+                layer=table,
+                driver="GPKG",
+                append=exists,
+                promote_to_multi=True,
+            )
+        except pyogrio.errors.DataSourceError as exc:
+            raise TransientError(f"could not write chunk {chunk_id} of {table}: {exc}") from exc
+        with self._sqlite(staging) as conn:
+            # Retried chunks delete by chunk id: keep that delete an index lookup.
+            conn.execute(
+                f'CREATE INDEX IF NOT EXISTS "ix_{table}_chunk" ON "{table}" ("{CHUNK_COLUMN}")'
+            )
+            conn.commit()
+        return len(out)
+
+    def finish_load(self, dataset_id: str, index_columns: dict[str, list[str]]) -> None:
+        """Index the requested columns, ANALYZE, and publish the file atomically."""
+        staging = self._staging(dataset_id)
+        if not staging.exists():
+            raise InputError(f"dataset {dataset_id} has no features to publish")
+        with self._sqlite(staging) as conn:
+            for table, columns in index_columns.items():
+                for column in columns:
+                    conn.execute(
+                        f'CREATE INDEX IF NOT EXISTS "ix_{table}_{column}" '
+                        f'ON "{table}" ("{column}")'
+                    )
+            conn.execute("ANALYZE")
+            conn.commit()
+        os.replace(staging, self.path(dataset_id))
+
+    def drop(self, dataset_id: str) -> bool:
+        """Delete a dataset; False if there was none."""
+        path = self.path(dataset_id)
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
+
+    def tables(self, dataset_id: str) -> list[str]:
+        """Tables of a published dataset."""
+        path = self.path(dataset_id)
+        if not path.exists():
+            raise NotFound(f"no dataset {dataset_id!r}")
+        return [str(name) for name, _ in pyogrio.list_layers(path)]
+
+    def count(self, dataset_id: str, table: str) -> int:
+        """Rows in a table of a published dataset."""
+        with self._sqlite(self.path(dataset_id)) as conn:
+            return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+
+    def read(self, dataset_id: str, table: str) -> gpd.GeoDataFrame:
+        """A whole published table (for the GeoParquet copy and checks)."""
+        frame = pyogrio.read_dataframe(self.path(dataset_id), layer=table, use_arrow=True)
+        return frame.drop(columns=[CHUNK_COLUMN], errors="ignore")
+
+    def features(
+        self,
+        dataset_id: str,
+        table: str,
+        *,
+        bbox: tuple[float, float, float, float] | None = None,
+        where: list[tuple[str, Any]] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """GeoJSON features of a table and how many match in all.
+
+        The bbox goes through the table's R-tree; equality filters are bound parameters.
+        """
+        path = self.path(dataset_id)
+        if not path.exists():
+            raise NotFound(f"no dataset {dataset_id!r}")
+        with self._sqlite(path) as conn:
+            geom_col, fid_col = _columns(conn, table)
+            clauses: list[str] = []
+            args: list[Any] = []
+            if bbox is not None:
+                clauses.append(
+                    f'"{fid_col}" IN (SELECT id FROM "rtree_{table}_{geom_col}" '
+                    "WHERE maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?)"
+                )
+                args += [bbox[0], bbox[2], bbox[1], bbox[3]]
+            for column, value in where or []:
+                clauses.append(f'"{column}" = ?')
+                args.append(value)
+            sql_where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+            total = conn.execute(f'SELECT count(*) FROM "{table}"{sql_where}', args).fetchone()[0]
+            cursor = conn.execute(
+                f'SELECT * FROM "{table}"{sql_where} ORDER BY "{fid_col}" LIMIT ? OFFSET ?',
+                [*args, limit, offset],
+            )
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        features = []
+        for row in rows:
+            record = dict(zip(names, row, strict=True))
+            blob = record.pop(geom_col)
+            fid = record.pop(fid_col)
+            record.pop(CHUNK_COLUMN, None)
+            geometry = None
+            if blob:
+                geometry = shapely.geometry.mapping(shapely.from_wkb(gpkg_geometry_to_wkb(blob)))
+            features.append(
+                {"type": "Feature", "id": fid, "geometry": geometry, "properties": record}
+            )
+        return features, int(total)
+
+    @contextmanager
+    def _sqlite(self, path: Path) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(path, timeout=60)) as conn:
+            yield conn
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> tuple[str, str]:
+    geom = conn.execute(
+        "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (table,)
+    ).fetchone()
+    if geom is None:
+        raise NotFound(f"no feature table {table!r}")
+    pk = next(
+        (r[1] for r in conn.execute(f'PRAGMA table_info("{table}")') if r[5]),
+        "fid",
+    )
+    return str(geom[0]), str(pk)
