@@ -10,6 +10,8 @@ from geoetl.engine.migrate import ensure_schema
 from geoetl.engine.queries import JobQueries
 from geoetl.engine.store import JobStore
 from geoetl.engine.workflow import Registry
+from geoetl.features.geopackage import GeoPackageStore
+from geoetl.features.registry import FeatureRegistry
 from geoetl.settings import Settings
 from geoetl.storage.objectstore import ObjectStore
 
@@ -23,6 +25,8 @@ class Platform:
     queries: JobQueries
     objects: ObjectStore
     catalog: SqlCatalog
+    features: GeoPackageStore
+    feature_registry: FeatureRegistry
 
     @property
     def workflows(self) -> Registry:
@@ -58,6 +62,8 @@ class Platform:
             queries=JobQueries(store),
             objects=ObjectStore(settings.storage_url),
             catalog=catalog,
+            features=GeoPackageStore(settings.home / "features"),
+            feature_registry=FeatureRegistry(engine),
         )
 
     def close(self) -> None:

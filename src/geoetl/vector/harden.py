@@ -90,21 +90,41 @@ def _minus_360(c: np.ndarray) -> np.ndarray:
     return np.column_stack([c[:, 0] - 360, c[:, 1]])
 
 
+def _crosses(part: BaseGeometry) -> bool:
+    # A segment longer than 180 degrees of longitude is a jump across ±180, not a real edge.
+    rings = shapely.get_rings(part) if part.geom_type == "Polygon" else [part]
+    for ring in rings:
+        xs = shapely.get_coordinates(ring)[:, 0]
+        if len(xs) > 1 and bool(np.any(np.abs(np.diff(xs)) > 180)):
+            return True
+    return False
+
+
 def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
-    """Cut a lon/lat line or polygon that wraps across ±180° into parts on each side."""
-    coords = shapely.get_coordinates(geom)
-    xs = coords[:, 0]
-    if xs.max() - xs.min() <= 180:
+    """Cut lon/lat lines and polygons that wrap across ±180° into parts on each side.
+
+    Parts already split at the antimeridian (as Natural Earth's Russia is) are
+    left alone: only parts with a segment jumping more than 180° are cut.
+    """
+    parts = list(shapely.get_parts(geom))
+    if not any(_crosses(p) for p in parts):
         return geom
-    shifted = shapely.transform(
-        geom, lambda c: np.column_stack([np.where(c[:, 0] < 0, c[:, 0] + 360, c[:, 0]), c[:, 1]])
-    )
-    west = shapely.clip_by_rect(shifted, 0, -90, 180, 90)
-    east = shapely.transform(
-        shapely.clip_by_rect(shifted, 180, -90, 360, 90),
-        lambda c: np.column_stack([c[:, 0] - 360, c[:, 1]]),
-    )
-    return shapely.union(west, east) if not east.is_empty else west
+    pieces: list[BaseGeometry] = []
+    for part in parts:
+        if not _crosses(part):
+            pieces.append(part)
+            continue
+        shifted = shapely.transform(part, _to_0_360)
+        west = shapely.clip_by_rect(shifted, 0, -90, 180, 90)
+        east = shapely.transform(shapely.clip_by_rect(shifted, 180, -90, 360, 90), _minus_360)
+        pieces.extend(
+            p for p in (*shapely.get_parts(west), *shapely.get_parts(east)) if not p.is_empty
+        )
+    build: Any = type(geom) if geom.geom_type.startswith("Multi") else None
+    if build is None:
+        build = shapely.MultiPolygon if geom.geom_type == "Polygon" else shapely.MultiLineString
+    result: BaseGeometry = build(pieces)
+    return result
 
 
 def harden(

@@ -1,0 +1,348 @@
+"""process_vector: inspect → plan chunks → load chunks (fan-out) → finalize → catalog."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import geopandas as gpd
+from pydantic import BaseModel, Field, field_validator
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+from geoetl.catalog.models import AccessLevel
+from geoetl.engine.context import TaskContext
+from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
+from geoetl.errors import InputError
+from geoetl.features.registry import FeatureCollection
+from geoetl.vector.columns import sanitize_columns
+from geoetl.vector.harden import HardenReport, harden
+from geoetl.vector.read import CsvOptions, find_dataset, list_layers, read_layer
+from geoetl.workflows.process_raster import slug
+
+FAMILY_SUFFIX = {"points": "points", "lines": "lines", "polygons": "polygons"}
+
+
+class ProcessVectorParams(BaseModel):
+    """Parameters of process_vector (SPEC "Vector processing")."""
+
+    source: str = Field(description="Key of the file in the bronze zone.")
+    layer: str | None = Field(default=None, description="One layer; default every layer.")
+    collection_id: str = Field(default="system-vectors", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    dataset_id: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,60}$")
+    target_crs: str = "EPSG:4326"
+    input_crs: str | None = None
+    keep_z: bool = False
+    chunk_size: int = Field(default=100_000, ge=1, le=5_000_000)
+    index_columns: list[str] = Field(default_factory=list)
+    csv_lat: str | None = None
+    csv_lon: str | None = None
+    csv_wkt: str | None = None
+    intent: str = "ingest_vector"
+    access_level: AccessLevel = "ouo"
+
+    @field_validator("access_level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("source")
+    @classmethod
+    def _bronze(cls, v: str) -> str:
+        if not v.startswith("bronze/"):
+            raise ValueError("source must be a key in the bronze zone (bronze/…)")
+        return v
+
+    def csv(self) -> CsvOptions:
+        """CSV geometry options."""
+        return CsvOptions(lat=self.csv_lat, lon=self.csv_lon, wkt=self.csv_wkt)
+
+    def resolved_dataset_id(self) -> str:
+        """The dataset id: given, or from the file name."""
+        return self.dataset_id or slug(PurePosixPath(self.source).stem)[:60]
+
+
+def _parse_crs(value: str, what: str) -> CRS:
+    try:
+        return CRS.from_user_input(value)
+    except CRSError as exc:
+        raise InputError(f"{what} {value!r} is not a CRS PROJ knows ({exc})") from None
+
+
+def _dataset(params: ProcessVectorParams, ctx: TaskContext) -> Path:
+    if not ctx.platform.objects.exists(params.source):
+        raise InputError(f"source {params.source} does not exist in the object store")
+    name = PurePosixPath(params.source).name
+    local = ctx.platform.objects.local_copy(params.source, ctx.scratch / name)
+    if local.suffix.lower() == ".shp":
+        # A loose shapefile's sidecars sit next to it in bronze under the same hash folder.
+        folder = PurePosixPath(params.source).parent
+        for key in ctx.platform.objects.list(str(folder)):
+            ctx.platform.objects.local_copy(key, ctx.scratch / PurePosixPath(key).name)
+    return find_dataset(local, ctx.scratch)
+
+
+def inspect(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
+    """Layers to load with their sizes and CRS; InputError for what cannot be loaded."""
+    ctx.progress(0, 1, "inspecting")
+    _parse_crs(params.target_crs, "target_crs")
+    path = _dataset(params, ctx)
+    layers = list_layers(path, params.csv())
+    if params.layer:
+        layers = [layer for layer in layers if layer.name == params.layer]
+        if not layers:
+            raise InputError(f"{path.name} has no layer {params.layer!r}")
+    if not layers:
+        raise InputError(f"{path.name} has no feature layers")
+    out = []
+    for layer in layers:
+        if layer.features == 0:
+            if params.layer:
+                raise InputError(f"layer {layer.name!r} of {path.name} is empty")
+            continue
+        if not layer.crs and not params.input_crs:
+            raise InputError(
+                f"layer {layer.name!r} of {path.name} has no coordinate reference system; "
+                "pass input_crs (for example EPSG:4326)"
+            )
+        out.append(layer.model_dump())
+    if not out:
+        raise InputError(f"every layer of {path.name} is empty")
+    return {"dataset": path.name, "layers": out}
+
+
+def plan(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
+    """Column names per layer and the chunks to load; starts a fresh load of the dataset."""
+    ctx.platform.features.begin_load(params.resolved_dataset_id())
+    layers = ctx.results["inspect"]["layers"]
+    chunks = []
+    columns = {}
+    for layer in layers:
+        columns[layer["name"]] = sanitize_columns(layer["fields"])
+        for i in range(math.ceil(layer["features"] / params.chunk_size)):
+            chunks.append({"layer": layer["name"], "skip": i * params.chunk_size})
+    return {"columns": columns, "chunks": chunks}
+
+
+def chunk_items(params: ProcessVectorParams, results: StageResults) -> list[dict[str, Any]]:
+    """One load task per chunk, numbered in order."""
+    return [{**c, "chunk_id": i} for i, c in enumerate(results["plan"]["chunks"])]
+
+
+def table_name(dataset_id: str, layer: str, family: str, n_layers: int) -> str:
+    """``{dataset}[_{layer}]_{family}``: one table per layer and geometry family."""
+    base = dataset_id if n_layers == 1 else f"{dataset_id}_{slug(layer)}"
+    return f"{base}_{FAMILY_SUFFIX[family]}"
+
+
+def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
+    """Read one chunk, reproject, clean, rename columns, write it (replacing its rows)."""
+    item = ctx.item
+    path = _dataset(params, ctx)
+    frame = read_layer(
+        path, item["layer"], params.csv(), skip=item["skip"], limit=params.chunk_size
+    )
+    target = _parse_crs(params.target_crs, "target_crs")
+    reprojected = 0
+    if frame.crs is None:
+        assert params.input_crs is not None  # inspect refused layers without either
+        frame = frame.set_crs(_parse_crs(params.input_crs, "input_crs"))
+    if not CRS.from_user_input(frame.crs).equals(target):
+        frame = frame.to_crs(target)
+        reprojected = len(frame)
+    families, geoms, report = harden(
+        list(frame.geometry), keep_z=params.keep_z, geographic=target.is_geographic
+    )
+    mapping = ctx.results["plan"]["columns"][item["layer"]]
+    attrs = frame.drop(columns=frame.geometry.name).rename(columns=mapping)
+    n_layers = len(ctx.results["inspect"]["layers"])
+    dataset_id = params.resolved_dataset_id()
+    tables = {}
+    for family, rows in families.items():
+        part = gpd.GeoDataFrame(
+            attrs.iloc[rows].reset_index(drop=True),
+            geometry=[geoms[i] for i in rows],
+            crs=target,
+        )
+        table = table_name(dataset_id, item["layer"], family, n_layers)
+        ctx.platform.features.write_chunk(dataset_id, table, item["chunk_id"], part)
+        tables[table] = {"family": family, "layer": item["layer"], "rows": len(part)}
+    return {"tables": tables, "report": report.model_dump(), "reprojected": reprojected}
+
+
+def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
+    """Publish the dataset, write the GeoParquet copies, register the collections."""
+    chunks: list[dict[str, Any]] = ctx.results["load"]
+    dataset_id = params.resolved_dataset_id()
+    report = HardenReport()
+    reprojected = 0
+    tables: dict[str, dict[str, Any]] = {}
+    for chunk in chunks:
+        part = HardenReport.model_validate(chunk["report"])
+        report.read += part.read
+        report.repaired += part.repaired
+        report.z_dropped += part.z_dropped
+        report.antimeridian_split += part.antimeridian_split
+        for reason, n in part.dropped.items():
+            report.drop(reason, n)
+        reprojected += chunk["reprojected"]
+        for table, info in chunk["tables"].items():
+            tables.setdefault(table, {**info, "rows": 0})["rows"] += info["rows"]
+    if not tables:
+        raise InputError(
+            f"no feature of {dataset_id} survived cleaning: {report.dropped or 'all empty'}"
+        )
+    store = ctx.platform.features
+    mapping = ctx.results["plan"]["columns"]
+    index = {
+        t: [mapping[info["layer"]].get(c, c) for c in params.index_columns]
+        for t, info in tables.items()
+    }
+    store.finish_load(dataset_id, index)
+    out = []
+    single = len(tables) == 1
+    for table, info in sorted(tables.items()):
+        frame = store.read(dataset_id, table)
+        key = f"silver/vector/{params.collection_id}/{table}.parquet"
+        local = ctx.scratch / f"{table}.parquet"
+        frame.to_parquet(local, geometry_encoding="WKB", write_covering_bbox=True)
+        ctx.platform.objects.put_file(local, key)
+        collection_id = dataset_id if single else table
+        fields = {c: str(t) for c, t in frame.dtypes.items() if c != frame.geometry.name}
+        bbox = [float(v) for v in frame.total_bounds] if len(frame) else None
+        ctx.platform.feature_registry.upsert(
+            FeatureCollection(
+                collection_id=collection_id,
+                dataset_id=dataset_id,
+                table_name=table,
+                family=info["family"],
+                title=f"{dataset_id} ({info['family']})",
+                feature_count=len(frame),
+                bbox=bbox,
+                fields=fields,
+                column_map=mapping[info["layer"]],
+                access_level=params.access_level,
+                stac_collection=params.collection_id,
+                job_id=ctx.job_id,
+            )
+        )
+        out.append(
+            {
+                "table": table,
+                "collection_id": collection_id,
+                "family": info["family"],
+                "features": len(frame),
+                "bbox": bbox,
+                "geoparquet": key,
+            }
+        )
+    report.families = {t["family"]: t["features"] for t in out}
+    return {"tables": out, "report": {**report.model_dump(), "reprojected": reprojected}}
+
+
+def register(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
+    """A STAC item per dataset linking its OGC API collections and GeoParquet assets."""
+    done = ctx.results["finalize"]
+    dataset_id = params.resolved_dataset_id()
+    boxes = [t["bbox"] for t in done["tables"] if t["bbox"]]
+    bbox = [
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    ]
+    now = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
+    assets = {}
+    for t in done["tables"]:
+        assets[t["table"]] = {
+            "href": ctx.platform.objects.gdal_path(t["geoparquet"]),
+            "type": "application/vnd.apache.parquet",
+            "roles": ["data"],
+            "title": f"GeoParquet of {t['collection_id']}",
+        }
+    item = {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": [],
+        "id": dataset_id,
+        "collection": params.collection_id,
+        "bbox": bbox,
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [
+                [
+                    [bbox[0], bbox[1]],
+                    [bbox[2], bbox[1]],
+                    [bbox[2], bbox[3]],
+                    [bbox[0], bbox[3]],
+                    [bbox[0], bbox[1]],
+                ]
+            ],
+        },
+        "properties": {
+            "datetime": now,
+            "created": now,
+            "updated": now,
+            "geoetl:job_id": ctx.job_id,
+            "geoetl:workflow": ctx.workflow,
+            "geoetl:access_level": params.access_level,
+            "geoetl:source": {
+                "key": params.source,
+                "sha256": PurePosixPath(params.source).parts[1],
+            },
+            "geoetl:report": done["report"],
+        },
+        "links": [
+            {"rel": "items", "href": f"/collections/{t['collection_id']}/items"}
+            for t in done["tables"]
+        ],
+        "assets": assets,
+    }
+    ctx.platform.catalog.ensure_collection(params.collection_id, params.access_level)
+    ctx.platform.catalog.upsert_item(item, params.access_level)
+    return {"item_id": dataset_id}
+
+
+def summarize(params: ProcessVectorParams, results: StageResults) -> dict[str, Any]:
+    """The job result: tables, report and URLs."""
+    done = results["finalize"]
+    dataset_id = params.resolved_dataset_id()
+    return {
+        "collection_id": params.collection_id,
+        "dataset_id": dataset_id,
+        "tables": [
+            {
+                "table": t["table"],
+                "collection_id": t["collection_id"],
+                "family": t["family"],
+                "features": t["features"],
+            }
+            for t in done["tables"]
+        ],
+        "report": done["report"],
+        "urls": {
+            "features": {
+                t["collection_id"]: f"/collections/{t['collection_id']}/items"
+                for t in done["tables"]
+            },
+            "geoparquet": {t["collection_id"]: t["geoparquet"] for t in done["tables"]},
+            "stac_item": f"/stac/collections/{params.collection_id}/items/{dataset_id}",
+        },
+    }
+
+
+process_vector = Workflow(
+    "process_vector",
+    params=ProcessVectorParams,
+    stages=[
+        Stage("inspect", inspect),
+        Stage("plan", plan),
+        Stage("load", load_chunk, plan=chunk_items, retry=Retry(attempts=3)),
+        Stage("finalize", finalize_load),
+        Stage("catalog", register),
+    ],
+    finalize=summarize,
+    description="Read a vector dataset, clean and reproject it, publish it as OGC API Features.",
+)
