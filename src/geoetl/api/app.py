@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import geoetl
-from geoetl.api import errors, health, jobs, stac, tiles
+from geoetl.api import errors, features, health, jobs, stac, tiles
 from geoetl.engine.workflow import Registry
 from geoetl.platform import Platform
 from geoetl.settings import Settings
@@ -36,5 +36,6 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(stac.router)
+    app.include_router(features.router)
     tiles.install(app)
     return app

@@ -1,0 +1,240 @@
+"""OGC API - Features (Part 1: Core, GeoJSON) at the API root."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from geoetl.api.deps import PlatformDep
+from geoetl.errors import InputError, NotFound
+from geoetl.features.registry import FeatureCollection
+
+router = APIRouter(tags=["OGC API - Features"])
+GEOJSON = "application/geo+json"
+MAX_LIMIT = 10_000
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+]
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+RESERVED_PARAMS = {"bbox", "limit", "offset", "properties", "f", "datetime", "crs", "bbox-crs"}
+
+
+def _geojson(content: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(content, media_type=GEOJSON)
+
+
+def _url(request: Request, name: str, **params: Any) -> str:
+    return str(request.url_for(name, **params))
+
+
+def _collection_doc(request: Request, fc: FeatureCollection) -> dict[str, Any]:
+    items = _url(request, "get_items", collection_id=fc.collection_id)
+    return {
+        "id": fc.collection_id,
+        "title": fc.title,
+        "itemType": "feature",
+        "crs": [CRS84],
+        "extent": {"spatial": {"bbox": [fc.bbox] if fc.bbox else [], "crs": CRS84}},
+        "geoetl:feature_count": fc.feature_count,
+        "geoetl:geometry_family": fc.family,
+        "links": [
+            {
+                "rel": "self",
+                "href": _url(request, "get_feature_collection", collection_id=fc.collection_id),
+                "type": "application/json",
+            },
+            {"rel": "items", "href": items, "type": GEOJSON},
+            {
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                "href": _url(request, "get_queryables", collection_id=fc.collection_id),
+                "type": "application/schema+json",
+            },
+        ],
+    }
+
+
+@router.get("/", name="landing")
+def landing(request: Request) -> dict[str, Any]:
+    """Landing page: what this service offers."""
+    return {
+        "title": "geoetl",
+        "description": "Published geospatial data: features, tiles, STAC, jobs.",
+        "links": [
+            {"rel": "self", "href": str(request.url), "type": "application/json"},
+            {
+                "rel": "service-desc",
+                "href": str(request.url_for("openapi")),
+                "type": "application/vnd.oai.openapi+json;version=3.0",
+            },
+            {"rel": "service-doc", "href": str(request.base_url) + "docs", "type": "text/html"},
+            {
+                "rel": "conformance",
+                "href": _url(request, "conformance"),
+                "type": "application/json",
+            },
+            {"rel": "data", "href": _url(request, "get_collections"), "type": "application/json"},
+        ],
+    }
+
+
+@router.get("/api", name="openapi")
+def api_description() -> RedirectResponse:
+    """The OpenAPI description."""
+    return RedirectResponse("/openapi.json")
+
+
+@router.get("/conformance", name="conformance")
+def conformance() -> dict[str, list[str]]:
+    """Conformance classes implemented."""
+    return {"conformsTo": CONFORMANCE}
+
+
+@router.get("/collections", name="get_collections")
+def collections(request: Request, platform: PlatformDep) -> dict[str, Any]:
+    """Every feature collection."""
+    return {
+        "links": [{"rel": "self", "href": str(request.url), "type": "application/json"}],
+        "collections": [_collection_doc(request, fc) for fc in platform.feature_registry.all()],
+    }
+
+
+@router.get("/collections/{collection_id}", name="get_feature_collection")
+def collection(collection_id: str, request: Request, platform: PlatformDep) -> dict[str, Any]:
+    """One feature collection."""
+    return _collection_doc(request, platform.feature_registry.get(collection_id))
+
+
+@router.get("/collections/{collection_id}/queryables", name="get_queryables")
+def queryables(collection_id: str, request: Request, platform: PlatformDep) -> JSONResponse:
+    """The properties a client may filter on, as JSON Schema."""
+    fc = platform.feature_registry.get(collection_id)
+    kinds = {"int": "integer", "float": "number", "bool": "boolean"}
+    props: dict[str, Any] = {
+        name: {"type": next((v for k, v in kinds.items() if dtype.startswith(k)), "string")}
+        for name, dtype in fc.fields.items()
+    }
+    props["geometry"] = {"$ref": "https://geojson.org/schema/Geometry.json"}
+    return JSONResponse(
+        {
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "$id": str(request.url),
+            "type": "object",
+            "title": fc.title,
+            "properties": props,
+        },
+        media_type="application/schema+json",
+    )
+
+
+def _bbox(value: str | None) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise InputError(f"bbox {value!r} must be four numbers: minx,miny,maxx,maxy") from None
+    if len(parts) == 6:
+        parts = [parts[0], parts[1], parts[3], parts[4]]
+    if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
+        raise InputError(f"bbox {value!r} must be minx,miny,maxx,maxy with min <= max")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+@router.get("/collections/{collection_id}/items", name="get_items")
+def items(
+    collection_id: str,
+    request: Request,
+    platform: PlatformDep,
+    bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy in CRS84")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    properties: Annotated[
+        str | None, Query(description="Comma-separated properties to return.")
+    ] = None,
+) -> JSONResponse:
+    """Features of a collection, filtered by bbox and property equality, paged."""
+    fc = platform.feature_registry.get(collection_id)
+    where = [
+        (name, _typed(value, fc.fields[name]))
+        for name, value in request.query_params.items()
+        if name not in RESERVED_PARAMS and name in fc.fields
+    ]
+    features, total = platform.features.features(
+        fc.dataset_id, fc.table_name, bbox=_bbox(bbox), where=where, limit=limit, offset=offset
+    )
+    if properties is not None:
+        keep = {p.strip() for p in properties.split(",") if p.strip()}
+        for f in features:
+            f["properties"] = {k: v for k, v in f["properties"].items() if k in keep}
+    base = _url(request, "get_items", collection_id=collection_id)
+    links = [
+        {"rel": "self", "href": str(request.url), "type": GEOJSON},
+        {
+            "rel": "collection",
+            "href": _url(request, "get_feature_collection", collection_id=collection_id),
+            "type": "application/json",
+        },
+    ]
+    params = dict(request.query_params)
+    if offset + len(features) < total:
+        links.append(
+            {"rel": "next", "href": _page(base, params, offset + limit, limit), "type": GEOJSON}
+        )
+    if offset > 0:
+        prev = max(0, offset - limit)
+        links.append({"rel": "prev", "href": _page(base, params, prev, limit), "type": GEOJSON})
+    return _geojson(
+        {
+            "type": "FeatureCollection",
+            "features": features,
+            "numberMatched": total,
+            "numberReturned": len(features),
+            "timeStamp": datetime.now(tz=UTC).isoformat().replace("+00:00", "Z"),
+            "links": links,
+        }
+    )
+
+
+def _page(base: str, params: dict[str, str], offset: int, limit: int) -> str:
+    query = {**params, "offset": str(offset), "limit": str(limit)}
+    return f"{base}?{urlencode(query)}"
+
+
+def _typed(value: str, dtype: str) -> Any:
+    try:
+        if dtype.startswith("int"):
+            return int(value)
+        if dtype.startswith("float"):
+            return float(value)
+    except ValueError:
+        raise InputError(f"{value!r} is not a {dtype} value") from None
+    return value
+
+
+@router.get("/collections/{collection_id}/items/{feature_id}", name="get_feature")
+def feature(
+    collection_id: str, feature_id: int, request: Request, platform: PlatformDep
+) -> JSONResponse:
+    """One feature by id."""
+    fc = platform.feature_registry.get(collection_id)
+    found, _ = platform.features.features(
+        fc.dataset_id, fc.table_name, where=[("fid", feature_id)], limit=1
+    )
+    if not found:
+        raise NotFound(f"no feature {feature_id} in {collection_id}")
+    doc = found[0]
+    doc["links"] = [
+        {"rel": "self", "href": str(request.url), "type": GEOJSON},
+        {
+            "rel": "collection",
+            "href": _url(request, "get_feature_collection", collection_id=collection_id),
+            "type": "application/json",
+        },
+    ]
+    return _geojson(doc)
