@@ -14,15 +14,32 @@ from geoetl.cli.state import State, get_state
 from geoetl.engine.models import JobView
 from geoetl.errors import InputError
 
+RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".nc", ".png", ".jpg", ".jpeg", ".vrt"}
+SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")
+
 
 def store_in_bronze(state: State, path: Path) -> str:
-    """Copy ``path`` into bronze under its content hash (the same file is stored once)."""
-    key, _digest = state.platform.objects.put_content_addressed(path)
+    """Copy ``path`` into bronze under its content hash (the same file is stored once).
+
+    A loose shapefile goes with its sidecar files, in one folder.
+    """
+    objects = state.platform.objects
+    if path.suffix.lower() == ".shp":
+        sidecars = [
+            candidate
+            for suffix in SHAPEFILE_SIDECARS
+            for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper()))
+            if candidate.is_file()
+        ]
+        return objects.put_file_set(path, sidecars)
+    key, _digest = objects.put_content_addressed(path)
     return key
 
 
 def detect_kind(path: Path) -> str:
-    """``raster`` when GDAL opens it as a raster with bands, else ``vector``."""
+    """``raster`` for raster file types or what GDAL opens with bands, else ``vector``."""
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        return "raster"
     try:
         with rasterio.open(path) as ds:
             return "raster" if ds.count > 0 else "vector"
@@ -31,93 +48,107 @@ def detect_kind(path: Path) -> str:
 
 
 def ingest_file(
-    state: State,
-    path: Path,
-    *,
-    quiet: bool,
-    collection: str | None = None,
-    item_id: str | None = None,
-    tier: str = "analysis",
-    target_crs: str = "EPSG:4326",
-    input_crs: str | None = None,
-    raster_type: str = "auto",
-    access_level: str = "ouo",
-    strict: bool = False,
+    state: State, path: Path, *, quiet: bool, options: dict[str, Any] | None = None
 ) -> JobView:
-    """Store ``path`` in bronze and run process_raster on it here; the finished job."""
+    """Store ``path`` in bronze and run its workflow here; the finished job."""
     from geoetl.cli.main import run_in_process
 
-    if detect_kind(path) != "raster":
-        raise InputError(
-            f"{path.name} is not a raster GDAL can read; vector ingestion is not available yet"
-        )
-    key = store_in_bronze(state, path)
-    params: dict[str, Any] = {
-        "source": key,
-        "output_tier": tier,
-        "target_crs": None if target_crs.lower() == "native" else target_crs,
-        "input_crs": input_crs,
-        "raster_type": raster_type,
-        "access_level": access_level,
-        "strict_mode": strict,
-    }
-    if collection:
-        params["collection_id"] = collection
-    if item_id:
-        params["item_id"] = item_id
-    job_id, _ = state.platform.store.submit("process_raster", params)
+    opts = {k: v for k, v in (options or {}).items() if v is not None}
+    kind = detect_kind(path)
+    params: dict[str, Any] = {"source": store_in_bronze(state, path)}
+    shared = ("access_level", "input_crs", "collection_id", "target_crs")
+    allowed: tuple[str, ...]
+    if kind == "raster":
+        allowed = (*shared, "item_id", "output_tier", "raster_type", "strict_mode")
+        workflow = "process_raster"
+        if str(opts.get("target_crs", "")).lower() == "native":
+            opts["target_crs"] = None
+            params["target_crs"] = None
+    else:
+        allowed = (*shared, "dataset_id", "layer", "keep_z", "csv_lat", "csv_lon", "csv_wkt")
+        workflow = "process_vector"
+    params.update({k: v for k, v in opts.items() if k in allowed and v is not None})
+    job_id, _ = state.platform.store.submit(workflow, params)
     return run_in_process(state, job_id, quiet=quiet)
 
 
 def ingest(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A raster (GeoTIFF, …) to publish.")],
+    path: Annotated[Path, typer.Argument(help="A raster or vector file (or .zip) to publish.")],
     collection: Annotated[str | None, typer.Option(help="STAC collection id.")] = None,
-    item_id: Annotated[str | None, typer.Option(help="STAC item id.")] = None,
+    item_id: Annotated[str | None, typer.Option(help="Raster: STAC item id.")] = None,
+    dataset_id: Annotated[str | None, typer.Option(help="Vector: dataset id.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Vector: load only this layer.")] = None,
     tier: Annotated[
-        str, typer.Option(help="visualization, analysis, archive or all.")
-    ] = "analysis",
+        str | None, typer.Option(help="Raster: visualization, analysis, archive or all.")
+    ] = None,
     target_crs: Annotated[
-        str, typer.Option(help="Target CRS, or 'native' to keep the file's.")
-    ] = "EPSG:4326",
+        str | None, typer.Option(help="Target CRS (raster: 'native' keeps the file's).")
+    ] = None,
     input_crs: Annotated[str | None, typer.Option(help="CRS of a file that has none.")] = None,
-    raster_type: Annotated[str, typer.Option(help="auto, rgb, rgba, dem, …")] = "auto",
+    raster_type: Annotated[str | None, typer.Option(help="Raster: auto, rgb, dem, …")] = None,
+    keep_z: Annotated[bool, typer.Option(help="Vector: keep Z coordinates.")] = False,
+    csv_lat: Annotated[str | None, typer.Option(help="CSV latitude column.")] = None,
+    csv_lon: Annotated[str | None, typer.Option(help="CSV longitude column.")] = None,
+    csv_wkt: Annotated[str | None, typer.Option(help="CSV WKT geometry column.")] = None,
     access_level: Annotated[str, typer.Option(help="public, ouo or restricted.")] = "ouo",
-    strict: Annotated[bool, typer.Option(help="Warnings become errors.")] = False,
+    strict: Annotated[bool, typer.Option(help="Raster: warnings become errors.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished job.")] = False,
 ) -> None:
-    """Publish a file: validate, convert to cloud-native form, catalog it."""
+    """Publish a file: validate, convert to cloud-native form, catalog and serve it."""
     from geoetl.cli.main import finish
 
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path} is not a file")
     state = get_state(ctx)
     view = ingest_file(
         state,
         path,
         quiet=as_json,
-        collection=collection,
-        item_id=item_id,
-        tier=tier,
-        target_crs=target_crs,
-        input_crs=input_crs,
-        raster_type=raster_type,
-        access_level=access_level,
-        strict=strict,
+        options={
+            "collection_id": collection,
+            "item_id": item_id,
+            "dataset_id": dataset_id,
+            "layer": layer,
+            "output_tier": tier,
+            "target_crs": target_crs,
+            "input_crs": input_crs,
+            "raster_type": raster_type,
+            "keep_z": keep_z or None,
+            "csv_lat": csv_lat,
+            "csv_lon": csv_lon,
+            "csv_wkt": csv_wkt,
+            "access_level": access_level,
+            "strict_mode": strict or None,
+        },
     )
-    job_id = view.job_id
     if as_json or view.result is None:
         finish(view, as_json=as_json)
         return
     result = view.result
-    location = state.platform.objects.gdal_path(result["cog"])
-    console.print(f"[green]published[/] {result['collection_id']}/{result['item_id']}")
-    console.print(f"  type     {result['raster_type']}, {result['compression']}, {result['crs']}")
-    console.print(f"  COG      {location}", soft_wrap=True)
     base = state.settings.public_url.rstrip("/")
-    console.print(f"  viewer   {base}{result['urls']['viewer']}", soft_wrap=True)
-    console.print(f"  tiles    {base}{result['urls']['tiles']}", soft_wrap=True)
-    console.print(f"  preview  {base}{result['urls']['preview']}", soft_wrap=True)
-    for warning in result["warnings"]:
+    if view.workflow == "process_raster":
+        location = state.platform.objects.gdal_path(result["cog"])
+        console.print(f"[green]published[/] {result['collection_id']}/{result['item_id']}")
+        console.print(
+            f"  type     {result['raster_type']}, {result['compression']}, {result['crs']}"
+        )
+        console.print(f"  COG      {location}", soft_wrap=True)
+        console.print(f"  viewer   {base}{result['urls']['viewer']}", soft_wrap=True)
+        console.print(f"  tiles    {base}{result['urls']['tiles']}", soft_wrap=True)
+        console.print(f"  preview  {base}{result['urls']['preview']}", soft_wrap=True)
+    else:
+        console.print(f"[green]published[/] {result['collection_id']}/{result['dataset_id']}")
+        for table in result["tables"]:
+            url = base + result["urls"]["features"][table["collection_id"]]
+            console.print(
+                f"  {table['family']:<9}{table['features']:>8} features  {url}", soft_wrap=True
+            )
+        report = result["report"]
+        console.print(
+            f"  report   read {report['read']}, repaired {report['repaired']}, "
+            f"dropped {sum(report['dropped'].values())}, reprojected {report['reprojected']}"
+        )
+    for warning in result.get("warnings", []):
         console.print(f"  [yellow]warning[/] {warning}")
-    console.print(f"  job      {job_id}")
+    console.print(f"  job      {view.job_id}")

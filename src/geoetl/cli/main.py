@@ -231,7 +231,7 @@ def demo(
     published: list[str] = []
     for path in files:
         console.print(f"ingesting {path.name}")
-        view = ingest_file(state, path, quiet=False, access_level="public")
+        view = ingest_file(state, path, quiet=False, options={"access_level": "public"})
         result: dict[str, Any] = view.result or {}
         if view.status != JobStatus.succeeded:
             finish(view, as_json=False)

@@ -96,6 +96,23 @@ class ObjectStore:
             self.move(staging, key)
         return key, digest.hexdigest()
 
+    def put_file_set(self, main: Path, sidecars: list[Path], zone: Zone = "bronze") -> str:
+        """Store a file with its sidecars (a shapefile's .dbf, .shx, …) in one folder.
+
+        The folder is named by a SHA-256 over every member's name and content hash,
+        so changing any member gives a new key. Returns the main file's key.
+        """
+        members = sorted({main, *sidecars}, key=lambda p: p.name)
+        digest = hashlib.sha256()
+        for member in members:
+            digest.update(f"{member.name}\0{sha256_file(member)}\n".encode())
+        folder = f"{zone}/{digest.hexdigest()}"
+        for member in members:
+            key = f"{folder}/{member.name}"
+            if not self.exists(key):
+                self.put_file(member, key)
+        return f"{folder}/{main.name}"
+
     def move(self, src: str, dst: str) -> str:
         """Move an object to another key (a rename on a local folder)."""
         full_src, full_dst = self._full(src), self._full(dst)
