@@ -133,3 +133,8 @@ def test_not_a_zip_is_explained(tmp_path: Path) -> None:
     bad.write_text("nope")
     with pytest.raises(InputError, match="not a readable zip archive"):
         safe_extract(bad, tmp_path / "out")
+
+
+def test_antarctica_polar_edge_is_not_a_wrap() -> None:
+    antarctica_like = Polygon([(-180, -90), (-180, -80), (0, -70), (180, -80), (180, -90)])
+    assert split_antimeridian(antarctica_like) is antarctica_like

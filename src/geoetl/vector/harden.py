@@ -94,8 +94,13 @@ def _crosses(part: BaseGeometry) -> bool:
     # A segment longer than 180 degrees of longitude is a jump across ±180, not a real edge.
     rings = shapely.get_rings(part) if part.geom_type == "Polygon" else [part]
     for ring in rings:
-        xs = shapely.get_coordinates(ring)[:, 0]
-        if len(xs) > 1 and bool(np.any(np.abs(np.diff(xs)) > 180)):
+        coords = shapely.get_coordinates(ring)
+        if len(coords) < 2:
+            continue
+        jumps = np.abs(np.diff(coords[:, 0])) > 180
+        # An edge along a pole (Antarctica's closure at -90°) is real, not a wrap.
+        polar = (np.abs(coords[:-1, 1]) >= 89.99) & (np.abs(coords[1:, 1]) >= 89.99)
+        if bool(np.any(jumps & ~polar)):
             return True
     return False
 

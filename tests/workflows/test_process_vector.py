@@ -1,0 +1,212 @@
+"""process_vector on both backends: sample datasets and synthetic hard cases."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pyarrow.parquet as pq
+import pyogrio
+import pytest
+import shapely
+from shapely.geometry import Point, Polygon
+
+from geoetl.engine.janitor import Janitor
+from geoetl.engine.models import JobStatus
+from geoetl.engine.runner import Runner
+from geoetl.platform import Platform
+from tests.engine.helpers import expire_lease, make_runnable_now
+
+DATA = Path(__file__).parents[2] / "examples" / "data"
+
+
+def put(platform: Platform, path: Path) -> str:
+    if path.suffix == ".shp":
+        sidecars = [p for p in path.parent.glob(f"{path.stem}.*") if p != path]
+        return platform.objects.put_file_set(path, sidecars)
+    return platform.objects.put_content_addressed(path)[0]
+
+
+def run(platform: Platform, params: dict[str, Any]) -> tuple[str, JobStatus]:
+    job_id, _ = platform.store.submit("process_vector", params)
+    runner = Runner(platform, "vector-test")
+    try:
+        return job_id, runner.run_job(job_id)
+    finally:
+        runner.close()
+
+
+def published(platform: Platform, collection_id: str) -> gpd.GeoDataFrame:
+    fc = platform.feature_registry.get(collection_id)
+    return pyogrio.read_dataframe(platform.features.path(fc.dataset_id), layer=fc.table_name)
+
+
+@pytest.mark.parametrize(
+    ("name", "count", "column"),
+    [
+        ("nc.gpkg", 100, "NAME"),
+        ("buildings.gpkg", 158, "cat"),
+        ("lux.shp", 12, "NAME_2"),
+        ("naturalearth_lowres.shp", 177, "name"),
+    ],
+)
+def test_sample_counts_attributes_and_crs(
+    platform: Platform, name: str, count: int, column: str
+) -> None:
+    job_id, status = run(platform, {"source": put(platform, DATA / name)})
+    view = platform.queries.job(job_id)
+    assert status == JobStatus.succeeded, view.error
+    [table] = view.result["tables"]
+    assert table["features"] == count
+    out = published(platform, table["collection_id"])
+    source = pyogrio.read_dataframe(DATA / name)
+    assert len(out) == count
+    assert out.crs.to_epsg() == 4326
+    assert shapely.is_valid(out.geometry.values).all()
+    stored = column.lower()
+    assert sorted(out[stored].astype(str)) == sorted(source[column].astype(str))
+    # Reprojection is right: centroids match GeoPandas' own transformation.
+    expected = source.to_crs(4326).geometry.centroid
+    got = out.geometry.centroid
+    order = np.argsort(out[stored].astype(str).to_numpy())
+    src_order = np.argsort(source[column].astype(str).to_numpy())
+    if source[column].is_unique:
+        assert np.allclose(got.x.to_numpy()[order], expected.x.to_numpy()[src_order], atol=1e-6)
+    # GeoParquet copy with a bbox covering column, readable by GeoPandas.
+    key = platform.queries.job(job_id).result["urls"]["geoparquet"][table["collection_id"]]
+    parquet_path = platform.objects.gdal_path(key)
+    assert len(gpd.read_parquet(parquet_path)) == count
+    schema = pq.read_schema(parquet_path)
+    geo = json.loads(schema.metadata[b"geo"])
+    assert geo["version"].startswith("1.1")
+    assert geo["columns"]["geometry"]["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
+    assert "bbox" in schema.names
+    item = platform.catalog.get_item("system-vectors", view.result["dataset_id"])
+    assert item["properties"]["geoetl:job_id"] == job_id
+
+
+def test_storms_need_input_crs_and_keep_z(platform: Platform) -> None:
+    key = put(platform, DATA / "storms_xyz.shp")
+    job_id, status = run(platform, {"source": key})
+    assert status == JobStatus.failed
+    assert "pass input_crs" in platform.queries.job(job_id).error.message
+    _, status = run(platform, {"source": key, "input_crs": "EPSG:4326"})
+    assert status == JobStatus.succeeded
+    assert not shapely.has_z(published(platform, "storms_xyz").geometry.values).any()
+    _, status = run(platform, {"source": key, "input_crs": "EPSG:4326", "keep_z": True})
+    assert status == JobStatus.succeeded
+    assert shapely.has_z(published(platform, "storms_xyz").geometry.values).all()
+
+
+def test_mixed_invalid_and_antimeridian_features(platform: Platform, tmp_path: Path) -> None:
+    frame = gpd.GeoDataFrame(
+        {"label": ["bowtie", "point", "crossing", "empty"]},
+        geometry=[
+            Polygon([(0, 0), (2, 2), (2, 0), (0, 2), (0, 0)]),
+            Point(1, 1),
+            Polygon([(170, -10), (-170, -10), (-170, 10), (170, 10)]),
+            Polygon(),
+        ],
+        crs="EPSG:4326",
+    )
+    path = tmp_path / "hard.gpkg"
+    frame.to_file(path)
+    job_id, status = run(platform, {"source": put(platform, path)})
+    view = platform.queries.job(job_id)
+    assert status == JobStatus.succeeded, view.error
+    families = {t["family"]: t for t in view.result["tables"]}
+    assert set(families) == {"points", "polygons"}
+    assert families["points"]["features"] == 1
+    assert families["polygons"]["features"] == 2
+    report = view.result["report"]
+    assert report["repaired"] == 1
+    assert report["antimeridian_split"] == 1
+    assert report["dropped"] == {"empty or missing geometry": 1}
+    polygons = published(platform, families["polygons"]["collection_id"])
+    crossing = polygons[polygons["label"] == "crossing"].geometry.iloc[0]
+    assert crossing.bounds[0] == -180
+    assert crossing.bounds[2] == 180
+    assert crossing.area == pytest.approx(400)
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"../../escape.csv": b"lat,lon\n1,2\n"}, "outside the archive folder"),
+        ({"big.csv": b"0" * 30_000_000}, "zip bomb"),
+        ({"readme.txt": b"hello"}, "holds no vector dataset"),
+    ],
+)
+def test_hostile_or_useless_archives_fail_cleanly(
+    platform: Platform, tmp_path: Path, members: dict[str, bytes], message: str
+) -> None:
+    archive = _zip(tmp_path / "upload.zip", members)
+    job_id, status = run(platform, {"source": put(platform, archive)})
+    assert status == JobStatus.failed
+    assert message in platform.queries.job(job_id).error.message
+    assert platform.feature_registry.all() == []
+    assert platform.objects.list("silver") == []
+
+
+def test_zipped_shapefile_loads(platform: Platform, tmp_path: Path) -> None:
+    members = {f"lux/{p.name}": p.read_bytes() for p in DATA.glob("lux.*")}
+    members["__MACOSX/lux/._lux.shp"] = b"junk"
+    archive = _zip(tmp_path / "lux.zip", members)
+    job_id, status = run(platform, {"source": put(platform, archive)})
+    assert status == JobStatus.succeeded
+    assert platform.queries.job(job_id).result["tables"][0]["features"] == 12
+
+
+def test_empty_layer_is_refused(platform: Platform, tmp_path: Path) -> None:
+    path = tmp_path / "empty.gpkg"
+    gpd.GeoDataFrame({"a": []}, geometry=[], crs="EPSG:4326").to_file(path, layer="nothing")
+    job_id, status = run(platform, {"source": put(platform, path), "layer": "nothing"})
+    assert status == JobStatus.failed
+    assert "is empty" in platform.queries.job(job_id).error.message
+
+
+def test_csv_with_bad_coordinates_reports_dropped_rows(platform: Platform, tmp_path: Path) -> None:
+    path = tmp_path / "places.csv"
+    path.write_text("name,lat,lon\nok,50.1,6.1\nbad,abc,xyz\nmissing,,\nalso ok,49.9,5.9\n")
+    job_id, status = run(platform, {"source": put(platform, path)})
+    assert status == JobStatus.failed
+    assert "pass input_crs" in platform.queries.job(job_id).error.message
+    job_id, status = run(platform, {"source": put(platform, path), "input_crs": "EPSG:4326"})
+    view = platform.queries.job(job_id)
+    assert status == JobStatus.succeeded, view.error
+    assert view.result["tables"][0]["features"] == 2
+    assert view.result["report"]["dropped"] == {"empty or missing geometry": 2}
+    out = published(platform, "places")
+    assert sorted(out["name"]) == ["also ok", "ok"]
+
+
+def test_killed_chunk_is_retried_without_duplicates(platform: Platform) -> None:
+    key = put(platform, DATA / "nc.gpkg")
+    job_id, _ = platform.store.submit("process_vector", {"source": key, "chunk_size": 30})
+    good = Runner(platform, "good")
+    good.run_once(job_id=job_id)  # inspect
+    good.run_once(job_id=job_id)  # plan
+    doomed = Runner(platform, "doomed")
+    [task] = platform.store.claim("doomed", job_id=job_id)
+    assert task.stage == "load"
+    assert doomed._execute(task, []) is not None  # rows written, completion never recorded
+    doomed.close()
+    expire_lease(platform, task.task_id)
+    assert task.task_id in Janitor(platform).run_once().requeued
+    make_runnable_now(platform)
+    assert good.run_job(job_id) == JobStatus.succeeded
+    good.close()
+    result = platform.queries.job(job_id).result
+    assert result["tables"][0]["features"] == 100
+    assert len(published(platform, "nc")) == 100
