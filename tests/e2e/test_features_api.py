@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -122,3 +123,45 @@ def test_errors_are_json(served: str) -> None:
     assert httpx.get(f"{served}/collections/nc/items/999999").status_code == 404
     queryables = httpx.get(f"{served}/collections/nc/queryables").json()
     assert queryables["properties"]["name"]["type"] == "string"
+
+
+def _names(served: str, **params: str) -> set[str]:
+    response = httpx.get(f"{served}/collections/nc/items", params={**params, "limit": "1000"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["numberMatched"] == body["numberReturned"]
+    return {f["properties"]["name"] for f in body["features"]}
+
+
+def test_cql2_filters_match_geopandas(served: str) -> None:
+    nc = pyogrio.read_dataframe(DATA / "nc.gpkg")
+    text = _names(served, filter="name LIKE 'A%' AND bir74 > 1000")
+    assert text == set(nc[nc["NAME"].str.startswith("A") & (nc["BIR74"] > 1000)]["NAME"])
+    cql_json = json.dumps(
+        {
+            "op": "and",
+            "args": [
+                {"op": ">=", "args": [{"property": "sid74"}, 5]},
+                {"op": "in", "args": [{"property": "name"}, ["Wake", "Durham", "Ashe"]]},
+            ],
+        }
+    )
+    assert _names(served, **{"filter": cql_json, "filter-lang": "cql2-json"}) == set(
+        nc[(nc["SID74"] >= 5) & nc["NAME"].isin(["Wake", "Durham", "Ashe"])]["NAME"]
+    )
+    between = _names(served, filter="NOT (bir74 BETWEEN 1000 AND 5000)")
+    assert between == set(nc[~nc["BIR74"].between(1000, 5000)]["NAME"])
+    hostile = {"op": "=", "args": [{"property": "name"}, "x' OR '1'='1"]}
+    assert _names(served, **{"filter": json.dumps(hostile), "filter-lang": "cql2-json"}) == set()
+
+
+def test_bad_filters_are_400(served: str) -> None:
+    for params in (
+        {"filter": "nosuch = 1"},
+        {"filter": "name = "},
+        {"filter": "S_INTERSECTS(geometry, POINT(1 2))"},
+        {"filter": "name = 'a'", "filter-lang": "sql"},
+    ):
+        response = httpx.get(f"{served}/collections/nc/items", params=params)
+        assert response.status_code == 400, (params, response.text)
+        assert response.json()["detail"]

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from geoetl.api.deps import PlatformDep
 from geoetl.errors import InputError, NotFound
+from geoetl.features.cql import SqliteFilter, parse_filter
 from geoetl.features.registry import FeatureCollection
 
 router = APIRouter(tags=["OGC API - Features"])
@@ -20,9 +21,28 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
 ]
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
-RESERVED_PARAMS = {"bbox", "limit", "offset", "properties", "f", "datetime", "crs", "bbox-crs"}
+RESERVED_PARAMS = {
+    "bbox",
+    "limit",
+    "offset",
+    "properties",
+    "f",
+    "datetime",
+    "crs",
+    "bbox-crs",
+    "filter",
+    "filter-lang",
+    "filter-crs",
+}
 
 
 def _geojson(content: dict[str, Any]) -> JSONResponse:
@@ -157,16 +177,32 @@ def items(
     properties: Annotated[
         str | None, Query(description="Comma-separated properties to return.")
     ] = None,
+    filter_: Annotated[
+        str | None, Query(alias="filter", description="A CQL2 filter (OGC API Features Part 3).")
+    ] = None,
+    filter_lang: Annotated[
+        str, Query(alias="filter-lang", description="cql2-text or cql2-json.")
+    ] = "cql2-text",
 ) -> JSONResponse:
-    """Features of a collection, filtered by bbox and property equality, paged."""
+    """Features of a collection, filtered by bbox, properties and CQL2, paged."""
     fc = platform.feature_registry.get(collection_id)
+    condition = None
+    if filter_:
+        node = parse_filter(filter_, filter_lang)
+        condition = SqliteFilter(set(fc.fields)).build(node)
     where = [
         (name, _typed(value, fc.fields[name]))
         for name, value in request.query_params.items()
         if name not in RESERVED_PARAMS and name in fc.fields
     ]
     features, total = platform.features.features(
-        fc.dataset_id, fc.table_name, bbox=_bbox(bbox), where=where, limit=limit, offset=offset
+        fc.dataset_id,
+        fc.table_name,
+        bbox=_bbox(bbox),
+        where=where,
+        condition=condition,
+        limit=limit,
+        offset=offset,
     )
     if properties is not None:
         keep = {p.strip() for p in properties.split(",") if p.strip()}

@@ -133,6 +133,7 @@ class GeoPackageStore:
         *,
         bbox: tuple[float, float, float, float] | None = None,
         where: list[tuple[str, Any]] | None = None,
+        condition: tuple[str, list[Any]] | None = None,
         limit: int = 10,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
@@ -156,6 +157,9 @@ class GeoPackageStore:
             for column, value in where or []:
                 clauses.append(f'"{column}" = ?')
                 args.append(value)
+            if condition is not None:
+                clauses.append(condition[0])
+                args += condition[1]
             sql_where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
             total = conn.execute(f'SELECT count(*) FROM "{table}"{sql_where}', args).fetchone()[0]
             cursor = conn.execute(
