@@ -165,3 +165,18 @@ def test_bad_filters_are_400(served: str) -> None:
         response = httpx.get(f"{served}/collections/nc/items", params=params)
         assert response.status_code == 400, (params, response.text)
         assert response.json()["detail"]
+
+
+def test_sortby_and_datetime(served: str, platform: Platform, tmp_path: Path) -> None:
+    asc = httpx.get(f"{served}/collections/nc/items", params={"sortby": "name", "limit": 5})
+    desc = httpx.get(f"{served}/collections/nc/items", params={"sortby": "-bir74", "limit": 3})
+    names = [f["properties"]["name"] for f in asc.json()["features"]]
+    assert names == sorted(names)
+    births = [f["properties"]["bir74"] for f in desc.json()["features"]]
+    nc = pyogrio.read_dataframe(DATA / "nc.gpkg")
+    assert births == sorted(nc["BIR74"], reverse=True)[:3]
+    bad = httpx.get(f"{served}/collections/nc/items", params={"sortby": "nosuch"})
+    assert bad.status_code == 400
+    no_time = httpx.get(f"{served}/collections/nc/items", params={"datetime": "2020-01-01/.."})
+    assert no_time.status_code == 400
+    assert "no temporal property" in no_time.json()["detail"]

@@ -42,6 +42,7 @@ RESERVED_PARAMS = {
     "filter",
     "filter-lang",
     "filter-crs",
+    "sortby",
 }
 
 
@@ -183,13 +184,28 @@ def items(
     filter_lang: Annotated[
         str, Query(alias="filter-lang", description="cql2-text or cql2-json.")
     ] = "cql2-text",
+    sortby: Annotated[
+        str | None, Query(description="Comma-separated properties; '-' sorts descending.")
+    ] = None,
+    datetime_: Annotated[
+        str | None,
+        Query(alias="datetime", description="Instant or interval (a/b, ../b, a/..)."),
+    ] = None,
 ) -> JSONResponse:
     """Features of a collection, filtered by bbox, properties and CQL2, paged."""
     fc = platform.feature_registry.get(collection_id)
-    condition = None
+    conditions: list[tuple[str, list[Any]]] = []
     if filter_:
         node = parse_filter(filter_, filter_lang)
-        condition = SqliteFilter(set(fc.fields)).build(node)
+        conditions.append(SqliteFilter(set(fc.fields)).build(node))
+    if datetime_:
+        conditions.append(_datetime_condition(fc, datetime_))
+    condition = None
+    if conditions:
+        condition = (
+            " AND ".join(c[0] for c in conditions),
+            [p for c in conditions for p in c[1]],
+        )
     where = [
         (name, _typed(value, fc.fields[name]))
         for name, value in request.query_params.items()
@@ -201,6 +217,7 @@ def items(
         bbox=_bbox(bbox),
         where=where,
         condition=condition,
+        order=_sort_keys(fc, sortby),
         limit=limit,
         offset=offset,
     )
@@ -235,6 +252,52 @@ def items(
             "links": links,
         }
     )
+
+
+def _sort_keys(fc: FeatureCollection, sortby: str | None) -> list[tuple[str, bool]]:
+    keys = []
+    for raw in (sortby or "").split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        desc = name.startswith("-")
+        name = name.lstrip("+-")
+        if name not in fc.fields:
+            raise InputError(f"cannot sort by {name!r}; sortable: {', '.join(sorted(fc.fields))}")
+        keys.append((name, desc))
+    return keys
+
+
+def temporal_field(fc: FeatureCollection) -> str | None:
+    """The first date/time property of a collection, which ``datetime`` filters on."""
+    return next((n for n, t in fc.fields.items() if t.startswith(("datetime", "date"))), None)
+
+
+def _datetime_condition(fc: FeatureCollection, value: str) -> tuple[str, list[Any]]:
+    field = temporal_field(fc)
+    if field is None:
+        raise InputError(f"collection {fc.collection_id} has no temporal property to filter on")
+    start, _, end = value.partition("/")
+    bounds = [None if v in ("", "..") else _instant(v) for v in (start, end)]
+    if not _:
+        return f'"{field}" = ?', [bounds[0]]
+    clauses, params = [], []
+    if bounds[0] is not None:
+        clauses.append(f'"{field}" >= ?')
+        params.append(bounds[0])
+    if bounds[1] is not None:
+        clauses.append(f'"{field}" <= ?')
+        params.append(bounds[1])
+    return (" AND ".join(clauses) or "1 = 1"), params
+
+
+def _instant(value: str) -> str:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"datetime {value!r} is not an RFC 3339 date-time") from None
+    # GeoPackage stores date-times as ISO 8601 text in UTC.
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if parsed.tzinfo else value
 
 
 def _page(base: str, params: dict[str, str], offset: int, limit: int) -> str:

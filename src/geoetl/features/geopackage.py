@@ -134,6 +134,7 @@ class GeoPackageStore:
         bbox: tuple[float, float, float, float] | None = None,
         where: list[tuple[str, Any]] | None = None,
         condition: tuple[str, list[Any]] | None = None,
+        order: list[tuple[str, bool]] | None = None,
         limit: int = 10,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
@@ -162,8 +163,11 @@ class GeoPackageStore:
                 args += condition[1]
             sql_where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
             total = conn.execute(f'SELECT count(*) FROM "{table}"{sql_where}', args).fetchone()[0]
+            # Column names in ``order`` were checked against the table by the caller.
+            keys = [f'"{c}" {"DESC" if desc else "ASC"}' for c, desc in order or []]
+            order_by = ", ".join([*keys, f'"{fid_col}"'])
             cursor = conn.execute(
-                f'SELECT * FROM "{table}"{sql_where} ORDER BY "{fid_col}" LIMIT ? OFFSET ?',
+                f'SELECT * FROM "{table}"{sql_where} ORDER BY {order_by} LIMIT ? OFFSET ?',
                 [*args, limit, offset],
             )
             names = [d[0] for d in cursor.description]
