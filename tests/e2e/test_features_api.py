@@ -180,3 +180,22 @@ def test_sortby_and_datetime(served: str, platform: Platform, tmp_path: Path) ->
     no_time = httpx.get(f"{served}/collections/nc/items", params={"datetime": "2020-01-01/.."})
     assert no_time.status_code == 400
     assert "no temporal property" in no_time.json()["detail"]
+
+
+def test_html_pages_render_with_a_map(served: str) -> None:
+    for path in ("/", "/conformance", "/collections", "/collections/nc", "/collections/nc/items"):
+        response = httpx.get(f"{served}{path}", params={"f": "html"})
+        assert response.status_code == 200, path
+        assert response.headers["content-type"].startswith("text/html")
+        assert "<h1>" in response.text
+    items = httpx.get(f"{served}/collections/nc/items", headers={"accept": "text/html"})
+    assert 'id="map"' in items.text
+    assert "Ashe" in items.text
+    one = httpx.get(f"{served}/collections/nc/items/1", params={"f": "html"})
+    assert 'id="map"' in one.text
+    # JSON stays the default for clients that do not ask for HTML.
+    assert (
+        httpx.get(f"{served}/collections/nc/items")
+        .headers["content-type"]
+        .startswith("application/geo+json")
+    )

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from geoetl.api import html
 from geoetl.api.deps import PlatformDep
 from geoetl.errors import InputError, NotFound
 from geoetl.features.cql import SqliteFilter, parse_filter
@@ -31,11 +32,11 @@ CONFORMANCE = [
 ]
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 RESERVED_PARAMS = {
+    "f",
     "bbox",
     "limit",
     "offset",
     "properties",
-    "f",
     "datetime",
     "crs",
     "bbox-crs",
@@ -80,10 +81,10 @@ def _collection_doc(request: Request, fc: FeatureCollection) -> dict[str, Any]:
     }
 
 
-@router.get("/", name="landing")
-def landing(request: Request) -> dict[str, Any]:
+@router.get("/", name="landing", response_model=None)
+def landing(request: Request) -> dict[str, Any] | HTMLResponse:
     """Landing page: what this service offers."""
-    return {
+    doc = {
         "title": "geoetl",
         "description": "Published geospatial data: features, tiles, STAC, jobs.",
         "links": [
@@ -102,6 +103,7 @@ def landing(request: Request) -> dict[str, Any]:
             {"rel": "data", "href": _url(request, "get_collections"), "type": "application/json"},
         ],
     }
+    return html.landing_page(doc) if html.wants_html(request) else doc
 
 
 @router.get("/api", name="openapi")
@@ -110,25 +112,30 @@ def api_description() -> RedirectResponse:
     return RedirectResponse("/openapi.json")
 
 
-@router.get("/conformance", name="conformance")
-def conformance() -> dict[str, list[str]]:
+@router.get("/conformance", name="conformance", response_model=None)
+def conformance(request: Request) -> dict[str, list[str]] | HTMLResponse:
     """Conformance classes implemented."""
-    return {"conformsTo": CONFORMANCE}
+    doc = {"conformsTo": CONFORMANCE}
+    return html.conformance_page(doc) if html.wants_html(request) else doc
 
 
-@router.get("/collections", name="get_collections")
-def collections(request: Request, platform: PlatformDep) -> dict[str, Any]:
+@router.get("/collections", name="get_collections", response_model=None)
+def collections(request: Request, platform: PlatformDep) -> dict[str, Any] | HTMLResponse:
     """Every feature collection."""
-    return {
+    doc = {
         "links": [{"rel": "self", "href": str(request.url), "type": "application/json"}],
         "collections": [_collection_doc(request, fc) for fc in platform.feature_registry.all()],
     }
+    return html.collections_page(doc) if html.wants_html(request) else doc
 
 
-@router.get("/collections/{collection_id}", name="get_feature_collection")
-def collection(collection_id: str, request: Request, platform: PlatformDep) -> dict[str, Any]:
+@router.get("/collections/{collection_id}", name="get_feature_collection", response_model=None)
+def collection(
+    collection_id: str, request: Request, platform: PlatformDep
+) -> dict[str, Any] | HTMLResponse:
     """One feature collection."""
-    return _collection_doc(request, platform.feature_registry.get(collection_id))
+    doc = _collection_doc(request, platform.feature_registry.get(collection_id))
+    return html.collection_page(doc) if html.wants_html(request) else doc
 
 
 @router.get("/collections/{collection_id}/queryables", name="get_queryables")
@@ -167,7 +174,7 @@ def _bbox(value: str | None) -> tuple[float, float, float, float] | None:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-@router.get("/collections/{collection_id}/items", name="get_items")
+@router.get("/collections/{collection_id}/items", name="get_items", response_model=None)
 def items(
     collection_id: str,
     request: Request,
@@ -175,6 +182,7 @@ def items(
     bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy in CRS84")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10,
     offset: Annotated[int, Query(ge=0)] = 0,
+    f: Annotated[str | None, Query(description="json (GeoJSON) or html.")] = None,
     properties: Annotated[
         str | None, Query(description="Comma-separated properties to return.")
     ] = None,
@@ -191,7 +199,7 @@ def items(
         str | None,
         Query(alias="datetime", description="Instant or interval (a/b, ../b, a/..)."),
     ] = None,
-) -> JSONResponse:
+) -> JSONResponse | HTMLResponse:
     """Features of a collection, filtered by bbox, properties and CQL2, paged."""
     fc = platform.feature_registry.get(collection_id)
     conditions: list[tuple[str, list[Any]]] = []
@@ -223,8 +231,8 @@ def items(
     )
     if properties is not None:
         keep = {p.strip() for p in properties.split(",") if p.strip()}
-        for f in features:
-            f["properties"] = {k: v for k, v in f["properties"].items() if k in keep}
+        for feat in features:
+            feat["properties"] = {k: v for k, v in feat["properties"].items() if k in keep}
     base = _url(request, "get_items", collection_id=collection_id)
     links = [
         {"rel": "self", "href": str(request.url), "type": GEOJSON},
@@ -242,16 +250,17 @@ def items(
     if offset > 0:
         prev = max(0, offset - limit)
         links.append({"rel": "prev", "href": _page(base, params, prev, limit), "type": GEOJSON})
-    return _geojson(
-        {
-            "type": "FeatureCollection",
-            "features": features,
-            "numberMatched": total,
-            "numberReturned": len(features),
-            "timeStamp": datetime.now(tz=UTC).isoformat().replace("+00:00", "Z"),
-            "links": links,
-        }
-    )
+    doc = {
+        "type": "FeatureCollection",
+        "features": features,
+        "numberMatched": total,
+        "numberReturned": len(features),
+        "timeStamp": datetime.now(tz=UTC).isoformat().replace("+00:00", "Z"),
+        "links": links,
+    }
+    if html.wants_html(request):
+        return html.items_page(fc.title, doc)
+    return _geojson(doc)
 
 
 def _sort_keys(fc: FeatureCollection, sortby: str | None) -> list[tuple[str, bool]]:
@@ -316,10 +325,12 @@ def _typed(value: str, dtype: str) -> Any:
     return value
 
 
-@router.get("/collections/{collection_id}/items/{feature_id}", name="get_feature")
+@router.get(
+    "/collections/{collection_id}/items/{feature_id}", name="get_feature", response_model=None
+)
 def feature(
     collection_id: str, feature_id: int, request: Request, platform: PlatformDep
-) -> JSONResponse:
+) -> JSONResponse | HTMLResponse:
     """One feature by id."""
     fc = platform.feature_registry.get(collection_id)
     found, _ = platform.features.features(
@@ -336,4 +347,10 @@ def feature(
             "type": "application/json",
         },
     ]
+    if html.wants_html(request):
+        return html.page(
+            f"{fc.title}: feature {feature_id}",
+            html.table([doc["properties"]]),
+            {"type": "FeatureCollection", "features": [doc]},
+        )
     return _geojson(doc)
