@@ -210,3 +210,32 @@ def test_killed_chunk_is_retried_without_duplicates(platform: Platform) -> None:
     result = platform.queries.job(job_id).result
     assert result["tables"][0]["features"] == 100
     assert len(published(platform, "nc")) == 100
+
+
+def test_intent_selects_a_recipe(platform: Platform) -> None:
+    key = put(platform, DATA / "naturalearth_lowres.shp")
+    plain_id, _ = run(platform, {"source": key, "dataset_id": "plain"})
+    simple_id, _ = run(
+        platform,
+        {
+            "source": key,
+            "dataset_id": "simple",
+            "intent": "ingest_boundaries",
+            "simplify_tolerance": 0.5,
+        },
+    )
+    plain = platform.queries.job(plain_id).result
+    simple = platform.queries.job(simple_id).result
+    assert plain["recipe"]["steps"] == ["normalize_crs", "clean", "spatial_index"]
+    assert "simplify" in simple["recipe"]["steps"]
+    vertices = {
+        name: int(shapely.get_num_coordinates(published(platform, name).geometry.values).sum())
+        for name in ("plain", "simple")
+    }
+    assert vertices["simple"] < vertices["plain"] * 0.8
+    assert shapely.is_valid(published(platform, "simple").geometry.values).all()
+    unknown_id, status = run(platform, {"source": key, "dataset_id": "odd", "intent": "weird"})
+    assert status == JobStatus.succeeded
+    odd = platform.queries.job(unknown_id).result
+    assert odd["recipe"]["intent"] == "ingest_vector"
+    assert "unknown intent 'weird'" in odd["warnings"][0]

@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import geopandas as gpd
+import shapely
 from pydantic import BaseModel, Field, field_validator
 from pyproj import CRS
 from pyproj.exceptions import CRSError
@@ -23,6 +24,15 @@ from geoetl.vector.read import CsvOptions, find_dataset, list_layers, read_layer
 from geoetl.workflows.process_raster import slug
 
 FAMILY_SUFFIX = {"points": "points", "lines": "lines", "polygons": "polygons"}
+DEFAULT_INTENT = "ingest_vector"
+# Ordered transform steps per intent. Reprojection, cleaning and the spatial index are
+# always done; a recipe adds steps such as topology-preserving simplification.
+RECIPES: dict[str, list[str]] = {
+    "ingest_vector": ["normalize_crs", "clean", "spatial_index"],
+    "ingest_road_network": ["normalize_crs", "clean", "simplify", "spatial_index"],
+    "ingest_boundaries": ["normalize_crs", "clean", "simplify", "spatial_index"],
+}
+DEFAULT_TOLERANCE = {"EPSG:4326": 1e-5}  # ~1 m at the equator
 
 
 class ProcessVectorParams(BaseModel):
@@ -40,7 +50,10 @@ class ProcessVectorParams(BaseModel):
     csv_lat: str | None = None
     csv_lon: str | None = None
     csv_wkt: str | None = None
-    intent: str = "ingest_vector"
+    intent: str = DEFAULT_INTENT
+    simplify_tolerance: float | None = Field(
+        default=None, gt=0, description="For recipes that simplify; in target CRS units."
+    )
     access_level: AccessLevel = "ouo"
 
     @field_validator("access_level", mode="before")
@@ -58,6 +71,15 @@ class ProcessVectorParams(BaseModel):
     def csv(self) -> CsvOptions:
         """CSV geometry options."""
         return CsvOptions(lat=self.csv_lat, lon=self.csv_lon, wkt=self.csv_wkt)
+
+    def recipe(self) -> tuple[str, list[str]]:
+        """The intent actually used (unknown ones fall back to the default) and its steps."""
+        intent = self.intent if self.intent in RECIPES else DEFAULT_INTENT
+        return intent, RECIPES[intent]
+
+    def tolerance(self) -> float:
+        """Simplification tolerance in target CRS units."""
+        return self.simplify_tolerance or DEFAULT_TOLERANCE.get(self.target_crs.upper(), 1.0)
 
     def resolved_dataset_id(self) -> str:
         """The dataset id: given, or from the file name."""
@@ -155,6 +177,13 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     families, geoms, report = harden(
         list(frame.geometry), keep_z=params.keep_z, geographic=target.is_geographic
     )
+    _intent, steps = params.recipe()
+    if "simplify" in steps:
+        tolerance = params.tolerance()
+        geoms = [
+            None if g is None else shapely.simplify(g, tolerance, preserve_topology=True)
+            for g in geoms
+        ]
     mapping = ctx.results["plan"]["columns"][item["layer"]]
     attrs = frame.drop(columns=frame.geometry.name).rename(columns=mapping)
     n_layers = len(ctx.results["inspect"]["layers"])
@@ -239,7 +268,16 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
             }
         )
     report.families = {t["family"]: t["features"] for t in out}
-    return {"tables": out, "report": {**report.model_dump(), "reprojected": reprojected}}
+    intent, steps = params.recipe()
+    warnings = []
+    if intent != params.intent:
+        warnings.append(f"unknown intent {params.intent!r}: used the {intent} recipe")
+    return {
+        "tables": out,
+        "report": {**report.model_dump(), "reprojected": reprojected},
+        "recipe": {"intent": intent, "steps": steps},
+        "warnings": warnings,
+    }
 
 
 def register(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
@@ -322,6 +360,8 @@ def summarize(params: ProcessVectorParams, results: StageResults) -> dict[str, A
             for t in done["tables"]
         ],
         "report": done["report"],
+        "recipe": done["recipe"],
+        "warnings": done["warnings"],
         "urls": {
             "features": {
                 t["collection_id"]: f"/collections/{t['collection_id']}/items"
