@@ -239,3 +239,44 @@ def test_intent_selects_a_recipe(platform: Platform) -> None:
     odd = platform.queries.job(unknown_id).result
     assert odd["recipe"]["intent"] == "ingest_vector"
     assert "unknown intent 'weird'" in odd["warnings"][0]
+
+
+def _write_format(nc: gpd.GeoDataFrame, tmp_path: Path, fmt: str) -> Path:
+    if fmt == "parquet":
+        path = tmp_path / "nc.parquet"
+        nc.to_parquet(path)
+        return path
+    if fmt == "kmz":
+        kml = _write_format(nc, tmp_path, "kml")
+        return _zip_kmz(kml, tmp_path / "nc.kmz")
+    if fmt == "gdb.zip":
+        pyogrio.write_dataframe(nc, tmp_path / "nc.gdb", driver="OpenFileGDB")
+        archive = tmp_path / "nc_gdb.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            for member in (tmp_path / "nc.gdb").iterdir():
+                zf.write(member, f"nc.gdb/{member.name}")
+        return archive
+    drivers = {"geojson": "GeoJSON", "fgb": "FlatGeobuf", "gml": "GML", "kml": "KML"}
+    path = tmp_path / f"nc.{fmt}"
+    pyogrio.write_dataframe(nc, path, driver=drivers[fmt])
+    return path
+
+
+def _zip_kmz(kml: Path, kmz: Path) -> Path:
+    with zipfile.ZipFile(kmz, "w") as zf:
+        zf.write(kml, "doc.kml")
+    return kmz
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "fgb", "gml", "kml", "kmz", "parquet", "gdb.zip"])
+def test_every_format_loads(platform: Platform, tmp_path: Path, fmt: str) -> None:
+    nc = pyogrio.read_dataframe(DATA / "nc.gpkg")
+    source = _write_format(nc, tmp_path, fmt)
+    job_id, status = run(platform, {"source": put(platform, source), "dataset_id": "nc"})
+    view = platform.queries.job(job_id)
+    assert status == JobStatus.succeeded, view.error
+    out = published(platform, "nc")
+    assert len(out) == 100
+    assert out.crs.to_epsg() == 4326
+    name_column = "name" if "name" in out.columns else "name_"
+    assert sorted(out[name_column]) == sorted(nc["NAME"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import pyarrow.parquet as pq
 import pyogrio
 from pydantic import BaseModel
 from pyogrio.errors import DataLayerError, DataSourceError
@@ -100,8 +102,36 @@ def _open_options(path: Path, csv: CsvOptions | None) -> dict[str, Any]:
     }
 
 
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".geoparquet")
+
+
+def _parquet_layer(path: Path) -> LayerInfo:
+    # GDAL builds without the Parquet driver are common: read GeoParquet with pyarrow.
+    try:
+        meta = pq.read_metadata(path)
+        geo = json.loads((meta.metadata or {}).get(b"geo", b"{}"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path.name} is not a readable GeoParquet file ({exc})") from None
+    primary = geo.get("primary_column")
+    if not primary:
+        raise InputError(f"{path.name} is Parquet without GeoParquet metadata (no geometry)")
+    column = geo["columns"][primary]
+    crs = column.get("crs", "OGC:CRS84")
+    fields = [n for n in meta.schema.names if n not in (primary, "bbox")]
+    return LayerInfo(
+        name=path.stem,
+        geometry_type=",".join(column.get("geometry_types", [])) or None,
+        features=meta.num_rows,
+        crs=None if crs is None else json.dumps(crs) if isinstance(crs, dict) else str(crs),
+        fields=fields,
+    )
+
+
 def list_layers(path: Path, csv: CsvOptions | None = None) -> list[LayerInfo]:
     """The layers with features; metadata-only layers are left out."""
+    if _is_parquet(path):
+        return [_parquet_layer(path)]
     options = _open_options(path, csv)
     try:
         layers = pyogrio.list_layers(path)
@@ -111,7 +141,8 @@ def list_layers(path: Path, csv: CsvOptions | None = None) -> list[LayerInfo]:
     for name, geometry_type in layers:
         if name in METADATA_LAYERS:
             continue
-        info = pyogrio.read_info(path, layer=name, **options)
+        # Some drivers (GML) do not know their count until asked to scan.
+        info = pyogrio.read_info(path, layer=name, force_feature_count=True, **options)
         out.append(
             LayerInfo(
                 name=str(name),
@@ -133,6 +164,8 @@ def read_layer(
     limit: int | None = None,
 ) -> gpd.GeoDataFrame:
     """Read (part of) a layer into a GeoDataFrame through GDAL's Arrow interface."""
+    if _is_parquet(path):
+        return gpd.GeoDataFrame.from_arrow(pq.read_table(path).slice(skip, limit))
     try:
         frame = pyogrio.read_dataframe(
             path,
