@@ -212,33 +212,44 @@ def serve(
 SAMPLE_DATA = Path(__file__).resolve().parents[3] / "examples" / "data"
 
 
+DEMO_SUFFIXES = (".tif", ".gpkg", ".shp")
+
+
 @app.command()
 def demo(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option(help="Folder of sample rasters.")] = SAMPLE_DATA,
+    data: Annotated[Path, typer.Option(help="Folder of sample data.")] = SAMPLE_DATA,
     serve: Annotated[bool, typer.Option(help="Serve them afterwards (Ctrl+C stops).")] = True,
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
 ) -> None:
-    """Ingest the sample rasters on the embedded default, then serve them."""
+    """Ingest the sample rasters and vectors on the embedded default, then serve them."""
     from geoetl.cli.ingest import ingest_file
 
     state = get_state(ctx)
-    files = sorted(p for p in data.glob("*.tif") if p.is_file()) if data.is_dir() else []
+    files = sorted(
+        p for p in (data.iterdir() if data.is_dir() else []) if p.suffix in DEMO_SUFFIXES
+    )
     if not files:
-        raise InputError(f"no .tif files in {data}; pass --data with a folder of rasters")
+        raise InputError(f"no sample data in {data}; pass --data with a folder of files")
     console.print(f"geoetl home: {state.settings.home}")
     base = f"http://127.0.0.1:{port}"
     published: list[str] = []
     for path in files:
         console.print(f"ingesting {path.name}")
-        view = ingest_file(state, path, quiet=False, options={"access_level": "public"})
+        # The storm tracks come without a CRS: they are lon/lat (input_crs is used only then).
+        options = {"access_level": "public", "input_crs": "EPSG:4326"}
+        view = ingest_file(state, path, quiet=False, options=options)
         result: dict[str, Any] = view.result or {}
         if view.status != JobStatus.succeeded:
             finish(view, as_json=False)
-        published.append(
-            f"  {result['item_id']} ({result['raster_type']}): {base}{result['urls']['viewer']}"
-        )
-    console.print("published rasters; map viewers:")
+        if view.workflow == "process_raster":
+            viewer = base + result["urls"]["viewer"]
+            line = f"{result['item_id']} ({result['raster_type']}): {viewer}"
+            published.append(f"  map      {line}")
+        else:
+            for cid, url in result["urls"]["features"].items():
+                published.append(f"  features {cid}: {base}{url}?f=html")
+    console.print("published:")
     for line in published:
         console.print(line, soft_wrap=True, highlight=False)
     if serve:
