@@ -68,6 +68,8 @@ def test_sample_counts_attributes_and_crs(
     assert out.crs.to_epsg() == 4326
     assert shapely.is_valid(out.geometry.values).all()
     stored = column.lower()
+    mapping = view.result["columns"][next(iter(view.result["columns"]))]
+    assert mapping[column] == stored  # original -> stored names are recorded
     assert sorted(out[stored].astype(str)) == sorted(source[column].astype(str))
     # Reprojection is right: centroids match GeoPandas' own transformation.
     expected = source.to_crs(4326).geometry.centroid

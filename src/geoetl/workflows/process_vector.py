@@ -360,6 +360,7 @@ def summarize(params: ProcessVectorParams, results: StageResults) -> dict[str, A
             for t in done["tables"]
         ],
         "report": done["report"],
+        "columns": results["plan"]["columns"],
         "recipe": done["recipe"],
         "warnings": done["warnings"],
         "urls": {
