@@ -137,11 +137,11 @@ def test_input_error_fails_job_at_once_and_cancels_the_rest(
 
 
 def test_transient_errors_retry_and_succeed(platform: Platform, runner: Runner) -> None:
-    job_id, _ = platform.store.submit("fan_out_demo", {"n": 60, "flaky": 0.3})
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 60, "flaky": 0.2})
     assert runner.run_job(job_id) == JobStatus.succeeded
     assert platform.queries.job(job_id).result == {"sum": sum(range(60)), "count": 60}
     retried = [r for r in task_rows(platform, job_id) if r.attempt > 1]
-    assert retried, "with 30% flakiness over 60 tasks some attempt must have failed"
+    assert retried, "with 20% seeded flakiness over 60 tasks some attempts fail"
     retry_events = {e.task_id for e in event_rows(platform, job_id, "task_retry")}
     # Every extra attempt has its recorded cause.
     assert {r.task_id for r in retried} <= retry_events

@@ -45,7 +45,7 @@ class FanOutParams(BaseModel):
         default=None,
         ge=0,
         lt=1,
-        description="Probability that a work attempt raises TransientError.",
+        description="Probability that a work attempt raises TransientError (seeded).",
     )
     seed: int = Field(default=0, description="Distinguishes otherwise identical runs.")
 
@@ -65,7 +65,10 @@ def work(params: FanOutParams, ctx: TaskContext) -> int:
     index = int(ctx.item)
     if params.fail_at is not None and index == params.fail_at:
         raise InputError(f"work item {index} failed on purpose (fail_at={params.fail_at})")
-    if params.flaky and random.random() < params.flaky:
+    # Seeded per (seed, item, attempt): a run's faults are reproducible, retries differ.
+    if params.flaky and random.Random(f"{params.seed}:{index}:{ctx.attempt}").random() < (
+        params.flaky
+    ):
         raise TransientError(f"work item {index} hit a simulated transient fault")
     if params.sleep_ms:
         deadline = time.monotonic() + params.sleep_ms / 1000
