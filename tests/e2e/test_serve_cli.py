@@ -280,8 +280,10 @@ def test_cli_errors_are_one_readable_line(server: Server) -> None:
 
 
 def running_workers(server: Server, job_id: str) -> set[str]:
-    """Worker ids of the job's running tasks."""
-    page = server.http.get(f"/jobs/{job_id}/tasks", params={"status": "running"}).json()
+    """Worker ids of the job's running work-stage tasks (not the plan task)."""
+    page = server.http.get(
+        f"/jobs/{job_id}/tasks", params={"status": "running", "stage": "work"}
+    ).json()
     return {t["worker_id"] for t in page["items"]}
 
 
