@@ -41,6 +41,22 @@ class Settings(BaseSettings):
     janitor_interval_seconds: float = Field(default=10.0, gt=0)
     retry_base_seconds: float = Field(default=1.0, ge=0, description="First retry backoff.")
     retry_max_seconds: float = Field(default=300.0, ge=0)
+    audience: Literal["public", "ouo", "restricted"] = Field(
+        default="ouo",
+        description=(
+            "Who this deployment serves: public shows public data only, ouo adds "
+            "official-use-only data, restricted shows everything."
+        ),
+    )
+    root_path: str = Field(
+        default="",
+        description="Path prefix the API is served under behind a reverse proxy (e.g. /geo).",
+    )
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url", "storage_url", mode="before")
     @classmethod

@@ -11,9 +11,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from geoetl.api import html
 from geoetl.api.deps import PlatformDep
+from geoetl.catalog.models import visible_levels
 from geoetl.errors import InputError, NotFound
 from geoetl.features.cql import SqliteFilter, parse_filter
 from geoetl.features.registry import FeatureCollection
+from geoetl.platform import Platform
 
 router = APIRouter(tags=["OGC API - Features"])
 GEOJSON = "application/geo+json"
@@ -45,6 +47,11 @@ RESERVED_PARAMS = {
     "filter-crs",
     "sortby",
 }
+
+
+def visible(platform: Platform) -> list[str]:
+    """Access levels this deployment serves (``GEOETL_AUDIENCE``)."""
+    return list(visible_levels(platform.settings.audience))
 
 
 def _geojson(content: dict[str, Any]) -> JSONResponse:
@@ -124,7 +131,9 @@ def collections(request: Request, platform: PlatformDep) -> dict[str, Any] | HTM
     """Every feature collection."""
     doc = {
         "links": [{"rel": "self", "href": str(request.url), "type": "application/json"}],
-        "collections": [_collection_doc(request, fc) for fc in platform.feature_registry.all()],
+        "collections": [
+            _collection_doc(request, fc) for fc in platform.feature_registry.all(visible(platform))
+        ],
     }
     return html.collections_page(doc) if html.wants_html(request) else doc
 
@@ -134,14 +143,14 @@ def collection(
     collection_id: str, request: Request, platform: PlatformDep
 ) -> dict[str, Any] | HTMLResponse:
     """One feature collection."""
-    doc = _collection_doc(request, platform.feature_registry.get(collection_id))
+    doc = _collection_doc(request, platform.feature_registry.get(collection_id, visible(platform)))
     return html.collection_page(doc) if html.wants_html(request) else doc
 
 
 @router.get("/collections/{collection_id}/queryables", name="get_queryables")
 def queryables(collection_id: str, request: Request, platform: PlatformDep) -> JSONResponse:
     """The properties a client may filter on, as JSON Schema."""
-    fc = platform.feature_registry.get(collection_id)
+    fc = platform.feature_registry.get(collection_id, visible(platform))
     kinds = {"int": "integer", "float": "number", "bool": "boolean"}
     props: dict[str, Any] = {
         name: {"type": next((v for k, v in kinds.items() if dtype.startswith(k)), "string")}
@@ -201,7 +210,7 @@ def items(
     ] = None,
 ) -> JSONResponse | HTMLResponse:
     """Features of a collection, filtered by bbox, properties and CQL2, paged."""
-    fc = platform.feature_registry.get(collection_id)
+    fc = platform.feature_registry.get(collection_id, visible(platform))
     conditions: list[tuple[str, list[Any]]] = []
     if filter_:
         node = parse_filter(filter_, filter_lang)
@@ -332,7 +341,7 @@ def feature(
     collection_id: str, feature_id: int, request: Request, platform: PlatformDep
 ) -> JSONResponse | HTMLResponse:
     """One feature by id."""
-    fc = platform.feature_registry.get(collection_id)
+    fc = platform.feature_registry.get(collection_id, visible(platform))
     found, _ = platform.features.features(
         fc.dataset_id, fc.table_name, where=[("fid", feature_id)], limit=1
     )

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from geoetl.catalog.filters import ItemSql, parse_cql2, relate
 from geoetl.catalog.models import SYSTEM_COLLECTIONS, SearchRequest
 from geoetl.catalog.tables import stac_collections, stac_items
 from geoetl.errors import Conflict, InputError, NotFound
@@ -43,12 +44,47 @@ def new_collection(collection_id: str, description: str, access_level: str) -> d
     }
 
 
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "string"
+
+
+def _searchable_text(doc: dict[str, Any]) -> str:
+    parts = [doc.get("id", ""), doc.get("title", ""), doc.get("description", "")]
+    parts += [str(k) for k in doc.get("keywords", [])]
+    return " ".join(str(p) for p in parts).lower()
+
+
 class SqlCatalog:
     """Collections and items in the platform database."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
+        self._sql: ItemSql | None = None
+
+    @property
+    def sql(self) -> ItemSql:
+        """Filter/sort expressions for this database (PostGIS looked up once)."""
+        if self._sql is None:
+            schema = None
+            if not self.sqlite:
+                with self._read() as conn:
+                    schema = conn.execute(
+                        sa.text(
+                            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+                            "ON n.oid = e.extnamespace WHERE e.extname = 'postgis'"
+                        )
+                    ).scalar()
+            self._sql = ItemSql(self.engine.dialect.name, schema)
+        return self._sql
 
     def ensure_system_collections(self) -> None:
         """Create ``system-rasters`` and ``system-vectors`` if missing."""
@@ -80,13 +116,29 @@ class SqlCatalog:
                 doc = new_collection(collection_id, f"Collection {collection_id}", access_level)
                 self._insert_collection(conn, doc, access_level, system=False)
 
-    def get_collection(self, collection_id: str) -> dict[str, Any]:
-        """A collection document, or NotFound."""
+    def get_collection(
+        self, collection_id: str, audience: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A collection document, or NotFound (also when ``audience`` may not see it)."""
         with self._read() as conn:
             row = self._collection_row(conn, collection_id)
-        if row is None:
+        if row is None or (audience is not None and row.access_level not in audience):
             raise NotFound(f"no collection {collection_id!r}")
         return dict(row.data)
+
+    def list_collections(
+        self, audience: list[str] | None = None, q: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every collection ``audience`` may see, by id; ``q`` keeps those matching any term."""
+        query = sa.select(stac_collections.c.data).order_by(stac_collections.c.collection_id)
+        if audience is not None:
+            query = query.where(stac_collections.c.access_level.in_(audience))
+        with self._read() as conn:
+            docs = [dict(d) for d in conn.execute(query).scalars()]
+        if q:
+            terms = [t.lower() for t in q if t.strip()]
+            docs = [d for d in docs if any(t in _searchable_text(d) for t in terms)]
+        return docs
 
     def upsert_item(self, item: dict[str, Any], access_level: str) -> None:
         """Create or replace an item, and widen its collection's extent to cover it."""
@@ -101,10 +153,12 @@ class SqlCatalog:
         when = _epoch(props.get("datetime") or props.get("start_datetime"))
         if when is None:
             raise InputError(f"STAC item {iid} has no datetime")
+        until = _epoch(props.get("end_datetime")) or when
         now = time.time()
         values = {
             "data": item,
             "datetime": when,
+            "end_datetime": until,
             "minx": minx,
             "miny": miny,
             "maxx": maxx,
@@ -129,14 +183,17 @@ class SqlCatalog:
                 )
             self._widen_extent(conn, cid, dict(collection.data))
 
-    def get_item(self, collection_id: str, item_id: str) -> dict[str, Any]:
-        """An item document, or NotFound."""
+    def get_item(
+        self, collection_id: str, item_id: str, audience: list[str] | None = None
+    ) -> dict[str, Any]:
+        """An item document, or NotFound (also when ``audience`` may not see it)."""
+        query = sa.select(stac_items.c.data).where(
+            stac_items.c.collection_id == collection_id, stac_items.c.item_id == item_id
+        )
+        if audience is not None:
+            query = query.where(stac_items.c.access_level.in_(audience))
         with self._read() as conn:
-            data = conn.execute(
-                sa.select(stac_items.c.data).where(
-                    stac_items.c.collection_id == collection_id, stac_items.c.item_id == item_id
-                )
-            ).scalar()
+            data = conn.execute(query).scalar()
         if data is None:
             raise NotFound(f"no item {item_id!r} in collection {collection_id!r}")
         return dict(data)
@@ -172,39 +229,95 @@ class SqlCatalog:
                 sa.delete(stac_collections).where(stac_collections.c.collection_id == collection_id)
             )
 
-    def search(self, request: SearchRequest) -> tuple[list[dict[str, Any]], int]:
-        """Items matching ``request`` (newest first) and how many match in all."""
-        query = sa.select(stac_items.c.data)
-        count = sa.select(sa.func.count()).select_from(stac_items)
-        conditions: list[sa.ColumnElement[bool]] = []
-        if request.collections:
-            conditions.append(stac_items.c.collection_id.in_(request.collections))
-        if request.ids:
-            conditions.append(stac_items.c.item_id.in_(request.ids))
-        if request.access_levels:
-            conditions.append(stac_items.c.access_level.in_(request.access_levels))
-        if request.start:
-            conditions.append(stac_items.c.datetime >= request.start.timestamp())
-        if request.end:
-            conditions.append(stac_items.c.datetime <= request.end.timestamp())
-        if request.bbox:
-            conditions.append(self._bbox_condition(request.bbox))
+    def search(self, request: SearchRequest) -> tuple[list[dict[str, Any]], int | None]:
+        """Items matching ``request`` and how many match in all (None unless ``count``).
+
+        Results are sorted by ``request.sortby`` (default: newest first), then by
+        collection and id, so pages never overlap or skip.
+        """
+        conditions = self._conditions(request)
+        order: list[Any] = []
+        for key in request.sortby or []:
+            expr = self.sql.sort_key(key.field)
+            order.append(expr.desc() if key.direction == "desc" else expr.asc())
+        if not request.sortby:
+            order.append(stac_items.c.datetime.desc())
+        order += [stac_items.c.collection_id, stac_items.c.item_id]
         query = (
-            query.where(*conditions)
-            .order_by(stac_items.c.datetime.desc(), stac_items.c.item_id)
+            sa.select(stac_items.c.data)
+            .where(*conditions)
+            .order_by(*order)
             .limit(request.limit)
             .offset(request.offset)
         )
         with self._read() as conn:
             items = [dict(d) for d in conn.execute(query).scalars()]
-            total = conn.execute(count.where(*conditions)).scalar_one()
-        return items, int(total)
+            total = None
+            if request.count:
+                if request.offset == 0 and len(items) < request.limit:
+                    total = len(items)
+                else:
+                    total = conn.execute(
+                        sa.select(sa.func.count()).select_from(stac_items).where(*conditions)
+                    ).scalar_one()
+        return items, None if total is None else int(total)
+
+    def property_types(
+        self, collection_id: str | None, audience: list[str] | None = None, sample: int = 500
+    ) -> dict[str, str]:
+        """Item property names and JSON types, from the newest ``sample`` items."""
+        query = sa.select(stac_items.c.data).order_by(stac_items.c.datetime.desc()).limit(sample)
+        if collection_id is not None:
+            query = query.where(stac_items.c.collection_id == collection_id)
+        if audience is not None:
+            query = query.where(stac_items.c.access_level.in_(audience))
+        types: dict[str, str] = {}
+        with self._read() as conn:
+            for data in conn.execute(query).scalars():
+                for name, value in (data.get("properties") or {}).items():
+                    if name not in types and value is not None:
+                        types[name] = _json_type(value)
+        return types
 
     # -- internals ------------------------------------------------------------------------
 
+    def _conditions(self, request: SearchRequest) -> list[Any]:
+        conditions: list[Any] = []
+        if request.collections:
+            conditions.append(stac_items.c.collection_id.in_(request.collections))
+        if request.ids:
+            conditions.append(stac_items.c.item_id.in_(request.ids))
+        if request.access_levels is not None:
+            conditions.append(stac_items.c.access_level.in_(request.access_levels))
+        # An item [datetime, end_datetime] overlaps the asked interval.
+        if request.start:
+            conditions.append(stac_items.c.end_datetime >= request.start.timestamp())
+        if request.end:
+            conditions.append(stac_items.c.datetime <= request.end.timestamp())
+        if request.bbox:
+            minx, miny, maxx, maxy = request.bbox
+            if minx > maxx:  # crosses the antimeridian
+                conditions.append(
+                    sa.or_(
+                        self._bbox_condition((minx, miny, 180.0, maxy)),
+                        self._bbox_condition((-180.0, miny, maxx, maxy)),
+                    )
+                )
+            else:
+                conditions.append(self._bbox_condition(request.bbox))
+        if request.intersects:
+            conditions.append(self.sql.spatial("intersects", request.intersects))
+        if request.filter is not None:
+            conditions.append(self.sql.where(parse_cql2(request.filter, request.filter_lang)))
+        return conditions
+
     def _read(self) -> Connection:
         # Readers must not take SQLite's write lock.
-        return self.engine.connect().execution_options(sqlite_begin="DEFERRED")
+        conn = self.engine.connect().execution_options(sqlite_begin="DEFERRED")
+        if self.sqlite:
+            raw = conn.connection.driver_connection
+            raw.create_function("geoetl_relate", 3, relate, deterministic=True)  # type: ignore[union-attr]
+        return conn
 
     def _bbox_condition(self, bbox: tuple[float, float, float, float]) -> Any:
         minx, miny, maxx, maxy = bbox

@@ -30,6 +30,7 @@ stac_items = sa.Table(
     sa.Column("item_id", sa.String(200), nullable=False),
     sa.Column("data", Json, nullable=False),
     sa.Column("datetime", Time, nullable=True),
+    sa.Column("end_datetime", Time, nullable=True),
     sa.Column("minx", sa.Float, nullable=False),
     sa.Column("miny", sa.Float, nullable=False),
     sa.Column("maxx", sa.Float, nullable=False),
