@@ -23,6 +23,8 @@ fi
 if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" | grep -q 1; then
   psql -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE test"
 fi
+# The catalog's spatial filters use PostGIS on PostgreSQL.
+psql -h 127.0.0.1 -U postgres -d test -qc "CREATE EXTENSION IF NOT EXISTS postgis"
 
 bash "$ROOT/scripts/bootstrap.sh"
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -31,7 +31,6 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
         version=geoetl.__version__,
         description="Geospatial files in, published services out: jobs, features, tiles, STAC.",
         lifespan=lifespan,
-        root_path=settings.root_path,
     )
     errors.install(app)
     app.include_router(jobs.router)

@@ -95,7 +95,8 @@ def root_href(request: Request) -> str:
     scheme = headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
     host = headers.get("x-forwarded-host", headers.get("host", request.url.netloc))
     host = host.split(",")[0].strip()
-    prefix = headers.get("x-forwarded-prefix", request.scope.get("root_path", "")) or ""
+    configured = request.app.state.platform.settings.root_path
+    prefix = headers.get("x-forwarded-prefix") or request.scope.get("root_path") or configured
     return f"{scheme}://{host}{prefix.rstrip('/')}"
 
 

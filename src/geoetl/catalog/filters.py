@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pygeofilter import ast
+from pygeofilter import ast, values
 from pygeofilter.parsers.cql2_json import parse as parse_json
 from pygeofilter.parsers.cql2_text import parse as parse_text
 
@@ -199,26 +199,30 @@ class ItemSql:
         if not isinstance(lhs, ast.Attribute):
             raise InputError("a comparison needs a property name on one side")
         if isinstance(rhs, ast.Attribute):
-            return self._column(lhs).op(op)(self._column(rhs))
+            return self._column(lhs).op(op, is_comparison=True)(self._column(rhs))
         if isinstance(rhs, ast.Node):
             raise InputError(f"unsupported value in filter: {rhs!r}")
         if lhs.name in ("id", "collection"):
             if not isinstance(rhs, str):
                 raise InputError(f"{lhs.name} is compared with strings, got {rhs!r}")
-            return self._column(lhs).op(op)(rhs)
+            return self._column(lhs).op(op, is_comparison=True)(rhs)
         if lhs.name == "datetime":
             if not isinstance(rhs, datetime | date):
                 raise InputError("datetime is compared with TIMESTAMP('…') or DATE('…') values")
-            return stac_items.c.datetime.op(op)(epoch(rhs))
+            return stac_items.c.datetime.op(op, is_comparison=True)(epoch(rhs))
         value = iso_z(rhs) if isinstance(rhs, datetime | date) else rhs
         if not isinstance(value, bool | int | float | str):
             raise InputError(f"unsupported value in filter: {rhs!r}")
         column = self.json_property(lhs.name)
         if self.sqlite:
             # json_extract gives SQL numbers, text and 0/1 for booleans.
-            return column.op(op)(int(value) if isinstance(value, bool) else value)
+            return column.op(op, is_comparison=True)(
+                int(value) if isinstance(value, bool) else value
+            )
         # jsonb compares numbers with numbers and strings with strings.
-        return column.op(op)(sa.func.to_jsonb(sa.cast(sa.literal(value), _sql_type(value))))
+        return column.op(op, is_comparison=True)(
+            sa.func.to_jsonb(sa.cast(sa.literal(value), _sql_type(value)))
+        )
 
     def _like(self, node: ast.Like) -> Any:
         pattern = node.pattern
@@ -231,7 +235,7 @@ class ItemSql:
             column = self.json_property_text(name)
         if self.sqlite:
             # SQLite's LIKE ignores case; GLOB does not, like CQL2's LIKE.
-            expr = column.op("GLOB")(_like_to_glob(pattern, node.escapechar))
+            expr = column.op("GLOB", is_comparison=True)(_like_to_glob(pattern, node.escapechar))
         else:
             expr = column.like(pattern, escape=node.escapechar or "\\")
         return sa.not_(expr) if node.not_ else expr
@@ -244,8 +248,8 @@ class ItemSql:
             relation = {"contains": "within", "within": "contains"}.get(relation, relation)
         if not (isinstance(lhs, ast.Attribute) and lhs.name == "geometry"):
             raise InputError("spatial functions compare the item geometry with a literal")
-        geometry = rhs.geometry if isinstance(rhs, ast.Geometry) else None
-        if isinstance(rhs, ast.Envelope):
+        geometry = rhs.geometry if isinstance(rhs, values.Geometry) else None
+        if isinstance(rhs, values.Envelope):
             geometry = {
                 "type": "Polygon",
                 "coordinates": [
