@@ -1,29 +1,35 @@
-"""``geoetl ingest PATH``: store a file in bronze, detect its kind, run its workflow here."""
+"""``geoetl ingest PATH``: store a file in bronze, detect its kind, run its workflow here.
+
+The file is copied to bronze (and hashed) on a thread while the main thread loads the
+engine and the workflows' libraries and opens the database: both take about as long
+for a few hundred MB, and only one of them needs the interpreter lock.
+"""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import rasterio
 import typer
-from rasterio.errors import RasterioError
 
 from geoetl.cli.render import console
 from geoetl.cli.state import State, get_state
-from geoetl.engine.models import JobView
 from geoetl.errors import InputError
+
+if TYPE_CHECKING:
+    from geoetl.engine.models import JobView
+    from geoetl.storage.objectstore import ObjectStore
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".nc", ".png", ".jpg", ".jpeg", ".vrt"}
 SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")
 
 
-def store_in_bronze(state: State, path: Path) -> str:
+def store_in_bronze(objects: ObjectStore, path: Path) -> str:
     """Copy ``path`` into bronze under its content hash (the same file is stored once).
 
     A loose shapefile goes with its sidecar files, in one folder.
     """
-    objects = state.platform.objects
     if path.suffix.lower() == ".shp":
         sidecars = [
             candidate
@@ -40,6 +46,9 @@ def detect_kind(path: Path) -> str:
     """``raster`` for raster file types or what GDAL opens with bands, else ``vector``."""
     if path.suffix.lower() in RASTER_SUFFIXES:
         return "raster"
+    import rasterio
+    from rasterio.errors import RasterioError
+
     try:
         with rasterio.open(path) as ds:
             return "raster" if ds.count > 0 else "vector"
@@ -52,10 +61,16 @@ def ingest_file(
 ) -> JobView:
     """Store ``path`` in bronze and run its workflow here; the finished job."""
     from geoetl.cli.main import run_in_process
+    from geoetl.storage.objectstore import ObjectStore
 
     opts = {k: v for k, v in (options or {}).items() if v is not None}
     kind = detect_kind(path)
-    params: dict[str, Any] = {"source": store_in_bronze(state, path)}
+    assert state.settings.storage_url is not None
+    objects = ObjectStore(state.settings.storage_url)
+    with ThreadPoolExecutor(1, thread_name_prefix="geoetl-bronze") as pool:
+        stored = pool.submit(store_in_bronze, objects, path)
+        platform = state.platform  # imports, connects and migrates meanwhile
+        params: dict[str, Any] = {"source": stored.result()}
     shared = ("access_level", "input_crs", "collection_id", "target_crs")
     allowed: tuple[str, ...]
     if kind == "raster":
@@ -68,7 +83,7 @@ def ingest_file(
         allowed = (*shared, "dataset_id", "layer", "keep_z", "csv_lat", "csv_lon", "csv_wkt")
         workflow = "process_vector"
     params.update({k: v for k, v in opts.items() if k in allowed and v is not None})
-    job_id, _ = state.platform.store.submit(workflow, params)
+    job_id, _ = platform.store.submit(workflow, params)
     return run_in_process(state, job_id, quiet=quiet)
 
 

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from geoetl.cli.render import console, jobs_table, show_job, status_text
 from geoetl.cli.state import get_state
 from geoetl.engine.models import JobStatus
-from geoetl.engine.queries import resolve_job_id
+
+if TYPE_CHECKING:
+    from geoetl.engine.queries import JobQueries
 
 app = typer.Typer(help="Follow and steer jobs.", no_args_is_help=True)
 
 JobRef = Annotated[str, typer.Argument(help="Job id, or a unique prefix of it.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+
+
+def resolve_job_id(queries: JobQueries, ref: str) -> str:
+    """The full job id for ``ref`` (an id or a unique prefix)."""
+    from geoetl.engine.queries import resolve_job_id as resolve
+
+    return resolve(queries, ref)
 
 
 @app.command("list")

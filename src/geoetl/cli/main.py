@@ -7,20 +7,20 @@ import logging
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy.exc import OperationalError
 
 from geoetl.cli import ingest as ingest_cli
 from geoetl.cli import jobs as jobs_cli
 from geoetl.cli.render import console, err_console, follow, show_job
 from geoetl.cli.state import State, get_state
-from geoetl.engine.janitor import Janitor
-from geoetl.engine.models import JobStatus, JobView
-from geoetl.engine.runner import Runner
-from geoetl.engine.worker import WorkerPool, run_worker, worker_id
 from geoetl.errors import GeoEtlError, InputError
+
+# The engine, the database layer and the geospatial stack are imported by the commands
+# that use them: `geoetl ingest` starts copying the file while they load (see ingest.py).
+if TYPE_CHECKING:
+    from geoetl.engine.models import JobView
 
 app = typer.Typer(
     name="geoetl",
@@ -52,6 +52,9 @@ def _root(
 
 def run_in_process(state: State, job_id: str, *, quiet: bool) -> JobView:
     """Run a job to completion here, with progress bars unless ``quiet``."""
+    from geoetl.engine.runner import Runner
+    from geoetl.engine.worker import worker_id
+
     platform = state.platform
     runner = Runner(platform, worker_id("cli"))
     done = threading.Event()
@@ -88,6 +91,8 @@ def run_in_process(state: State, job_id: str, *, quiet: bool) -> JobView:
 
 def finish(view: JobView, *, as_json: bool) -> None:
     """Print a finished job and exit non-zero unless it succeeded."""
+    from geoetl.engine.models import JobStatus
+
     if as_json:
         typer.echo(view.model_dump_json(indent=2))
     else:
@@ -152,6 +157,8 @@ def worker(
     ] = None,
 ) -> None:
     """Run workers that claim tasks from the database until stopped (Ctrl+C)."""
+    from geoetl.engine.worker import WorkerPool, run_worker
+
     state = get_state(ctx)
     queue_list = [q.strip() for q in queues.split(",")] if queues else None
     stop = threading.Event()
@@ -174,6 +181,8 @@ def janitor(
     interval: Annotated[float | None, typer.Option(help="Seconds between passes.")] = None,
 ) -> None:
     """Re-queue expired leases, re-dispatch lost tasks, clean scratch; report what was done."""
+    from geoetl.engine.janitor import Janitor
+
     jan = Janitor(get_state(ctx).platform)
     if once:
         report = jan.run_once()
@@ -224,6 +233,7 @@ def demo(
 ) -> None:
     """Ingest the sample rasters and vectors on the embedded default, then serve them."""
     from geoetl.cli.ingest import ingest_file
+    from geoetl.engine.models import JobStatus
 
     state = get_state(ctx)
     files = sorted(
@@ -290,7 +300,11 @@ def main() -> None:
     except GeoEtlError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, InputError) else 1)
-    except OperationalError as exc:
+    except Exception as exc:
+        from sqlalchemy.exc import OperationalError  # loaded already if the database was used
+
+        if not isinstance(exc, OperationalError):
+            raise
         err_console.print(
             f"[red]error:[/] database unreachable: {exc.orig}", highlight=False, soft_wrap=True
         )

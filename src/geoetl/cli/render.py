@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from geoetl.engine.models import JobStatus, JobView
-from geoetl.engine.queries import JobQueries
+
+if TYPE_CHECKING:
+    from geoetl.engine.queries import JobQueries
 
 console = Console()
 err_console = Console(stderr=True)
