@@ -361,3 +361,17 @@ def test_queryables_list_item_properties(client: TestClient) -> None:
     assert doc["properties"]["platform"]["type"] == "string"
     per = client.get("/stac/collections/coast/queryables").json()
     assert per["$id"].endswith("/stac/collections/coast/queryables")
+
+
+def test_collection_extent_covers_its_items(client: TestClient) -> None:
+    doc = client.get("/stac/collections/coast").json()
+    mine = [item for item, _ in ITEMS if item["collection"] == "coast"]
+    assert doc["extent"]["spatial"]["bbox"][0] == [
+        min(i["bbox"][0] for i in mine),
+        min(i["bbox"][1] for i in mine),
+        max(i["bbox"][2] for i in mine),
+        max(i["bbox"][3] for i in mine),
+    ]
+    first, last = doc["extent"]["temporal"]["interval"][0]
+    assert first == min(i["properties"]["datetime"] for i in mine)
+    assert last == max(i["properties"]["datetime"] for i in mine)

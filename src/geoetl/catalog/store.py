@@ -62,6 +62,33 @@ def _searchable_text(doc: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts).lower()
 
 
+def _item_row(item: dict[str, Any], access_level: str) -> dict[str, Any]:
+    """The indexed columns of one item; InputError when it lacks what search needs."""
+    cid, iid = item.get("collection"), item.get("id")
+    if not cid or not iid:
+        raise InputError("a STAC item needs an id and a collection")
+    bbox = item.get("bbox")
+    if not bbox or len(bbox) < 4:
+        raise InputError(f"STAC item {iid} has no bbox")
+    minx, miny, maxx, maxy = (bbox[0], bbox[1], bbox[-2 if len(bbox) == 6 else 2], bbox[-1])
+    props = item.get("properties", {})
+    when = _epoch(props.get("datetime") or props.get("start_datetime"))
+    if when is None:
+        raise InputError(f"STAC item {iid} has no datetime")
+    return {
+        "collection_id": cid,
+        "item_id": iid,
+        "data": item,
+        "datetime": when,
+        "end_datetime": _epoch(props.get("end_datetime")) or when,
+        "minx": minx,
+        "miny": miny,
+        "maxx": maxx,
+        "maxy": maxy,
+        "access_level": access_level,
+    }
+
+
 class SqlCatalog:
     """Collections and items in the platform database."""
 
@@ -142,46 +169,52 @@ class SqlCatalog:
 
     def upsert_item(self, item: dict[str, Any], access_level: str) -> None:
         """Create or replace an item, and widen its collection's extent to cover it."""
-        cid, iid = item.get("collection"), item.get("id")
-        if not cid or not iid:
-            raise InputError("a STAC item needs an id and a collection")
-        bbox = item.get("bbox")
-        if not bbox or len(bbox) < 4:
-            raise InputError(f"STAC item {iid} has no bbox")
-        minx, miny, maxx, maxy = (bbox[0], bbox[1], bbox[-2 if len(bbox) == 6 else 2], bbox[-1])
-        props = item.get("properties", {})
-        when = _epoch(props.get("datetime") or props.get("start_datetime"))
-        if when is None:
-            raise InputError(f"STAC item {iid} has no datetime")
-        until = _epoch(props.get("end_datetime")) or when
+        self.upsert_items([(item, access_level)])
+
+    def upsert_items(self, items: list[tuple[dict[str, Any], str]]) -> None:
+        """Create or replace many items (each with its access level) in one transaction."""
+        rows = [_item_row(item, level) for item, level in items]
         now = time.time()
-        values = {
-            "data": item,
-            "datetime": when,
-            "end_datetime": until,
-            "minx": minx,
-            "miny": miny,
-            "maxx": maxx,
-            "maxy": maxy,
-            "access_level": access_level,
-            "updated_at": now,
-        }
         with self.engine.begin() as conn:
-            collection = self._collection_row(conn, cid)
-            if collection is None:
-                raise NotFound(f"no collection {cid!r} for item {iid!r}")
-            updated = conn.execute(
-                sa.update(stac_items)
-                .where(stac_items.c.collection_id == cid, stac_items.c.item_id == iid)
-                .values(**values)
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    sa.insert(stac_items).values(
-                        collection_id=cid, item_id=iid, created_at=now, **values
+            collections: dict[str, dict[str, Any]] = {}
+            for cid in sorted({r["collection_id"] for r in rows}):
+                collection = self._collection_row(conn, cid)
+                if collection is None:
+                    raise NotFound(f"no collection {cid!r} for its items")
+                collections[cid] = dict(collection.data)
+            existing = set()
+            for cid in collections:
+                ids = [r["item_id"] for r in rows if r["collection_id"] == cid]
+                for chunk in range(0, len(ids), 500):
+                    existing |= {
+                        (cid, iid)
+                        for iid in conn.execute(
+                            sa.select(stac_items.c.item_id).where(
+                                stac_items.c.collection_id == cid,
+                                stac_items.c.item_id.in_(ids[chunk : chunk + 500]),
+                            )
+                        ).scalars()
+                    }
+            fresh = [
+                {**r, "created_at": now, "updated_at": now}
+                for r in rows
+                if (r["collection_id"], r["item_id"]) not in existing
+            ]
+            if fresh:
+                conn.execute(sa.insert(stac_items), fresh)
+            for r in rows:
+                if (r["collection_id"], r["item_id"]) in existing:
+                    conn.execute(
+                        sa.update(stac_items)
+                        .where(
+                            stac_items.c.collection_id == r["collection_id"],
+                            stac_items.c.item_id == r["item_id"],
+                        )
+                        .values(**{k: v for k, v in r.items() if k != "item_id"}, updated_at=now)
                     )
-                )
-            self._widen_extent(conn, cid, dict(collection.data))
+            for cid, doc in collections.items():
+                mine = [r for r in rows if r["collection_id"] == cid]
+                self._widen_extent(conn, cid, doc, mine)
 
     def get_item(
         self, collection_id: str, item_id: str, audience: list[str] | None = None
@@ -365,24 +398,34 @@ class SqlCatalog:
             )
         )
 
-    def _widen_extent(self, conn: Connection, cid: str, doc: dict[str, Any]) -> None:
-        row = conn.execute(
-            sa.select(
-                sa.func.min(stac_items.c.minx),
-                sa.func.min(stac_items.c.miny),
-                sa.func.max(stac_items.c.maxx),
-                sa.func.max(stac_items.c.maxy),
-                sa.func.min(stac_items.c.datetime),
-                sa.func.max(stac_items.c.datetime),
-            ).where(stac_items.c.collection_id == cid)
-        ).one()
+    def _widen_extent(
+        self, conn: Connection, cid: str, doc: dict[str, Any], rows: list[dict[str, Any]]
+    ) -> None:
+        # Merge the new items into the stored extent (a fresh collection has none yet).
+        interval = doc.get("extent", {}).get("temporal", {}).get("interval", [[None, None]])
+        empty = interval[0][0] is None
+        boxes = [(r["minx"], r["miny"], r["maxx"], r["maxy"]) for r in rows]
+        times = [r["datetime"] for r in rows] + [r["end_datetime"] for r in rows]
+        if not empty:
+            boxes.append(tuple(doc["extent"]["spatial"]["bbox"][0]))
+            times += [_epoch(interval[0][0]), _epoch(interval[0][1])]
 
         def iso(ts: float) -> str:
             return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
+        known = [t for t in times if t is not None]
         doc["extent"] = {
-            "spatial": {"bbox": [[row[0], row[1], row[2], row[3]]]},
-            "temporal": {"interval": [[iso(row[4]), iso(row[5])]]},
+            "spatial": {
+                "bbox": [
+                    [
+                        min(b[0] for b in boxes),
+                        min(b[1] for b in boxes),
+                        max(b[2] for b in boxes),
+                        max(b[3] for b in boxes),
+                    ]
+                ]
+            },
+            "temporal": {"interval": [[iso(min(known)), iso(max(known))]]},
         }
         conn.execute(
             sa.update(stac_collections)
