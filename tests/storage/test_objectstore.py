@@ -51,3 +51,16 @@ def test_content_addressed_put_stores_each_content_once(tmp_path: Path) -> None:
     assert store.list("tmp") == []  # staging copies never linger
     with store.open(key) as fh:
         assert fh.read() == b"same bytes"
+
+
+def test_move_file_renames_into_a_local_store(tmp_path: Path) -> None:
+    store = ObjectStore((tmp_path / "root").as_uri())
+    src = tmp_path / "scratch" / "cog.tif"
+    src.parent.mkdir()
+    src.write_bytes(b"cog bytes")
+    inode = src.stat().st_ino
+    assert store.move_file(src, "tmp/job/cog.tif") == "tmp/job/cog.tif"
+    assert not src.exists()
+    moved = Path(store.gdal_path("tmp/job/cog.tif"))
+    assert moved.read_bytes() == b"cog bytes"
+    assert moved.stat().st_ino == inode  # renamed, not copied

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -71,6 +73,25 @@ class ObjectStore:
                 self.fs.put_file(str(local), full)  # object stores publish on completion
         except OSError as exc:
             raise TransientError(f"could not store {key}: {exc}") from exc
+        return key
+
+    def move_file(self, local: Path, key: str) -> str:
+        """Move a local file (a finished output in scratch) to ``key``.
+
+        On a local store on the same file system this is a rename, so a large COG is
+        not copied again; otherwise the file is copied as by :meth:`put_file` and removed.
+        """
+        full = self._full(key)
+        if self.is_local:
+            Path(full).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(local, full)
+                return key
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise TransientError(f"could not store {key}: {exc}") from exc
+        self.put_file(local, key)
+        local.unlink(missing_ok=True)
         return key
 
     def put_content_addressed(self, local: Path, zone: Zone = "bronze") -> tuple[str, str]:

@@ -114,7 +114,7 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         params.target_crs,
         ctx.scratch / "work",
     )
-    ctx.platform.objects.put_file(out, key)
+    ctx.platform.objects.move_file(out, key)
     staged = {**result.model_dump(), "tier": tier, "tmp_key": key}
     ctx.checkpoint("staged", staged)
     return staged
