@@ -14,6 +14,7 @@ import base64
 import copy
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -337,8 +338,12 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def body_from_query(request: Request, collection_id: str | None = None) -> SearchBody:
+    """A SearchBody from a GET request's query parameters."""
+    return body_from_query_params(request.query_params, collection_id)
+
+
+def body_from_query_params(q: Mapping[str, str], collection_id: str | None = None) -> SearchBody:
     """A SearchBody from GET query parameters; InputError for malformed values."""
-    q = request.query_params
     bbox = None
     if q.get("bbox"):
         try:
@@ -460,7 +465,13 @@ def item_collection(
 ) -> JSONResponse:
     """Run a search and answer with a GeoJSON FeatureCollection and its paging links."""
     search = body.to_request(audience(platform))
-    items, matched = platform.catalog.search(search)
+    # One row more than the page says whether another page follows, without counting
+    # every match (a count can cost more than the page on a large catalog).
+    probe = search.model_copy(update={"limit": search.limit + 1, "count": False})
+    items, _ = platform.catalog.search(probe)
+    more = len(items) > search.limit
+    items = items[: search.limit]
+    matched = None if more else search.offset + len(items)
     features = [apply_fields(item_doc(platform, request, i), body.fields) for i in items]
     links = [_link("root", stac_href(request))]
     query = body.query_params()
@@ -469,7 +480,6 @@ def item_collection(
         links.append(_link("self", asked, GEOJSON))
     else:
         links.append(_link("self", self_href, GEOJSON))
-    more = len(items) == search.limit and (matched is None or search.offset + len(items) < matched)
     pages = []
     if more:
         pages.append(("next", search.offset + search.limit))
