@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import pyarrow as pa
 import pyogrio
 import shapely
 
@@ -85,6 +86,36 @@ class GeoPackageStore:
             conn.commit()
         return len(out)
 
+    def write_table(
+        self,
+        dataset_id: str,
+        table: str,
+        batches: pa.RecordBatchReader,
+        *,
+        geometry_column: str,
+        geometry_type: str,
+        crs: str,
+    ) -> None:
+        """Write a whole table into the staging file from a stream of Arrow batches.
+
+        The table must not exist yet (``begin_load`` starts an empty file): it is created
+        by this call, so GDAL builds its R-tree once, in bulk, when the file is closed.
+        """
+        staging = self._staging(dataset_id)
+        try:
+            pyogrio.write_arrow(
+                batches,
+                staging,
+                layer=table,
+                driver="GPKG",
+                geometry_name=geometry_column,
+                geometry_type=geometry_type,
+                crs=crs,
+                append=staging.exists(),
+            )
+        except pyogrio.errors.DataSourceError as exc:
+            raise TransientError(f"could not write {table} of {dataset_id}: {exc}") from exc
+
     def finish_load(self, dataset_id: str, index_columns: dict[str, list[str]]) -> None:
         """Index the requested columns, ANALYZE, and publish the file atomically."""
         staging = self._staging(dataset_id)
@@ -120,6 +151,15 @@ class GeoPackageStore:
         """Rows in a table of a published dataset."""
         with self._sqlite(self.path(dataset_id)) as conn:
             return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+
+    def fields(self, dataset_id: str, table: str) -> dict[str, str]:
+        """Attribute columns of a published table and their NumPy dtype names."""
+        info = pyogrio.read_info(self.path(dataset_id), layer=table)
+        return {
+            str(name): str(dtype)
+            for name, dtype in zip(info["fields"], info["dtypes"], strict=True)
+            if name != CHUNK_COLUMN
+        }
 
     def read(self, dataset_id: str, table: str) -> gpd.GeoDataFrame:
         """A whole published table (for the GeoParquet copy and checks)."""

@@ -6,9 +6,11 @@ Every step counts what it changed, so the job's validation report can say it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 from pydantic import BaseModel, Field
 from shapely.geometry.base import BaseGeometry
@@ -132,58 +134,128 @@ def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
     return result
 
 
-def harden(
-    geoms: list[BaseGeometry | None], *, keep_z: bool, geographic: bool
-) -> tuple[dict[str, list[int]], list[BaseGeometry | None], HardenReport]:
-    """Clean ``geoms`` (already in the target CRS).
+# shapely type ids: 0 Point, 1 LineString, 2 LinearRing, 3 Polygon, 4 MultiPoint,
+# 5 MultiLineString, 6 MultiPolygon, 7 GeometryCollection.
+FAMILIES = ("points", "lines", "polygons")
+_FAMILY_OF_TYPE = np.array([0, 1, 1, 2, 0, 1, 2, -1], dtype=np.int8)
+_SINGLE_TYPES = {"points": (0,), "lines": (1,), "polygons": (3,)}
+_BUILD: dict[str, Callable[..., Any]] = {
+    "points": shapely.multipoints,
+    "lines": shapely.multilinestrings,
+    "polygons": shapely.multipolygons,
+}
+_GeomArray = npt.NDArray[np.object_]
 
-    Returns the row indices per family, the cleaned geometries (None where
-    dropped) and the report. Every kept geometry is valid, of one family,
-    promoted to its Multi* type.
+
+def _dominant_family(geom: BaseGeometry) -> str | None:
+    kinds = Counter(FAMILY_OF.get(p.geom_type) for p in shapely.get_parts(geom))
+    kinds.pop(None, None)
+    return kinds.most_common(1)[0][0] if kinds else None
+
+
+def _promote(geoms: _GeomArray, family: str) -> _GeomArray:
+    """Each geometry as the Multi* of its parts of ``family`` (None when none is left)."""
+    out: _GeomArray = np.full(len(geoms), None, dtype=object)
+    single = (shapely.get_type_id(geoms) == _SINGLE_TYPES[family][0]) & ~shapely.is_empty(geoms)
+    if single.any():  # the common case: one part each, no need to split them
+        out[single] = _BUILD[family](geoms[single][:, np.newaxis])
+    rest = np.flatnonzero(~single)
+    if len(rest):
+        out[rest] = _promote_parts(geoms[rest], family)
+    return out
+
+
+def _promote_parts(geoms: _GeomArray, family: str) -> _GeomArray:
+    out: _GeomArray = np.full(len(geoms), None, dtype=object)
+    parts, index = shapely.get_parts(geoms, return_index=True)
+    types = shapely.get_type_id(parts)
+    nested = np.zeros(len(geoms), dtype=bool)
+    # Collections left by make_valid and bare rings (rare): part by part.
+    nested[index[(types == 7) | (types == 2)]] = True
+    keep = np.isin(types, _SINGLE_TYPES[family]) & ~shapely.is_empty(parts) & ~nested[index]
+    if keep.any():
+        _BUILD[family](parts[keep], indices=index[keep], out=out)
+    for i in np.flatnonzero(nested):
+        found = _parts_of_family(geoms[i], family)
+        out[i] = _as_multi(found, family) if found else None
+    return out
+
+
+def as_multi(geoms: _GeomArray, family: str) -> _GeomArray:
+    """Geometries of one family as its Multi* type; polygons counter-clockwise (RFC 7946)."""
+    promoted = _promote(geoms, family)
+    if family == "polygons":
+        promoted = shapely.orient_polygons(promoted, exterior_cw=False)
+    return promoted
+
+
+def harden(
+    geoms: Sequence[BaseGeometry | None] | _GeomArray, *, keep_z: bool, geographic: bool
+) -> tuple[dict[str, list[int]], _GeomArray, HardenReport]:
+    """Clean ``geoms`` (already in the target CRS), array-wise with shapely.
+
+    Returns the row indices per family, the cleaned geometries (an object array, None
+    where dropped) and the report. Every kept geometry is valid, of one family,
+    promoted to its Multi* type, polygons counter-clockwise (RFC 7946). Only the
+    rare cases go geometry by geometry: collections, candidates for an antimeridian
+    split (wider than 180 degrees) and invalid geometries.
     """
-    report = HardenReport(read=len(geoms))
-    out: list[BaseGeometry | None] = []
-    families: dict[str, list[int]] = {}
-    for i, geom in enumerate(geoms):
-        if geom is None or geom.is_empty:
-            report.drop("empty or missing geometry")
-            out.append(None)
+    arr: _GeomArray = np.empty(len(geoms), dtype=object)
+    arr[:] = list(geoms)  # a copy: the caller's geometries are left alone
+    report = HardenReport(read=len(arr))
+    type_id = shapely.get_type_id(arr)
+    missing = (type_id < 0) | shapely.is_empty(arr)
+    report.drop("empty or missing geometry", int(missing.sum()))
+    kind = np.where(missing, -1, _FAMILY_OF_TYPE[np.maximum(type_id, 0)]).astype(np.int8)
+    for i in np.flatnonzero(~missing & (type_id == 7)):
+        family = _dominant_family(arr[i])
+        if family is None:
+            report.drop("unsupported geometry type")
             continue
-        family = family_of(geom)
-        if family is None:  # a collection: keep its dominant family
-            kinds = Counter(FAMILY_OF.get(p.geom_type) for p in shapely.get_parts(geom))
-            kinds.pop(None, None)
-            if not kinds:
-                report.drop("unsupported geometry type")
-                out.append(None)
-                continue
-            family = kinds.most_common(1)[0][0]
-            assert family is not None
-            geom = _as_multi(_parts_of_family(geom, family), family)
-        if not keep_z and shapely.has_z(geom):
-            geom = shapely.force_2d(geom)
-            report.z_dropped += 1
-        geom = shapely.remove_repeated_points(geom, tolerance=0.0)
-        if geographic and family != "points":
-            split = split_antimeridian(geom)
-            if split is not geom:
+        arr[i] = _as_multi(_parts_of_family(arr[i], family), family)
+        kind[i] = FAMILIES.index(family)
+    live = kind >= 0
+    if not keep_z:
+        z = live & shapely.has_z(arr)
+        arr[z] = shapely.force_2d(arr[z])
+        report.z_dropped = int(z.sum())
+    arr[live] = shapely.remove_repeated_points(arr[live], tolerance=0.0)
+    if geographic:
+        # Only a geometry wider than 180 degrees can hold a jump across ±180.
+        wide = live & (kind != 0)
+        bounds = shapely.bounds(arr[wide])
+        for i in np.flatnonzero(wide)[bounds[:, 2] - bounds[:, 0] > 180]:
+            split = split_antimeridian(arr[i])
+            if split is not arr[i]:
                 report.antimeridian_split += 1
-                geom = split
-        if not geom.is_valid:
-            fixed = repair(geom, family)
-            if fixed is None:
-                report.drop("invalid geometry with nothing left after repair")
-                out.append(None)
-                continue
-            report.repaired += 1
-            geom = fixed
-        geom = _as_multi(_parts_of_family(geom, family), family)
-        if family == "polygons":
-            geom = shapely.orient_polygons(geom, exterior_cw=False)  # RFC 7946 winding
-        out.append(geom)
-        families.setdefault(family, []).append(i)
+                arr[i] = split
+    valid = np.zeros(len(arr), dtype=bool)
+    valid[live] = shapely.is_valid(arr[live])
+    for i in np.flatnonzero(live & ~valid):
+        fixed = repair(arr[i], FAMILIES[kind[i]])
+        if fixed is None:
+            report.drop("invalid geometry with nothing left after repair")
+            kind[i] = -1
+            arr[i] = None
+            continue
+        report.repaired += 1
+        arr[i] = fixed
+    families: dict[str, list[int]] = {}
+    for code, family in enumerate(FAMILIES):
+        rows = np.flatnonzero(kind == code)
+        if not len(rows):
+            continue
+        promoted = as_multi(arr[rows], family)
+        arr[rows] = promoted
+        left = shapely.is_missing(promoted)
+        report.drop("empty or missing geometry", int(left.sum()))
+        kind[rows[left]] = -1
+        if not left.all():
+            families[family] = rows[~left].tolist()
+    arr[kind < 0] = None
+    families = dict(sorted(families.items(), key=lambda kv: kv[1][0]))
     report.families = {k: len(v) for k, v in families.items()}
-    return families, out, report
+    return families, arr, report
 
 
 def summary(report: HardenReport) -> dict[str, Any]:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import geopandas as gpd
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
+import shapely
 from pydantic import BaseModel
 from pyogrio.errors import DataLayerError, DataSourceError
 
@@ -155,31 +159,61 @@ def list_layers(path: Path, csv: CsvOptions | None = None) -> list[LayerInfo]:
     return out
 
 
-def read_layer(
+class Chunk(NamedTuple):
+    """A slice of a layer: attributes as Arrow, geometries as shapely, the layer's CRS."""
+
+    attributes: pa.Table
+    geometries: npt.NDArray[np.object_]
+    crs: str | None
+
+
+def _parquet_chunk(path: Path, skip: int, limit: int | None) -> Chunk:
+    table = pq.read_table(path).slice(skip, limit)
+    geo = json.loads((table.schema.metadata or {}).get(b"geo", b"{}"))
+    primary = geo["primary_column"]
+    column = geo["columns"][primary]
+    covering = column.get("covering", {}).get("bbox", {}).get("xmin", [None])[0]
+    # GeoPandas decodes every GeoParquet geometry encoding (WKB and native GeoArrow).
+    geoms = gpd.GeoDataFrame.from_arrow(table.select([primary]), geometry=primary)
+    crs = column.get("crs", "OGC:CRS84")
+    drop = [primary, *([covering] if covering in table.column_names else [])]
+    return Chunk(
+        table.drop_columns(drop),
+        geoms.geometry.to_numpy(),
+        None if crs is None else json.dumps(crs) if isinstance(crs, dict) else str(crs),
+    )
+
+
+def read_chunk(
     path: Path,
     layer: str,
     csv: CsvOptions | None = None,
     *,
     skip: int = 0,
     limit: int | None = None,
-) -> gpd.GeoDataFrame:
-    """Read (part of) a layer into a GeoDataFrame through GDAL's Arrow interface."""
+) -> Chunk:
+    """Read (part of) a layer through GDAL's Arrow interface.
+
+    The attribute schema comes from the layer definition, so every chunk of a layer
+    has the same Arrow schema whatever its values (an all-null column stays typed).
+    """
     if _is_parquet(path):
-        return gpd.GeoDataFrame.from_arrow(pq.read_table(path).slice(skip, limit))
+        return _parquet_chunk(path, skip, limit)
     try:
-        frame = pyogrio.read_dataframe(
+        meta, table = pyogrio.read_arrow(
             path,
             layer=layer,
-            use_arrow=True,
             skip_features=skip,
             max_features=limit,
             **_open_options(path, csv),
         )
     except (DataSourceError, DataLayerError) as exc:
         raise InputError(f"cannot read layer {layer!r} of {path.name}: {exc}") from None
-    if not isinstance(frame, gpd.GeoDataFrame):
+    geometry = meta.get("geometry_name") or "wkb_geometry"
+    if geometry not in table.column_names:
         raise InputError(
             f"layer {layer!r} of {path.name} has no geometry; for a CSV give csv_lat/csv_lon "
             "or csv_wkt naming the coordinate columns"
         )
-    return frame
+    geoms = shapely.from_wkb(table[geometry].to_numpy(zero_copy_only=False))
+    return Chunk(table.drop_columns([geometry]), geoms, meta.get("crs"))

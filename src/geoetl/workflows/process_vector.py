@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import geopandas as gpd
+import numpy as np
+import numpy.typing as npt
+import pyarrow.parquet as pq
 import shapely
 from pydantic import BaseModel, Field, field_validator
-from pyproj import CRS
+from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
 from geoetl.catalog.models import AccessLevel
@@ -19,11 +21,20 @@ from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.errors import InputError
 from geoetl.features.registry import FeatureCollection
 from geoetl.vector.columns import sanitize_columns
-from geoetl.vector.harden import HardenReport, harden
-from geoetl.vector.read import CsvOptions, find_dataset, list_layers, read_layer
+from geoetl.vector.geoparquet import (
+    COVERING,
+    GEOMETRY,
+    batches,
+    merge_parts,
+    part_table,
+    write_part,
+)
+from geoetl.vector.harden import HardenReport, as_multi, harden
+from geoetl.vector.read import CsvOptions, find_dataset, list_layers, read_chunk
 from geoetl.workflows.process_raster import slug
 
 FAMILY_SUFFIX = {"points": "points", "lines": "lines", "polygons": "polygons"}
+MULTI_TYPE = {"points": "MultiPoint", "lines": "MultiLineString", "polygons": "MultiPolygon"}
 DEFAULT_INTENT = "ingest_vector"
 # Ordered transform steps per intent. Reprojection, cleaning and the spatial index are
 # always done; a recipe adds steps such as topology-preserving simplification.
@@ -159,56 +170,81 @@ def table_name(dataset_id: str, layer: str, family: str, n_layers: int) -> str:
     return f"{base}_{FAMILY_SUFFIX[family]}"
 
 
+def _reproject(geoms: npt.NDArray[np.object_], source: CRS, target: CRS) -> Any:
+    transformer = Transformer.from_crs(source, target, always_xy=True)
+
+    def move(coords: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.column_stack(transformer.transform(*coords.T))
+
+    # include_z=None keeps each geometry's dimension (Z is transformed when present);
+    # shapely's type stubs only know True/False.
+    per_geometry: Any = None
+    return shapely.transform(geoms, move, include_z=per_geometry)
+
+
+def _part_key(job_id: str, table: str, chunk_id: int) -> str:
+    return f"tmp/{job_id}/parts/{table}/{chunk_id:05d}.parquet"
+
+
 def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
-    """Read one chunk, reproject, clean, rename columns, write it (replacing its rows)."""
+    """Read one chunk, reproject, clean, rename columns, stage it as a GeoParquet part.
+
+    A chunk's parts have fixed keys, so a retried chunk replaces its own parts and
+    never duplicates rows; finalize builds the GeoPackage and GeoParquet from them.
+    """
     item = ctx.item
     path = _dataset(params, ctx)
-    frame = read_layer(
+    chunk = read_chunk(
         path, item["layer"], params.csv(), skip=item["skip"], limit=params.chunk_size
     )
     target = _parse_crs(params.target_crs, "target_crs")
+    source = chunk.crs or params.input_crs
+    assert source is not None  # inspect refused layers without either
+    source_crs = _parse_crs(source, "input_crs")
+    geoms = chunk.geometries
     reprojected = 0
-    if frame.crs is None:
-        assert params.input_crs is not None  # inspect refused layers without either
-        frame = frame.set_crs(_parse_crs(params.input_crs, "input_crs"))
-    if not CRS.from_user_input(frame.crs).equals(target):
-        frame = frame.to_crs(target)
-        reprojected = len(frame)
-    families, geoms, report = harden(
-        list(frame.geometry), keep_z=params.keep_z, geographic=target.is_geographic
-    )
+    if not source_crs.equals(target):
+        geoms = _reproject(geoms, source_crs, target)
+        reprojected = len(geoms)
+    families, geoms, report = harden(geoms, keep_z=params.keep_z, geographic=target.is_geographic)
     _intent, steps = params.recipe()
     if "simplify" in steps:
-        tolerance = params.tolerance()
-        geoms = [
-            None if g is None else shapely.simplify(g, tolerance, preserve_topology=True)
-            for g in geoms
-        ]
+        geoms = shapely.simplify(geoms, params.tolerance(), preserve_topology=True)
+        for family, rows in families.items():  # simplify may return single parts
+            geoms[rows] = as_multi(geoms[rows], family)
     mapping = ctx.results["plan"]["columns"][item["layer"]]
-    attrs = frame.drop(columns=frame.geometry.name).rename(columns=mapping)
+    attrs = chunk.attributes.rename_columns(
+        [mapping.get(c, c) for c in chunk.attributes.column_names]
+    )
     n_layers = len(ctx.results["inspect"]["layers"])
     dataset_id = params.resolved_dataset_id()
     tables = {}
     for family, rows in families.items():
-        part = gpd.GeoDataFrame(
-            attrs.iloc[rows].reset_index(drop=True),
-            geometry=[geoms[i] for i in rows],
-            crs=target,
-        )
         table = table_name(dataset_id, item["layer"], family, n_layers)
-        ctx.platform.features.write_chunk(dataset_id, table, item["chunk_id"], part)
-        tables[table] = {"family": family, "layer": item["layer"], "rows": len(part)}
+        has_z = params.keep_z and bool(shapely.has_z(geoms[rows]).any())
+        geometry_type = MULTI_TYPE[family] + (" Z" if has_z else "")
+        part = part_table(attrs.take(rows), geoms[rows], target, geometry_type)
+        local = ctx.scratch / f"{table}.parquet"
+        write_part(part, local)
+        key = ctx.platform.objects.put_file(local, _part_key(ctx.job_id, table, item["chunk_id"]))
+        tables[table] = {
+            "family": family,
+            "layer": item["layer"],
+            "rows": len(rows),
+            "part": key,
+            "geometry_type": geometry_type,
+        }
     return {"tables": tables, "report": report.model_dump(), "reprojected": reprojected}
 
 
 def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
-    """Publish the dataset, write the GeoParquet copies, register the collections."""
+    """Write the GeoPackage and GeoParquet from the parts, publish, register collections."""
     chunks: list[dict[str, Any]] = ctx.results["load"]
     dataset_id = params.resolved_dataset_id()
     report = HardenReport()
     reprojected = 0
     tables: dict[str, dict[str, Any]] = {}
-    for chunk in chunks:
+    for chunk in chunks:  # in chunk order
         part = HardenReport.model_validate(chunk["report"])
         report.read += part.read
         report.repaired += part.repaired
@@ -218,13 +254,38 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
             report.drop(reason, n)
         reprojected += chunk["reprojected"]
         for table, info in chunk["tables"].items():
-            tables.setdefault(table, {**info, "rows": 0})["rows"] += info["rows"]
+            entry = tables.setdefault(table, {**info, "rows": 0, "parts": []})
+            entry["rows"] += info["rows"]
+            entry["parts"].append(info["part"])
+            if info["geometry_type"].endswith(" Z"):
+                entry["geometry_type"] = info["geometry_type"]
     if not tables:
         raise InputError(
             f"no feature of {dataset_id} survived cleaning: {report.dropped or 'all empty'}"
         )
     store = ctx.platform.features
+    objects = ctx.platform.objects
+    target = _parse_crs(params.target_crs, "target_crs")
     mapping = ctx.results["plan"]["columns"]
+    store.begin_load(dataset_id)  # a retried finalize starts from an empty file
+    written = {}
+    for table, info in sorted(tables.items()):
+        parts = [
+            objects.local_copy(key, ctx.scratch / "parts" / key.replace("/", "_"))
+            for key in info["parts"]
+        ]
+        local = ctx.scratch / f"{table}.parquet"
+        rows, bbox = merge_parts(parts, local)
+        columns = [c for c in pq.read_schema(parts[0]).names if c != COVERING]
+        store.write_table(
+            dataset_id,
+            table,
+            batches(parts, columns),
+            geometry_column=GEOMETRY,
+            geometry_type=info["geometry_type"],
+            crs=target.to_wkt(),
+        )
+        written[table] = (local, rows, bbox)
     index = {
         t: [mapping[info["layer"]].get(c, c) for c in params.index_columns]
         for t, info in tables.items()
@@ -233,14 +294,10 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
     out = []
     single = len(tables) == 1
     for table, info in sorted(tables.items()):
-        frame = store.read(dataset_id, table)
+        local, rows, bbox = written[table]
         key = f"silver/vector/{params.collection_id}/{table}.parquet"
-        local = ctx.scratch / f"{table}.parquet"
-        frame.to_parquet(local, geometry_encoding="WKB", write_covering_bbox=True)
-        ctx.platform.objects.put_file(local, key)
+        objects.put_file(local, key)
         collection_id = dataset_id if single else table
-        fields = {c: str(t) for c, t in frame.dtypes.items() if c != frame.geometry.name}
-        bbox = [float(v) for v in frame.total_bounds] if len(frame) else None
         ctx.platform.feature_registry.upsert(
             FeatureCollection(
                 collection_id=collection_id,
@@ -248,9 +305,9 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
                 table_name=table,
                 family=info["family"],
                 title=f"{dataset_id} ({info['family']})",
-                feature_count=len(frame),
-                bbox=bbox,
-                fields=fields,
+                feature_count=rows,
+                bbox=bbox or None,
+                fields=store.fields(dataset_id, table),
                 column_map=mapping[info["layer"]],
                 access_level=params.access_level,
                 stac_collection=params.collection_id,
@@ -262,8 +319,8 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
                 "table": table,
                 "collection_id": collection_id,
                 "family": info["family"],
-                "features": len(frame),
-                "bbox": bbox,
+                "features": rows,
+                "bbox": bbox or None,
                 "geoparquet": key,
             }
         )
