@@ -151,6 +151,8 @@ def test_cql2_filters_match_geopandas(served: str) -> None:
     )
     between = _names(served, filter="NOT (bir74 BETWEEN 1000 AND 5000)")
     assert between == set(nc[~nc["BIR74"].between(1000, 5000)]["NAME"])
+    wake = _names(served, filter="S_CONTAINS(geometry, POINT(-78.64 35.78))")
+    assert wake == {"Wake"}
     hostile = {"op": "=", "args": [{"property": "name"}, "x' OR '1'='1"]}
     assert _names(served, **{"filter": json.dumps(hostile), "filter-lang": "cql2-json"}) == set()
 
@@ -159,7 +161,7 @@ def test_bad_filters_are_400(served: str) -> None:
     for params in (
         {"filter": "nosuch = 1"},
         {"filter": "name = "},
-        {"filter": "S_INTERSECTS(geometry, POINT(1 2))"},
+        {"filter": "S_INTERSECTS(name, POINT(1 2))"},
         {"filter": "name = 'a'", "filter-lang": "sql"},
     ):
         response = httpx.get(f"{served}/collections/nc/items", params=params)

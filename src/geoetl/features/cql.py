@@ -2,7 +2,11 @@
 
 pygeofilter parses the filter; this module only walks its tree. Property names
 are checked against the collection's queryables and every value is a bound
-parameter, so no part of a user's filter is ever pasted into SQL.
+parameter, so no part of a user's filter is ever pasted into SQL. Spatial
+predicates (S_INTERSECTS, S_WITHIN, S_CONTAINS, S_DISJOINT, …) on the
+``geometry`` property go through the table's R-tree with the literal's envelope
+and are then checked exactly with shapely (a SQL function GeoPackageStore
+registers); the store fills in the table's geometry, fid and R-tree names.
 """
 
 from __future__ import annotations
@@ -11,11 +15,23 @@ import json
 from datetime import date, datetime
 from typing import Any
 
-from pygeofilter import ast
+import shapely
+import shapely.geometry
+from pygeofilter import ast, values
 from pygeofilter.parsers.cql2_json import parse as parse_json
 from pygeofilter.parsers.cql2_text import parse as parse_text
+from shapely.geometry.base import BaseGeometry
 
 from geoetl.errors import InputError
+from geoetl.features.geopackage import (
+    FID_TOKEN,
+    GEOMETRY_TOKEN,
+    PREDICATES,
+    RTREE_TOKEN,
+    SPATIAL_FUNCTION,
+)
+
+GEOMETRY_PROPERTY = "geometry"
 
 COMPARISON = {
     ast.Equal: "=",
@@ -73,12 +89,42 @@ class SqliteFilter:
             neg = "NOT " if node.not_ else ""
             self.params.append(_glob(node))
             return f"({self._value(node.lhs)} {neg}GLOB ?)"
-        if isinstance(node, ast.SpatialComparisonPredicate | ast.BBox):
-            raise InputError(
-                "spatial CQL2 predicates are not supported on this collection yet; "
-                "use the bbox parameter"
+        if isinstance(node, ast.SpatialComparisonPredicate):
+            self._geometry_property(node.lhs)
+            return self._spatial(node.op.value, _literal(node.rhs))
+        if isinstance(node, ast.BBox):
+            self._geometry_property(node.lhs)
+            return self._spatial(
+                "INTERSECTS", shapely.box(node.minx, node.miny, node.maxx, node.maxy)
             )
         raise InputError(f"CQL2 operation {type(node).__name__} is not supported")
+
+    def _geometry_property(self, node: Any) -> None:
+        if not isinstance(node, ast.Attribute) or node.name != GEOMETRY_PROPERTY:
+            raise InputError(
+                f"spatial predicates compare the {GEOMETRY_PROPERTY!r} property with a "
+                "geometry literal or BBOX(minx, miny, maxx, maxy)"
+            )
+
+    def _spatial(self, op: str, literal: BaseGeometry) -> str:
+        """R-tree prefilter on the literal's envelope, then the exact shapely predicate."""
+        if op not in PREDICATES:
+            raise InputError(f"spatial predicate S_{op} is not supported")
+        if literal.is_empty:
+            raise InputError("the geometry in a spatial predicate is empty")
+        minx, miny, maxx, maxy = (float(v) for v in literal.bounds)
+        envelope = (
+            f"{FID_TOKEN} IN (SELECT id FROM {RTREE_TOKEN} "
+            "WHERE maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?)"
+        )
+        box = [minx, maxx, miny, maxy]
+        exact = f"{SPATIAL_FUNCTION}(?, {GEOMETRY_TOKEN}, ?)"
+        wkb = shapely.to_wkb(literal)
+        if op == "DISJOINT":  # outside the envelope, or not intersecting
+            self.params += [*box, "INTERSECTS", wkb]
+            return f"(NOT {envelope} OR NOT {exact})"
+        self.params += [*box, op, wkb]
+        return f"({envelope} AND {exact})"
 
     def _value(self, node: Any) -> str:
         if isinstance(node, ast.Attribute):
@@ -95,6 +141,29 @@ class SqliteFilter:
         if isinstance(node, ast.Node):
             return self._node(node)
         raise InputError(f"unsupported value in filter: {node!r}")
+
+
+def _literal(node: Any) -> BaseGeometry:
+    """A shapely geometry from a CQL2 geometry literal or bbox."""
+    try:
+        if isinstance(node, values.Geometry):
+            geom: BaseGeometry = shapely.geometry.shape(node.geometry)
+            return geom
+        if isinstance(node, values.Envelope):
+            # pygeofilter's CQL2-JSON parser builds Envelope(*bbox), so its x1, x2, y1, y2
+            # hold minx, miny, maxx, maxy in the order the bbox gives them.
+            return shapely.box(float(node.x1), float(node.x2), float(node.y1), float(node.y2))
+        if isinstance(node, ast.Function) and node.name.lower() == "bbox":
+            args = [float(a) for a in node.arguments]
+            if len(args) == 6:  # minx, miny, minz, maxx, maxy, maxz
+                args = [args[0], args[1], args[3], args[4]]
+            if len(args) == 4:
+                return shapely.box(args[0], args[1], args[2], args[3])
+    except (TypeError, ValueError, shapely.errors.ShapelyError) as exc:
+        raise InputError(f"invalid geometry in a spatial predicate: {exc}") from None
+    raise InputError(
+        f"a spatial predicate needs a geometry literal (WKT or GeoJSON) or a BBOX, not {node!r}"
+    )
 
 
 def _glob(node: ast.Like) -> str:

@@ -8,6 +8,7 @@ rename: a reader sees the old dataset or the new one, never a half-written one.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -23,6 +24,20 @@ import shapely
 from geoetl.errors import InputError, NotFound, TransientError
 
 CHUNK_COLUMN = "_chunk"
+# Spatial filters (features/cql.py) name the table's geometry, fid and R-tree with these
+# placeholders and compare geometries through this SQL function of every connection.
+GEOMETRY_TOKEN, FID_TOKEN, RTREE_TOKEN = "{geom}", "{fid}", "{rtree}"
+SPATIAL_FUNCTION = "geoetl_spatial"
+PREDICATES: dict[str, Any] = {
+    "INTERSECTS": shapely.intersects,
+    "DISJOINT": shapely.disjoint,
+    "CONTAINS": shapely.contains,
+    "WITHIN": shapely.within,
+    "TOUCHES": shapely.touches,
+    "CROSSES": shapely.crosses,
+    "OVERLAPS": shapely.overlaps,
+    "EQUALS": shapely.equals,
+}
 _GPKG_FLAGS_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
 
@@ -32,6 +47,24 @@ def gpkg_geometry_to_wkb(blob: bytes) -> bytes:
         raise ValueError("not a GeoPackage geometry blob")
     envelope = _GPKG_FLAGS_ENVELOPE[(blob[3] >> 1) & 0x07]
     return blob[8 + envelope :]
+
+
+@functools.lru_cache(maxsize=64)
+def _literal(wkb: bytes) -> shapely.Geometry:
+    geom = shapely.from_wkb(wkb)
+    shapely.prepare(geom)
+    return geom
+
+
+def spatial_predicate(op: str, blob: bytes | None, wkb: bytes) -> int | None:
+    """``op`` (INTERSECTS, WITHIN, …) of a stored geometry blob and a WKB literal.
+
+    NULL for a missing geometry, so neither a predicate nor its negation matches it.
+    """
+    if blob is None:
+        return None
+    feature = shapely.from_wkb(gpkg_geometry_to_wkb(blob))
+    return int(bool(PREDICATES[op](feature, _literal(wkb))))
 
 
 class GeoPackageStore:
@@ -199,7 +232,9 @@ class GeoPackageStore:
                 clauses.append(f'"{column}" = ?')
                 args.append(value)
             if condition is not None:
-                clauses.append(condition[0])
+                sql = condition[0].replace(GEOMETRY_TOKEN, f'"{geom_col}"')
+                sql = sql.replace(FID_TOKEN, f'"{fid_col}"')
+                clauses.append(sql.replace(RTREE_TOKEN, f'"rtree_{table}_{geom_col}"'))
                 args += condition[1]
             sql_where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
             total = conn.execute(f'SELECT count(*) FROM "{table}"{sql_where}', args).fetchone()[0]
@@ -229,6 +264,7 @@ class GeoPackageStore:
     @contextmanager
     def _sqlite(self, path: Path) -> Iterator[sqlite3.Connection]:
         with closing(sqlite3.connect(path, timeout=60)) as conn:
+            conn.create_function(SPATIAL_FUNCTION, 3, spatial_predicate, deterministic=True)
             yield conn
 
 

@@ -1,0 +1,100 @@
+"""Spatial CQL2 predicates on the GeoPackage store give GeoPandas' answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pyogrio
+import pytest
+import shapely
+
+from geoetl.errors import InputError
+from geoetl.features.cql import SqliteFilter, parse_filter
+from geoetl.features.geopackage import GeoPackageStore
+
+DATA = Path(__file__).parents[2] / "examples" / "data"
+AREA = "POLYGON((-80 35, -78 35, -78 36.5, -80 36.5, -80 35))"
+RALEIGH = "POINT(-78.64 35.78)"
+
+
+@pytest.fixture(scope="module")
+def counties(tmp_path_factory: pytest.TempPathFactory) -> tuple[GeoPackageStore, gpd.GeoDataFrame]:
+    nc = pyogrio.read_dataframe(DATA / "nc.gpkg").to_crs(4326)
+    frame = gpd.GeoDataFrame({"name": nc["NAME"]}, geometry=nc.geometry.values, crs=4326)
+    store = GeoPackageStore(tmp_path_factory.mktemp("store"))
+    store.begin_load("nc")
+    store.write_chunk("nc", "nc_polygons", 0, frame)
+    store.finish_load("nc", {})
+    return store, store.read("nc", "nc_polygons")
+
+
+def _names(store: GeoPackageStore, text: str, lang: str = "cql2-text") -> set[str]:
+    condition = SqliteFilter({"name"}).build(parse_filter(text, lang))
+    features, total = store.features("nc", "nc_polygons", condition=condition, limit=1000)
+    assert total == len(features)
+    return {f["properties"]["name"] for f in features}
+
+
+@pytest.mark.parametrize(
+    ("text", "predicate", "literal"),
+    [
+        (f"S_INTERSECTS(geometry, {AREA})", shapely.intersects, AREA),
+        (f"S_WITHIN(geometry, {AREA})", shapely.within, AREA),
+        (f"S_CONTAINS(geometry, {RALEIGH})", shapely.contains, RALEIGH),
+        (f"S_DISJOINT(geometry, {AREA})", shapely.disjoint, AREA),
+        ("S_INTERSECTS(geometry, BBOX(-80, 35, -78, 36.5))", shapely.intersects, AREA),
+        (f"S_TOUCHES(geometry, {AREA})", shapely.touches, AREA),
+    ],
+)
+def test_spatial_predicates_match_geopandas(
+    counties: tuple[GeoPackageStore, gpd.GeoDataFrame],
+    text: str,
+    predicate: Callable[..., Any],
+    literal: str,
+) -> None:
+    store, frame = counties
+    expected = frame[predicate(frame.geometry.values, shapely.from_wkt(literal))]
+    got = _names(store, text)
+    assert got == set(expected["name"])
+    assert 0 < len(got) < len(frame) or predicate is shapely.touches
+
+
+def test_cql2_json_bbox_and_combination_with_properties(
+    counties: tuple[GeoPackageStore, gpd.GeoDataFrame],
+) -> None:
+    store, frame = counties
+    box = shapely.box(-80, 35, -78, 36.5)
+    cql = {
+        "op": "and",
+        "args": [
+            {
+                "op": "s_intersects",
+                "args": [{"property": "geometry"}, {"bbox": [-80, 35, -78, 36.5]}],
+            },
+            {"op": "like", "args": [{"property": "name"}, "W%"]},
+        ],
+    }
+    hits = frame[frame.intersects(box) & frame["name"].str.startswith("W")]
+    assert _names(store, json.dumps(cql), "cql2-json") == set(hits["name"])
+    point = {
+        "op": "s_contains",
+        "args": [{"property": "geometry"}, {"type": "Point", "coordinates": [-78.64, 35.78]}],
+    }
+    assert _names(store, json.dumps(point), "cql2-json") == {"Wake"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"S_INTERSECTS(name, {RALEIGH})",
+        "S_INTERSECTS(geometry, POINT EMPTY)",
+        "S_INTERSECTS(geometry, 'POINT(1 2)')",
+    ],
+)
+def test_bad_spatial_filters_are_input_errors(text: str) -> None:
+    with pytest.raises(InputError):
+        SqliteFilter({"name"}).build(parse_filter(text, "cql2-text"))
