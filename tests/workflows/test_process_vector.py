@@ -282,3 +282,37 @@ def test_every_format_loads(platform: Platform, tmp_path: Path, fmt: str) -> Non
     assert out.crs.to_epsg() == 4326
     name_column = "name" if "name" in out.columns else "name_"
     assert sorted(out[name_column]) == sorted(nc["NAME"])
+
+
+def test_chunks_with_empty_columns_make_one_table_and_geoparquet(
+    platform: Platform, tmp_path: Path
+) -> None:
+    frame = gpd.GeoDataFrame(
+        {
+            "note": [None, None, "third", "fourth", None],
+            "seen": [None, None, None, "2024-05-01T10:00:00", "2024-05-02T11:30:00"],
+            "n": [1, 2, 3, 4, 5],
+        },
+        geometry=[Point(i, i) for i in range(5)],
+        crs="EPSG:4326",
+    )
+    frame["seen"] = gpd.pd.to_datetime(frame["seen"])
+    source = tmp_path / "sparse.geojson"
+    frame.to_file(source, driver="GeoJSON")
+    job_id, status = run(platform, {"source": put(platform, source), "chunk_size": 2})
+    view = platform.queries.job(job_id)
+    assert status == JobStatus.succeeded, view.error
+    out = published(platform, "sparse")
+    assert list(out["n"]) == [1, 2, 3, 4, 5]  # chunk order kept
+    assert list(out["note"].fillna("-")) == ["-", "-", "third", "fourth", "-"]
+    assert out["seen"].notna().sum() == 2
+    fc = platform.feature_registry.get("sparse")
+    assert fc.fields["n"].startswith("int")
+    assert fc.fields["seen"].startswith("datetime")
+    assert fc.bbox == [0.0, 0.0, 4.0, 4.0]
+    key = view.result["urls"]["geoparquet"]["sparse"]
+    parquet = gpd.read_parquet(platform.objects.gdal_path(key))
+    assert list(parquet["n"]) == [1, 2, 3, 4, 5]
+    geo = json.loads(pq.read_schema(platform.objects.gdal_path(key)).metadata[b"geo"])
+    assert geo["columns"]["geometry"]["bbox"] == [0.0, 0.0, 4.0, 4.0]
+    assert geo["columns"]["geometry"]["geometry_types"] == ["MultiPoint"]
