@@ -194,14 +194,13 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     """
     item = ctx.item
     path = _dataset(params, ctx)
-    chunk = read_chunk(
+    attributes, geoms, layer_crs = read_chunk(
         path, item["layer"], params.csv(), skip=item["skip"], limit=params.chunk_size
     )
     target = _parse_crs(params.target_crs, "target_crs")
-    source = chunk.crs or params.input_crs
+    source = layer_crs or params.input_crs
     assert source is not None  # inspect refused layers without either
     source_crs = _parse_crs(source, "input_crs")
-    geoms = chunk.geometries
     reprojected = 0
     if not source_crs.equals(target):
         geoms = _reproject(geoms, source_crs, target)
@@ -213,9 +212,7 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
         for family, rows in families.items():  # simplify may return single parts
             geoms[rows] = as_multi(geoms[rows], family)
     mapping = ctx.results["plan"]["columns"][item["layer"]]
-    attrs = chunk.attributes.rename_columns(
-        [mapping.get(c, c) for c in chunk.attributes.column_names]
-    )
+    attrs = attributes.rename_columns([mapping.get(c, c) for c in attributes.column_names])
     n_layers = len(ctx.results["inspect"]["layers"])
     dataset_id = params.resolved_dataset_id()
     tables = {}
