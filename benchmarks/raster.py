@@ -641,6 +641,7 @@ def phase_child(input_path: str, reproject: bool, home: str, out: str) -> None:
         (cli_ingest, "sha256_file", "bronze: sha256 of input"),
         (ObjectStore, "put_content_addressed", "bronze: hash while copying"),
         (ObjectStore, "put_file", put_label),
+        (ObjectStore, "move_file", "stage COG (move_file)"),
         (ObjectStore, "move", "publish (move)"),
         (pr, "inspect_raster", "validate: inspect_raster"),
         (pr, "write_cog", "cog: write_cog total"),

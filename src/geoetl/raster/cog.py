@@ -17,6 +17,13 @@ from geoetl.errors import GeoEtlError
 from geoetl.raster.inspect import RasterInfo
 from geoetl.raster.profiles import CogProfile
 
+# GDAL's block cache while writing a COG. Its default (5% of RAM) lets the cache hold
+# most of a large source while the driver builds overviews and compresses, for no gain:
+# the source is read in order and the page cache serves the re-reads. 64 MiB cut the peak
+# RSS of an 8000x8000 RGB write from about 400 to 245 MiB (float32 DEM: 495 to 275)
+# and was no slower (docs/benchmarks.md, "Raster (issue 3)").
+COG_CACHE_BYTES = 64 * 1024 * 1024
+
 
 class CogResult(BaseModel):
     """What was written."""
@@ -63,7 +70,7 @@ def write_cog(
     )
     source = source_path(src, info, reproject=reproject)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=COG_CACHE_BYTES):
         if reproject and info.has_band_metadata:
             # A warp drops band descriptions and scale/offset: warp to a scratch GeoTIFF,
             # put them back there, then write the COG from it.
