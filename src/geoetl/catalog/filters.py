@@ -19,8 +19,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from pygeofilter import ast, values
-from pygeofilter.parsers.cql2_json import parse as parse_json
-from pygeofilter.parsers.cql2_text import parse as parse_text
 
 from geoetl.catalog.tables import stac_items
 from geoetl.errors import InputError
@@ -52,6 +50,10 @@ CORE_FIELDS = {"id", "collection", "datetime", "geometry"}
 
 def parse_cql2(value: str | dict[str, Any], lang: str | None) -> ast.Node:
     """A parsed CQL2 filter; InputError that says what is wrong with it."""
+    # The parsers build their grammars on import; only searches with a filter pay for it.
+    from pygeofilter.parsers.cql2_json import parse as parse_json
+    from pygeofilter.parsers.cql2_text import parse as parse_text
+
     lang = lang or ("cql2-json" if isinstance(value, dict) else "cql2-text")
     try:
         if lang == "cql2-json":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-import psycopg
 from sqlalchemy.engine import Engine
 
 from geoetl.engine.db import is_postgres
@@ -46,6 +45,8 @@ class ListenWaker:
 
     def __init__(self, engine: Engine) -> None:
         url = engine.url.set(drivername="postgresql")
+        import psycopg  # only PostgreSQL deployments need the driver here
+
         self._conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
         self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
 
