@@ -237,7 +237,11 @@ class GeoPackageStore:
                 clauses.append(sql.replace(RTREE_TOKEN, f'"rtree_{table}_{geom_col}"'))
                 args += condition[1]
             sql_where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-            total = conn.execute(f'SELECT count(*) FROM "{table}"{sql_where}', args).fetchone()[0]
+            total = _known_count(conn, table) if not clauses else None
+            if total is None:
+                total = conn.execute(f'SELECT count(*) FROM "{table}"{sql_where}', args).fetchone()[
+                    0
+                ]
             # Column names in ``order`` were checked against the table by the caller.
             keys = [f'"{c}" {"DESC" if desc else "ASC"}' for c, desc in order or []]
             order_by = ", ".join([*keys, f'"{fid_col}"'])
@@ -266,6 +270,17 @@ class GeoPackageStore:
         with closing(sqlite3.connect(path, timeout=60)) as conn:
             conn.create_function(SPATIAL_FUNCTION, 3, spatial_predicate, deterministic=True)
             yield conn
+
+
+def _known_count(conn: sqlite3.Connection, table: str) -> int | None:
+    # GDAL keeps each table's row count in gpkg_ogr_contents (by triggers): no table scan.
+    try:
+        row = conn.execute(
+            "SELECT feature_count FROM gpkg_ogr_contents WHERE table_name = ?", (table,)
+        ).fetchone()
+    except sqlite3.OperationalError:  # a GeoPackage written without that table
+        return None
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> tuple[str, str]:
