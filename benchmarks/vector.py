@@ -31,9 +31,11 @@ Then ``geoetl serve --workers 0`` serves the last geoetl home and ``--requests``
 each of ``/collections/{id}/items?limit=10`` and ``…?bbox=…&limit=100`` are timed with one
 keep-alive httpx client.
 
-Run from the repository root::
+Run from the repository root (the lock keeps it from overlapping other benchmarks on a
+shared machine)::
 
-    .venv/bin/python benchmarks/vector.py --repeats 3 --out benchmarks/out/vector.json
+    flock /tmp/geoetl-bench.lock .venv/bin/python benchmarks/vector.py --repeats 3 \
+        --out benchmarks/out/vector.json
 """
 
 from __future__ import annotations
