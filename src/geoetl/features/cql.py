@@ -18,8 +18,6 @@ from typing import Any
 import shapely
 import shapely.geometry
 from pygeofilter import ast, values
-from pygeofilter.parsers.cql2_json import parse as parse_json
-from pygeofilter.parsers.cql2_text import parse as parse_text
 from shapely.geometry.base import BaseGeometry
 
 from geoetl.errors import InputError
@@ -45,10 +43,15 @@ COMPARISON = {
 
 def parse_filter(text: str, lang: str) -> ast.Node:
     """Parse a CQL2 filter; InputError saying what is wrong with it."""
+    # The parsers build their grammars on import (about 0.3 s): only when a filter comes.
     try:
         if lang == "cql2-json":
+            from pygeofilter.parsers.cql2_json import parse as parse_json
+
             return parse_json(json.loads(text))
         if lang == "cql2-text":
+            from pygeofilter.parsers.cql2_text import parse as parse_text
+
             return parse_text(text)
     except Exception as exc:
         raise InputError(f"filter is not valid {lang}: {exc}") from None
