@@ -621,7 +621,6 @@ def phase_child(input_path: str, reproject: bool, home: str, out: str) -> None:
     from geoetl.cli import main as cli_main
     from geoetl.storage.objectstore import ObjectStore
 
-    # geoetl.workflows re-exports the workflow object under the module's name.
     pr = importlib.import_module("geoetl.workflows.process_raster")
     imports_s = time.perf_counter() - t0
     timers = Timers()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from geoetl.errors import Conflict, InputError, NotFound, StaleAttempt
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.workflows import default_registry
+from tests.conftest import settings_env
 from tests.engine.helpers import (
     event_rows,
     expire_lease,
@@ -306,6 +309,45 @@ def test_registry_rejects_duplicates() -> None:
     registry = Registry(TEST_WORKFLOWS)
     with pytest.raises(ValueError, match="already registered"):
         registry.add(TEST_WORKFLOWS[0])
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add_lazy(TEST_WORKFLOWS[0].name, "geoetl.workflows.demo:hello")
+
+
+def test_lazy_registry_imports_a_workflow_when_it_is_used() -> None:
+    registry = Registry(lazy={"hello": "geoetl.workflows.demo:hello", "typo": "geoetl.nope:x"})
+    assert registry.names() == ["hello", "typo"]
+    assert "hello" in registry
+    assert "missing" not in registry
+    assert registry.get("hello").stage_names() == ["greet"]
+    with pytest.raises(ModuleNotFoundError):
+        registry.get("typo")
+    with pytest.raises(NotFound, match="known workflows: hello, typo"):
+        registry.get("missing")
+    wrong = Registry(lazy={"hello": "geoetl.workflows.demo:fan_out_demo"})
+    with pytest.raises(ValueError, match="is not the workflow 'hello'"):
+        wrong.get("hello")
+
+
+def test_raster_work_does_not_load_the_vector_stack(settings: Settings) -> None:
+    """``geoetl ingest x.tif`` starts without geopandas, pandas or pygeofilter (~0.8 s)."""
+    code = (
+        "import sys\n"
+        "from geoetl.settings import Settings\n"
+        "from geoetl.platform import Platform\n"
+        "p = Platform.from_settings(Settings())\n"
+        "p.workflows.get('process_raster')\n"
+        "heavy = sorted({'geopandas', 'pandas', 'pyogrio', 'pygeofilter'} & set(sys.modules))\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert out.stdout.strip() == ""
 
 
 # -- dispatch ------------------------------------------------------------------------------

@@ -340,14 +340,3 @@ def _like_to_glob(pattern: str, escape: str | None) -> str:
         else:
             out.append(ch)
     return "".join(out)
-
-
-def relate(relation: str, geometry_json: str | None, wkb: bytes) -> int:
-    """SQLite function ``geoetl_relate(relation, item geometry JSON, query WKB)``."""
-    import shapely
-
-    if geometry_json is None:
-        return 0
-    item = shapely.from_geojson(geometry_json)
-    query = shapely.from_wkb(wkb)
-    return int(bool(getattr(item, relation)(query)))

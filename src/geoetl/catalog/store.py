@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from geoetl.catalog.filters import ItemSql, parse_cql2, relate
 from geoetl.catalog.models import SYSTEM_COLLECTIONS, SearchRequest
 from geoetl.catalog.tables import stac_collections, stac_items
 from geoetl.errors import Conflict, InputError, NotFound
+
+if TYPE_CHECKING:
+    from geoetl.catalog.filters import ItemSql
 
 STAC_VERSION = "1.1.0"
 
@@ -110,6 +112,9 @@ class SqlCatalog:
                             "ON n.oid = e.extnamespace WHERE e.extname = 'postgis'"
                         )
                     ).scalar()
+            # pygeofilter is imported when a filter or sort is first used, not at start-up.
+            from geoetl.catalog.filters import ItemSql
+
             self._sql = ItemSql(self.engine.dialect.name, schema)
         return self._sql
 
@@ -341,6 +346,8 @@ class SqlCatalog:
         if request.intersects:
             conditions.append(self.sql.spatial("intersects", request.intersects))
         if request.filter is not None:
+            from geoetl.catalog.filters import parse_cql2
+
             conditions.append(self.sql.where(parse_cql2(request.filter, request.filter_lang)))
         return conditions
 
@@ -349,7 +356,7 @@ class SqlCatalog:
         conn = self.engine.connect().execution_options(sqlite_begin="DEFERRED")
         if self.sqlite:
             raw = conn.connection.driver_connection
-            raw.create_function("geoetl_relate", 3, relate, deterministic=True)  # type: ignore[union-attr]
+            raw.create_function("geoetl_relate", 3, sqlite_relate, deterministic=True)  # type: ignore[union-attr]
         return conn
 
     def _bbox_condition(self, bbox: tuple[float, float, float, float]) -> Any:
@@ -432,3 +439,14 @@ class SqlCatalog:
             .where(stac_collections.c.collection_id == cid)
             .values(data=doc, updated_at=time.time())
         )
+
+
+def sqlite_relate(relation: str, geometry_json: str | None, wkb: bytes) -> int:
+    """SQLite function ``geoetl_relate(relation, item geometry JSON, query WKB)``."""
+    import shapely
+
+    if geometry_json is None:
+        return 0
+    item = shapely.from_geojson(geometry_json)
+    query = shapely.from_wkb(wkb)
+    return int(bool(getattr(item, relation)(query)))

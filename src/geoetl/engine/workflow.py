@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -89,33 +90,63 @@ class Workflow:
 
 
 class Registry:
-    """The workflows a platform knows, by name."""
+    """The workflows a platform knows, by name.
 
-    def __init__(self, workflows: Sequence[Workflow] = ()) -> None:
+    A workflow may be registered by reference (``"package.module:attribute"``): its
+    module, and the libraries it needs, are imported the first time the workflow is
+    used. ``geoetl ingest photo.tif`` then never imports the vector stack.
+    """
+
+    def __init__(
+        self, workflows: Sequence[Workflow] = (), lazy: Mapping[str, str] | None = None
+    ) -> None:
         self._workflows: dict[str, Workflow] = {}
+        self._lazy: dict[str, str] = {}
         for wf in workflows:
             self.add(wf)
+        for name, ref in (lazy or {}).items():
+            self.add_lazy(name, ref)
 
     def add(self, workflow: Workflow) -> None:
         """Register ``workflow``; names are unique."""
-        if workflow.name in self._workflows:
-            raise ValueError(f"workflow {workflow.name!r} is already registered")
+        self._check_new(workflow.name)
         self._workflows[workflow.name] = workflow
+
+    def add_lazy(self, name: str, ref: str) -> None:
+        """Register the workflow ``name`` found at ``ref`` (``"module:attribute"``)."""
+        if ":" not in ref:
+            raise ValueError(f"workflow reference {ref!r} is not 'module:attribute'")
+        self._check_new(name)
+        self._lazy[name] = ref
+
+    def _check_new(self, name: str) -> None:
+        if name in self._workflows or name in self._lazy:
+            raise ValueError(f"workflow {name!r} is already registered")
 
     def get(self, name: str) -> Workflow:
         """The workflow called ``name``, or NotFound listing the known ones."""
-        try:
+        if name in self._workflows:
             return self._workflows[name]
-        except KeyError:
-            known = ", ".join(sorted(self._workflows)) or "none"
-            raise NotFound(f"unknown workflow {name!r}; known workflows: {known}") from None
+        if name not in self._lazy:
+            known = ", ".join(self.names()) or "none"
+            raise NotFound(f"unknown workflow {name!r}; known workflows: {known}")
+        module_name, _, attribute = self._lazy[name].partition(":")
+        workflow = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(workflow, Workflow) or workflow.name != name:
+            raise ValueError(f"{self._lazy[name]} is not the workflow {name!r}")
+        self._workflows[name] = workflow
+        del self._lazy[name]
+        return workflow
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._workflows or name in self._lazy
 
     def names(self) -> list[str]:
-        """Known workflow names, sorted."""
-        return sorted(self._workflows)
+        """Known workflow names, sorted (nothing is imported)."""
+        return sorted([*self._workflows, *self._lazy])
 
     def __iter__(self) -> Any:
-        return iter(self._workflows[n] for n in self.names())
+        return iter(self.get(n) for n in self.names())
 
 
 class ParamsError(InputError):

@@ -14,30 +14,24 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
-
-import geopandas as gpd
-import pyarrow as pa
-import pyogrio
-import shapely
+from typing import TYPE_CHECKING, Any
 
 from geoetl.errors import InputError, NotFound, TransientError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pyarrow as pa
+    import shapely
 
 CHUNK_COLUMN = "_chunk"
 # Spatial filters (features/cql.py) name the table's geometry, fid and R-tree with these
 # placeholders and compare geometries through this SQL function of every connection.
 GEOMETRY_TOKEN, FID_TOKEN, RTREE_TOKEN = "{geom}", "{fid}", "{rtree}"
 SPATIAL_FUNCTION = "geoetl_spatial"
-PREDICATES: dict[str, Any] = {
-    "INTERSECTS": shapely.intersects,
-    "DISJOINT": shapely.disjoint,
-    "CONTAINS": shapely.contains,
-    "WITHIN": shapely.within,
-    "TOUCHES": shapely.touches,
-    "CROSSES": shapely.crosses,
-    "OVERLAPS": shapely.overlaps,
-    "EQUALS": shapely.equals,
-}
+# CQL2 spatial operators; each is the shapely function of the same name in lower case.
+PREDICATES = frozenset(
+    {"INTERSECTS", "DISJOINT", "CONTAINS", "WITHIN", "TOUCHES", "CROSSES", "OVERLAPS", "EQUALS"}
+)
 _GPKG_FLAGS_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
 
@@ -51,6 +45,8 @@ def gpkg_geometry_to_wkb(blob: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _literal(wkb: bytes) -> shapely.Geometry:
+    import shapely
+
     geom = shapely.from_wkb(wkb)
     shapely.prepare(geom)
     return geom
@@ -61,10 +57,14 @@ def spatial_predicate(op: str, blob: bytes | None, wkb: bytes) -> int | None:
 
     NULL for a missing geometry, so neither a predicate nor its negation matches it.
     """
+    import shapely
+
     if blob is None:
         return None
+    if op not in PREDICATES:
+        raise ValueError(f"unknown spatial predicate {op!r}")
     feature = shapely.from_wkb(gpkg_geometry_to_wkb(blob))
-    return int(bool(PREDICATES[op](feature, _literal(wkb))))
+    return int(bool(getattr(shapely, op.lower())(feature, _literal(wkb))))
 
 
 class GeoPackageStore:
@@ -91,6 +91,8 @@ class GeoPackageStore:
         self, dataset_id: str, table: str, chunk_id: int, frame: gpd.GeoDataFrame
     ) -> int:
         """Replace the rows of ``chunk_id`` in ``table`` with ``frame``; returns rows written."""
+        import pyogrio  # imports geopandas and pandas: only where a dataset is written or read
+
         staging = self._staging(dataset_id)
         exists = staging.exists() and table in {name for name, _ in pyogrio.list_layers(staging)}
         if exists:
@@ -134,6 +136,8 @@ class GeoPackageStore:
         The table must not exist yet (``begin_load`` starts an empty file): it is created
         by this call, so GDAL builds its R-tree once, in bulk, when the file is closed.
         """
+        import pyogrio
+
         staging = self._staging(dataset_id)
         try:
             pyogrio.write_arrow(
@@ -175,6 +179,8 @@ class GeoPackageStore:
 
     def tables(self, dataset_id: str) -> list[str]:
         """Tables of a published dataset."""
+        import pyogrio
+
         path = self.path(dataset_id)
         if not path.exists():
             raise NotFound(f"no dataset {dataset_id!r}")
@@ -187,6 +193,8 @@ class GeoPackageStore:
 
     def fields(self, dataset_id: str, table: str) -> dict[str, str]:
         """Attribute columns of a published table and their NumPy dtype names."""
+        import pyogrio
+
         info = pyogrio.read_info(self.path(dataset_id), layer=table)
         return {
             str(name): str(dtype)
@@ -196,6 +204,8 @@ class GeoPackageStore:
 
     def read(self, dataset_id: str, table: str) -> gpd.GeoDataFrame:
         """A whole published table (for the GeoParquet copy and checks)."""
+        import pyogrio
+
         frame = pyogrio.read_dataframe(self.path(dataset_id), layer=table, use_arrow=True)
         return frame.drop(columns=[CHUNK_COLUMN], errors="ignore")
 
@@ -215,6 +225,8 @@ class GeoPackageStore:
 
         The bbox goes through the table's R-tree; equality filters are bound parameters.
         """
+        import shapely.geometry
+
         path = self.path(dataset_id)
         if not path.exists():
             raise NotFound(f"no dataset {dataset_id!r}")

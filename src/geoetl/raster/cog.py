@@ -14,7 +14,7 @@ from rasterio.vrt import WarpedVRT
 from rio_cogeo.cogeo import cog_validate
 
 from geoetl.errors import GeoEtlError
-from geoetl.raster.inspect import RasterInfo
+from geoetl.raster.inspect import RasterInfo, crs_string
 from geoetl.raster.profiles import CogProfile
 
 # GDAL's block cache while writing a COG. Its default (5% of RAM) lets the cache hold
@@ -86,7 +86,7 @@ def write_cog(
         return CogResult(
             tier=profile.tier,
             compression=profile.compress,
-            crs=out.crs.to_string(),
+            crs=crs_string(out.crs),
             reprojected=reproject,
             width=out.width,
             height=out.height,

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import rasterio
-from pystac import Asset, MediaType
+from pystac import Asset, Item, MediaType
+from pystac.extensions.projection import ProjectionExtension
 from rio_stac import create_stac_item
 
+from geoetl.raster.inspect import crs_string
 from geoetl.storage.objectstore import sha256_file
 
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
@@ -32,6 +34,34 @@ def file_fields(path: Path) -> dict[str, Any]:
     return {"file:size": path.stat().st_size, "file:checksum": "1220" + sha256_file(path)}
 
 
+def add_projection(item: Item, cog: Path) -> None:
+    """The projection extension: the CRS code (or WKT2), native bbox, footprint, shape, transform.
+
+    rio-stac can add these too, but asks PROJ to identify the CRS twice per item, which
+    costs about 0.5 s for a CRS whose WKT has no EPSG authority; ``crs_string`` remembers
+    the identification made when the raster was validated.
+    """
+    with rasterio.open(cog) as ds:
+        if ds.crs is None:
+            return
+        identified = crs_string(ds.crs)
+        bounds = list(ds.bounds)
+        west, south, east, north = bounds
+        ProjectionExtension.ext(item, add_if_missing=True).apply(
+            code=identified if identified.startswith("EPSG:") else None,
+            wkt2=None if identified.startswith("EPSG:") else ds.crs.to_wkt(),
+            bbox=bounds,
+            geometry={
+                "type": "Polygon",
+                "coordinates": [
+                    [[west, south], [east, south], [east, north], [west, north], [west, south]]
+                ],
+            },
+            shape=[ds.height, ds.width],
+            transform=list(ds.transform),
+        )
+
+
 def build_item(
     cog: Path,
     *,
@@ -52,10 +82,11 @@ def build_item(
         asset_roles=["data"],
         asset_media_type=MediaType.COG,
         asset_href=href,
-        with_proj=True,
+        with_proj=False,  # added below, with the CRS identified once per ingest
         with_raster=True,
         properties=properties,
     )
+    add_projection(item, cog)
     item.assets["data"].extra_fields.update(file_fields(cog))
     for name, (path, asset_href, title) in (extra_assets or {}).items():
         item.add_asset(

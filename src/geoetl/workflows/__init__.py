@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from geoetl.engine.workflow import Registry
-from geoetl.workflows.demo import fan_out_demo, hello
-from geoetl.workflows.process_raster import process_raster
-from geoetl.workflows.process_vector import process_vector
+
+BUILT_IN = {
+    "hello": "geoetl.workflows.demo:hello",
+    "fan_out_demo": "geoetl.workflows.demo:fan_out_demo",
+    "process_raster": "geoetl.workflows.process_raster:process_raster",
+    "process_vector": "geoetl.workflows.process_vector:process_vector",
+}
+"""Each built-in workflow by reference; a workflow's module is imported when it is used."""
 
 
 def default_registry() -> Registry:
     """Every built-in workflow."""
-    return Registry([hello, fan_out_demo, process_raster, process_vector])
+    return Registry(lazy=BUILT_IN)
