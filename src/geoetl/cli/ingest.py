@@ -65,23 +65,23 @@ def ingest_file(
 
     opts = {k: v for k, v in (options or {}).items() if v is not None}
     kind = detect_kind(path)
+    workflow = "process_raster" if kind == "raster" else "process_vector"
     assert state.settings.storage_url is not None
     objects = ObjectStore(state.settings.storage_url)
     with ThreadPoolExecutor(1, thread_name_prefix="geoetl-bronze") as pool:
         stored = pool.submit(store_in_bronze, objects, path)
-        platform = state.platform  # imports, connects and migrates meanwhile
+        platform = state.platform  # imports, connects and migrates meanwhile,
+        platform.workflows.get(workflow)  # and imports the workflow's libraries
         params: dict[str, Any] = {"source": stored.result()}
     shared = ("access_level", "input_crs", "collection_id", "target_crs")
     allowed: tuple[str, ...]
     if kind == "raster":
         allowed = (*shared, "item_id", "output_tier", "raster_type", "strict_mode")
-        workflow = "process_raster"
         if str(opts.get("target_crs", "")).lower() == "native":
             opts["target_crs"] = None
             params["target_crs"] = None
     else:
         allowed = (*shared, "dataset_id", "layer", "keep_z", "csv_lat", "csv_lon", "csv_wkt")
-        workflow = "process_vector"
     params.update({k: v for k, v in opts.items() if k in allowed and v is not None})
     job_id, _ = platform.store.submit(workflow, params)
     return run_in_process(state, job_id, quiet=quiet)
