@@ -125,17 +125,20 @@ class Registry:
 
     def get(self, name: str) -> Workflow:
         """The workflow called ``name``, or NotFound listing the known ones."""
-        if name in self._workflows:
-            return self._workflows[name]
-        if name not in self._lazy:
+        ref = self._lazy.get(name)
+        if ref is None:
+            # Resolved already (perhaps by another API thread just now), or unknown.
+            if name in self._workflows:
+                return self._workflows[name]
             known = ", ".join(self.names()) or "none"
             raise NotFound(f"unknown workflow {name!r}; known workflows: {known}")
-        module_name, _, attribute = self._lazy[name].partition(":")
+        module_name, _, attribute = ref.partition(":")
         workflow = getattr(importlib.import_module(module_name), attribute)
         if not isinstance(workflow, Workflow) or workflow.name != name:
-            raise ValueError(f"{self._lazy[name]} is not the workflow {name!r}")
+            raise ValueError(f"{ref} is not the workflow {name!r}")
+        # Threads resolving the same name at once each store the same object.
         self._workflows[name] = workflow
-        del self._lazy[name]
+        self._lazy.pop(name, None)
         return workflow
 
     def __contains__(self, name: object) -> bool:
@@ -143,7 +146,7 @@ class Registry:
 
     def names(self) -> list[str]:
         """Known workflow names, sorted (nothing is imported)."""
-        return sorted([*self._workflows, *self._lazy])
+        return sorted({*self._workflows, *self._lazy})
 
     def __iter__(self) -> Any:
         return iter(self.get(n) for n in self.names())
