@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +14,10 @@ from geoetl.engine.models import JobStatus
 from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
 from geoetl.settings import Settings
-from tests.conftest import start_geoetl
+from tests.conftest import serving
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 SAMPLES = {"nc.gpkg": "nc", "lux.shp": "lux", "naturalearth_lowres.shp": "naturalearth_lowres"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -43,29 +33,8 @@ def served(settings: Settings, platform: Platform, tmp_path: Path) -> Iterator[s
         job_id, _ = platform.store.submit("process_vector", {"source": key})
         assert runner.run_job(job_id) == JobStatus.succeeded
     runner.close()
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    proc = start_geoetl(settings, "serve", "--port", str(port), "--workers", "0", log=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/livez", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"geoetl serve did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+    with serving(settings, tmp_path / "serve.log", "--workers", "0") as base:
         yield base
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_gdal_oapif_reads_every_collection_back(served: str, platform: Platform) -> None:

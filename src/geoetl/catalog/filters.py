@@ -160,19 +160,7 @@ class ItemSql:
         if isinstance(node, ast.Like):
             return self._like(node)
         if isinstance(node, ast.BBox):
-            box = {
-                "type": "Polygon",
-                "coordinates": [
-                    [
-                        [node.minx, node.miny],
-                        [node.maxx, node.miny],
-                        [node.maxx, node.maxy],
-                        [node.minx, node.maxy],
-                        [node.minx, node.miny],
-                    ]
-                ],
-            }
-            return self.spatial("intersects", box)
+            return self.spatial("intersects", _box(node.minx, node.miny, node.maxx, node.maxy))
         if type(node) in SPATIAL:
             return self._spatial_node(node)
         raise InputError(
@@ -252,18 +240,7 @@ class ItemSql:
             raise InputError("spatial functions compare the item geometry with a literal")
         geometry = rhs.geometry if isinstance(rhs, values.Geometry) else None
         if isinstance(rhs, values.Envelope):
-            geometry = {
-                "type": "Polygon",
-                "coordinates": [
-                    [
-                        [rhs.x1, rhs.y1],
-                        [rhs.x2, rhs.y1],
-                        [rhs.x2, rhs.y2],
-                        [rhs.x1, rhs.y2],
-                        [rhs.x1, rhs.y1],
-                    ]
-                ],
-            }
+            geometry = _box(rhs.x1, rhs.y1, rhs.x2, rhs.y2)
         if geometry is None:
             raise InputError(f"expected a geometry literal, got {rhs!r}")
         return self.spatial(relation, geometry)
@@ -321,6 +298,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _box(minx: float, miny: float, maxx: float, maxy: float) -> dict[str, Any]:
+    """A GeoJSON polygon for a bbox or CQL2 envelope."""
+    ring = [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]
+    return {"type": "Polygon", "coordinates": [ring]}
 
 
 def _like_to_glob(pattern: str, escape: str | None) -> str:

@@ -10,6 +10,7 @@ import rasterio
 from pystac import Asset, Item, MediaType
 from pystac.extensions.projection import ProjectionExtension
 from rio_stac import create_stac_item
+from rio_stac.stac import bbox_to_geom
 
 from geoetl.raster.inspect import crs_string
 from geoetl.storage.objectstore import sha256_file
@@ -45,18 +46,11 @@ def add_projection(item: Item, cog: Path) -> None:
         if ds.crs is None:
             return
         identified = crs_string(ds.crs)
-        bounds = list(ds.bounds)
-        west, south, east, north = bounds
         ProjectionExtension.ext(item, add_if_missing=True).apply(
             code=identified if identified.startswith("EPSG:") else None,
             wkt2=None if identified.startswith("EPSG:") else ds.crs.to_wkt(),
-            bbox=bounds,
-            geometry={
-                "type": "Polygon",
-                "coordinates": [
-                    [[west, south], [east, south], [east, north], [west, north], [west, south]]
-                ],
-            },
+            bbox=list(ds.bounds),
+            geometry=bbox_to_geom(ds.bounds),
             shape=[ds.height, ds.width],
             transform=list(ds.transform),
         )
