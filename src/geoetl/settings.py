@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     janitor_interval_seconds: float = Field(default=10.0, gt=0)
     retry_base_seconds: float = Field(default=1.0, ge=0, description="First retry backoff.")
     retry_max_seconds: float = Field(default=300.0, ge=0)
+    raster_warp_memory_mb: int = Field(
+        default=512,
+        ge=0,
+        description=(
+            "Largest reprojected raster (MiB, all bands) warped in memory, which is faster; "
+            "larger ones stream through temporary files."
+        ),
+    )
     audience: Literal["public", "ouo", "restricted"] = Field(
         default="ouo",
         description=(

@@ -80,6 +80,36 @@ def test_reprojected_cog_covers_the_source_bounds(name: str, tmp_path: Path) -> 
     assert cog_validate(str(out), quiet=True)[0]
 
 
+@pytest.mark.parametrize("name", SAMPLES)
+def test_reprojection_in_memory_and_streamed_give_the_same_cog(name: str, tmp_path: Path) -> None:
+    """A raster small enough is warped in memory; a large one streams through GDAL's COG
+    driver. Users must get the same file either way: grid, bands, metadata, pixels."""
+    src = DATA / name
+    info = inspect_raster(str(src), name)
+    profile = cog_profile(info.raster_type, "analysis", info.dtype, 85)
+    fast, streamed = tmp_path / "memory.tif", tmp_path / "streamed.tif"
+    write_cog(str(src), fast, info, profile, "EPSG:4326", tmp_path / "a")
+    write_cog(str(src), streamed, info, profile, "EPSG:4326", tmp_path / "b", warp_memory_bytes=0)
+    with rasterio.open(fast) as a, rasterio.open(streamed) as b:
+        assert (a.width, a.height, a.count, a.dtypes) == (b.width, b.height, b.count, b.dtypes)
+        assert a.transform.almost_equals(b.transform)
+        assert a.crs == b.crs
+        assert a.colorinterp == b.colorinterp
+        assert a.descriptions == b.descriptions
+        assert (a.scales, a.offsets) == (b.scales, b.offsets)
+        assert a.tags() == b.tags()
+        assert a.overviews(1) == b.overviews(1)
+        assert a.compression == b.compression
+        if info.has_colormap:
+            assert a.colormap(1) == b.colormap(1)
+        if b.nodata is None:
+            assert a.nodata is None
+        else:
+            assert a.nodata == b.nodata or (np.isnan(a.nodata) and np.isnan(b.nodata))
+        assert np.array_equal(a.read(), b.read(), equal_nan=True)
+    assert cog_validate(str(fast), quiet=True)[0]
+
+
 def test_visualization_tier_of_rgb_is_jpeg(tmp_path: Path) -> None:
     src = tmp_path / "rgb.tif"
     data = np.random.default_rng(1).integers(0, 255, (3, 600, 700), dtype=np.uint8)

@@ -1,16 +1,23 @@
-"""Write a Cloud-Optimized GeoTIFF in one pass with GDAL's COG driver, then verify it."""
+"""Write a Cloud-Optimized GeoTIFF with GDAL's COG driver, then verify it."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import rasterio
 import rasterio.shutil
+from affine import Affine
 from pydantic import BaseModel
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform, reproject
 from rio_cogeo.cogeo import cog_validate
 
 from geoetl.errors import GeoEtlError
@@ -23,6 +30,14 @@ from geoetl.raster.profiles import CogProfile
 # RSS of an 8000x8000 RGB write from about 400 to 245 MiB (float32 DEM: 495 to 275)
 # and was no slower (docs/benchmarks.md, "Raster (issue 3)").
 COG_CACHE_BYTES = 64 * 1024 * 1024
+
+# The largest reprojected raster (in bytes, all bands) warped into memory; a larger one
+# streams through GDAL's own temporary files, so memory stays bounded. The platform
+# passes GEOETL_RASTER_WARP_MEMORY_MB.
+WARP_IN_MEMORY_BYTES = 512 * 1024 * 1024
+
+# Working memory of one warp call (GDAL splits the output into chunks of this size).
+WARP_CHUNK_MB = 64
 
 
 class CogResult(BaseModel):
@@ -62,25 +77,41 @@ def write_cog(
     profile: CogProfile,
     target_crs: str | None,
     scratch: Path,
+    *,
+    warp_memory_bytes: int = WARP_IN_MEMORY_BYTES,
 ) -> CogResult:
-    """Convert ``src`` to a COG at ``dst`` (reprojected to ``target_crs`` unless None)."""
+    """Convert ``src`` to a COG at ``dst`` (reprojected to ``target_crs`` unless None).
+
+    A reprojected raster that fits in ``warp_memory_bytes`` is warped into memory with
+    every core and the COG is written from there; a larger one is warped by the COG
+    driver through a temporary file. Both give the same grid, bands and metadata.
+    """
     options = profile.creation_options()
     reproject = target_crs is not None and CRS.from_user_input(target_crs) != CRS.from_user_input(
         info.crs
     )
     source = source_path(src, info, reproject=reproject)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=COG_CACHE_BYTES):
-        if reproject and info.has_band_metadata:
-            # A warp drops band descriptions and scale/offset: warp to a scratch GeoTIFF,
-            # put them back there, then write the COG from it.
+    with rasterio.Env(
+        GDAL_NUM_THREADS="ALL_CPUS",
+        GDAL_CACHEMAX=COG_CACHE_BYTES,
+        **_temporary_overview_options(profile),
+    ):
+        if not reproject:
+            rasterio.shutil.copy(source, str(dst), driver="COG", **options)
+        else:
             assert target_crs is not None
-            source = str(_warp_keeping_band_metadata(source, scratch, info, profile, target_crs))
-        elif reproject:
-            assert target_crs is not None
-            options["TARGET_SRS"] = target_crs
-            options["WARP_RESAMPLING"] = profile.resampling.upper()
-        rasterio.shutil.copy(source, str(dst), driver="COG", **options)
+            with rasterio.open(source) as src_ds:
+                grid = _warp_grid(src_ds, target_crs)
+                in_memory = (
+                    grid is not None and _warped_bytes(src_ds, info, grid) <= warp_memory_bytes
+                )
+                if in_memory:
+                    assert grid is not None
+                    with _warp_into_memory(src_ds, info, profile, target_crs, grid) as warped:
+                        rasterio.shutil.copy(warped, str(dst), driver="COG", **options)
+            if not in_memory:
+                _write_reprojected_streaming(source, dst, info, profile, target_crs, scratch)
     verify_cog(dst, info)
     with rasterio.open(dst) as out:
         return CogResult(
@@ -96,6 +127,124 @@ def write_cog(
         )
 
 
+def _temporary_overview_options(profile: CogProfile) -> dict[str, str]:
+    """GDAL settings for the COG driver's temporary overview file.
+
+    The driver computes overviews into a ZSTD-compressed temporary file (level 9 by
+    default), then recompresses them into the COG. Level 1 is enough for a file that
+    lives a few seconds, and the output is byte-identical: 8000x8000 RGB 6.5 -> 5.5 s,
+    float32 DEM 3.5 -> 2.7 s (docs/benchmarks.md). When the COG itself is ZSTD the same
+    setting would also pick its overviews' level, so it is left alone then.
+    """
+    if "ZSTD" in profile.compress.upper():
+        return {}
+    return {"ZSTD_LEVEL_OVERVIEW": "1"}
+
+
+class _Grid(NamedTuple):
+    transform: Affine
+    width: int
+    height: int
+
+
+def _warp_grid(src: DatasetReader, target_crs: str) -> _Grid | None:
+    """The output grid GDAL's COG driver would choose, or None if only it can choose.
+
+    Both use GDAL's suggested warp output; only a north-up source with a geotransform
+    (no rotation, GCPs or RPCs) and without alpha or mask bands is warped here.
+    """
+    if src.gcps[0] or src.rpcs or not src.transform.is_rectilinear or src.transform.e > 0:
+        return None
+    if "alpha" in [ci.name for ci in src.colorinterp]:
+        return None
+    allowed = {MaskFlags.all_valid, MaskFlags.nodata}
+    if any(not set(flags) <= allowed for flags in src.mask_flag_enums):
+        return None
+    transform, width, height = calculate_default_transform(
+        src.crs, target_crs, src.width, src.height, *src.bounds
+    )
+    if transform is None or width is None or height is None:
+        return None
+    return _Grid(transform, width, height)
+
+
+def _adds_alpha(src: DatasetReader, info: RasterInfo) -> bool:
+    """Whether the output gets an alpha band marking the empty corners of the warp."""
+    return src.nodata is None and not info.has_colormap
+
+
+def _warped_bytes(src: DatasetReader, info: RasterInfo, grid: _Grid) -> int:
+    bands = int(src.count) + (1 if _adds_alpha(src, info) else 0)
+    return int(grid.width * grid.height * bands * np.dtype(src.dtypes[0]).itemsize)
+
+
+@contextmanager
+def _warp_into_memory(
+    src: DatasetReader, info: RasterInfo, profile: CogProfile, target_crs: str, grid: _Grid
+) -> Iterator[DatasetWriter]:
+    """The source warped onto ``grid`` in a GDAL in-memory dataset, metadata carried over."""
+    alpha = _adds_alpha(src, info)
+    bands = list(range(1, src.count + 1))
+    with rasterio.open(
+        "warped",
+        "w+",
+        driver="MEM",
+        width=grid.width,
+        height=grid.height,
+        count=src.count + (1 if alpha else 0),
+        dtype=src.dtypes[0],
+        crs=target_crs,
+        transform=grid.transform,
+        nodata=src.nodata,
+    ) as mem:
+        warp_options: dict[str, Any] = (
+            {"dst_alpha": src.count + 1}
+            if alpha
+            else {"src_nodata": src.nodata, "dst_nodata": src.nodata, "init_dest_nodata": True}
+        )
+        reproject(
+            rasterio.band(src, bands),
+            rasterio.band(mem, bands),
+            resampling=Resampling[profile.resampling],
+            num_threads=os.cpu_count() or 1,
+            warp_mem_limit=WARP_CHUNK_MB,
+            **warp_options,
+        )
+        mem.colorinterp = [*src.colorinterp, *([ColorInterp.alpha] if alpha else [])]
+        if info.has_colormap:
+            mem.write_colormap(1, src.colormap(1))
+        mem.update_tags(**_without_statistics(src.tags()))
+        for band in bands:
+            mem.update_tags(band, **_without_statistics(src.tags(band)))
+            if src.descriptions[band - 1]:
+                mem.set_band_description(band, src.descriptions[band - 1])
+        mem.scales = tuple(src.scales) + (1.0,) * (mem.count - src.count)
+        mem.offsets = tuple(src.offsets) + (0.0,) * (mem.count - src.count)
+        yield mem
+
+
+def _without_statistics(tags: dict[str, str]) -> dict[str, str]:
+    """Tags that still hold after a warp (statistics of the source do not)."""
+    return {k: v for k, v in tags.items() if not k.startswith("STATISTICS_")}
+
+
+def _write_reprojected_streaming(
+    source: str, dst: Path, info: RasterInfo, profile: CogProfile, target_crs: str, scratch: Path
+) -> None:
+    """Reproject without holding the raster in memory: GDAL's COG driver warps it."""
+    options = profile.creation_options()
+    if info.has_band_metadata:
+        # A warp drops band descriptions and scale/offset: warp to a scratch GeoTIFF,
+        # put them back there, then write the COG from it.
+        source = str(_warp_keeping_band_metadata(source, scratch, info, profile, target_crs))
+    else:
+        options["TARGET_SRS"] = target_crs
+        options["WARP_RESAMPLING"] = profile.resampling.upper()
+        if info.has_colormap:
+            options["ADD_ALPHA"] = "NO"  # as the other paths: a colour table, no alpha
+    rasterio.shutil.copy(source, str(dst), driver="COG", **options)
+
+
 def _warp_keeping_band_metadata(
     source: str, scratch: Path, info: RasterInfo, profile: CogProfile, target_crs: str
 ) -> Path:
@@ -107,7 +256,7 @@ def _warp_keeping_band_metadata(
             src,
             crs=target_crs,
             resampling=Resampling[profile.resampling],
-            add_alpha=src.nodata is None and not info.has_colormap,
+            add_alpha=_adds_alpha(src, info),
         ) as vrt,
     ):
         rasterio.shutil.copy(

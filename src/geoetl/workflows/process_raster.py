@@ -113,6 +113,7 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         profile,
         params.target_crs,
         ctx.scratch / "work",
+        warp_memory_bytes=ctx.platform.settings.raster_warp_memory_mb * 1024 * 1024,
     )
     ctx.platform.objects.move_file(out, key)
     staged = {**result.model_dump(), "tier": tier, "tmp_key": key}
