@@ -11,6 +11,10 @@ class InputError(GeoEtlError):
     """The user's input is wrong; retrying will not help. Say what and how to fix it."""
 
 
+class TooLarge(InputError):
+    """The input is larger than this deployment accepts."""
+
+
 class TransientError(GeoEtlError):
     """A fault that may go away; the task is retried with backoff."""
 

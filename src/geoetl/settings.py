@@ -49,6 +49,9 @@ class Settings(BaseSettings):
             "larger ones stream through temporary files."
         ),
     )
+    upload_max_mb: int = Field(
+        default=4096, ge=1, description="Largest file POST /ingest accepts (MiB)."
+    )
     audience: Literal["public", "ouo", "restricted"] = Field(
         default="ouo",
         description=(

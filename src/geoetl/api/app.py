@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import geoetl
-from geoetl.api import errors, features, health, jobs, stac, tiles
+from geoetl.api import errors, features, health, ingest, jobs, stac, tiles
 from geoetl.engine.workflow import Registry
 from geoetl.platform import Platform
 from geoetl.settings import Settings
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
     )
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(ingest.router)
     app.include_router(health.router)
     app.include_router(stac.router)
     app.include_router(features.router)

@@ -6,13 +6,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from geoetl.engine.workflow import ParamsError
-from geoetl.errors import Conflict, Forbidden, GeoEtlError, InputError, NotFound
+from geoetl.errors import Conflict, Forbidden, GeoEtlError, InputError, NotFound, TooLarge
 
 STATUS_CODES: dict[type[GeoEtlError], int] = {
     ParamsError: 422,
     NotFound: 404,
     Conflict: 409,
     Forbidden: 403,
+    TooLarge: 413,
     InputError: 400,
     GeoEtlError: 500,
 }

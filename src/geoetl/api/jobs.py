@@ -26,7 +26,9 @@ class WorkflowInfo(BaseModel):
     params_schema: dict[str, Any]
 
 
-def _with_links(request: Request, view: JobView) -> JobView:
+def with_links(request: Request, view: JobView) -> JobView:
+    """``view`` with links to itself, its tasks and events, cancel and resubmit."""
+
     def link(name: str) -> str:
         return str(request.url_for(name, job_id=view.job_id))
 
@@ -78,7 +80,7 @@ async def submit_job(
         raise InputError(f"the request body is not valid JSON: {exc}") from None
     job_id, idempotent = await run_in_threadpool(platform.store.submit, workflow, params)
     view = await run_in_threadpool(platform.queries.job, job_id)
-    view = _with_links(request, view)
+    view = with_links(request, view)
     view.idempotent = idempotent
     response.headers["Location"] = str(request.url_for("get_job", job_id=job_id))
     return view
@@ -95,14 +97,14 @@ def list_jobs(
 ) -> Page[JobView]:
     """Jobs, newest first."""
     page = platform.queries.jobs(status=status, workflow=workflow, limit=limit, offset=offset)
-    page.items = [_with_links(request, v) for v in page.items]
+    page.items = [with_links(request, v) for v in page.items]
     return page
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
 def get_job(job_id: str, request: Request, platform: PlatformDep) -> JobView:
     """A job's status, per-stage progress, result or error, and timings."""
-    return _with_links(request, platform.queries.job(job_id))
+    return with_links(request, platform.queries.job(job_id))
 
 
 @router.get("/jobs/{job_id}/tasks", response_model=Page[TaskView])
@@ -133,11 +135,11 @@ def list_events(
 def cancel_job(job_id: str, request: Request, platform: PlatformDep) -> JobView:
     """Cancel an active job; 409 if it already ended."""
     platform.store.cancel(job_id)
-    return _with_links(request, platform.queries.job(job_id))
+    return with_links(request, platform.queries.job(job_id))
 
 
 @router.post("/jobs/{job_id}/resubmit", status_code=202, response_model=JobView)
 def resubmit_job(job_id: str, request: Request, platform: PlatformDep) -> JobView:
     """Run the job again as its next run (an active run is cancelled first)."""
     new_id = platform.store.resubmit(job_id)
-    return _with_links(request, platform.queries.job(new_id))
+    return with_links(request, platform.queries.job(new_id))

@@ -16,44 +16,10 @@ import typer
 from geoetl.cli.render import console
 from geoetl.cli.state import State, get_state
 from geoetl.errors import InputError
+from geoetl.ingest import WORKFLOWS, detect_kind, job_request, store_in_bronze
 
 if TYPE_CHECKING:
     from geoetl.engine.models import JobView
-    from geoetl.storage.objectstore import ObjectStore
-
-RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".nc", ".png", ".jpg", ".jpeg", ".vrt"}
-SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")
-
-
-def store_in_bronze(objects: ObjectStore, path: Path) -> str:
-    """Copy ``path`` into bronze under its content hash (the same file is stored once).
-
-    A loose shapefile goes with its sidecar files, in one folder.
-    """
-    if path.suffix.lower() == ".shp":
-        sidecars = [
-            candidate
-            for suffix in SHAPEFILE_SIDECARS
-            for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper()))
-            if candidate.is_file()
-        ]
-        return objects.put_file_set(path, sidecars)
-    key, _digest = objects.put_content_addressed(path)
-    return key
-
-
-def detect_kind(path: Path) -> str:
-    """``raster`` for raster file types or what GDAL opens with bands, else ``vector``."""
-    if path.suffix.lower() in RASTER_SUFFIXES:
-        return "raster"
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    try:
-        with rasterio.open(path) as ds:
-            return "raster" if ds.count > 0 else "vector"
-    except RasterioError:
-        return "vector"
 
 
 def ingest_file(
@@ -63,26 +29,15 @@ def ingest_file(
     from geoetl.cli.main import run_in_process
     from geoetl.storage.objectstore import ObjectStore
 
-    opts = {k: v for k, v in (options or {}).items() if v is not None}
-    kind = detect_kind(path)
-    workflow = "process_raster" if kind == "raster" else "process_vector"
+    kind = detect_kind(path.name, str(path))
     assert state.settings.storage_url is not None
     objects = ObjectStore(state.settings.storage_url)
     with ThreadPoolExecutor(1, thread_name_prefix="geoetl-bronze") as pool:
         stored = pool.submit(store_in_bronze, objects, path)
         platform = state.platform  # imports, connects and migrates meanwhile,
-        platform.workflows.get(workflow)  # and imports the workflow's libraries
-        params: dict[str, Any] = {"source": stored.result()}
-    shared = ("access_level", "input_crs", "collection_id", "target_crs")
-    allowed: tuple[str, ...]
-    if kind == "raster":
-        allowed = (*shared, "item_id", "output_tier", "raster_type", "strict_mode")
-        if str(opts.get("target_crs", "")).lower() == "native":
-            opts["target_crs"] = None
-            params["target_crs"] = None
-    else:
-        allowed = (*shared, "dataset_id", "layer", "keep_z", "csv_lat", "csv_lon", "csv_wkt")
-    params.update({k: v for k, v in opts.items() if k in allowed and v is not None})
+        platform.workflows.get(WORKFLOWS[kind])  # and imports the workflow's libraries
+        source = stored.result()
+    workflow, params = job_request(kind, source, options or {})
     job_id, _ = platform.store.submit(workflow, params)
     return run_in_process(state, job_id, quiet=quiet)
 

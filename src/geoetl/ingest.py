@@ -1,0 +1,77 @@
+"""Publishing one file: store it in bronze, tell raster from vector, build the job.
+
+Shared by ``geoetl ingest PATH`` (which runs the job in its own process) and
+``POST /ingest`` (which uploads the file and leaves the job to the workers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from geoetl.storage.objectstore import ObjectStore
+
+Kind = Literal["raster", "vector"]
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".nc", ".png", ".jpg", ".jpeg", ".vrt"}
+SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")
+WORKFLOWS: dict[Kind, str] = {"raster": "process_raster", "vector": "process_vector"}
+
+_SHARED = ("access_level", "input_crs", "collection_id", "target_crs")
+OPTIONS: dict[Kind, tuple[str, ...]] = {
+    "raster": (*_SHARED, "item_id", "output_tier", "raster_type", "strict_mode", "jpeg_quality"),
+    "vector": (*_SHARED, "dataset_id", "layer", "keep_z", "csv_lat", "csv_lon", "csv_wkt"),
+}
+
+
+def store_in_bronze(objects: ObjectStore, path: Path) -> str:
+    """Copy ``path`` into bronze under its content hash (the same file is stored once).
+
+    A loose shapefile goes with its sidecar files, in one folder.
+    """
+    if path.suffix.lower() == ".shp":
+        sidecars = [
+            candidate
+            for suffix in SHAPEFILE_SIDECARS
+            for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper()))
+            if candidate.is_file()
+        ]
+        return objects.put_file_set(path, sidecars)
+    key, _digest = objects.put_content_addressed(path)
+    return key
+
+
+def detect_kind(name: str, gdal_path: str) -> Kind:
+    """``raster`` for raster file types or what GDAL opens with bands, else ``vector``.
+
+    ``name`` is the file's name (its suffix decides when it is a raster type);
+    ``gdal_path`` is where GDAL can read it.
+    """
+    if Path(name).suffix.lower() in RASTER_SUFFIXES:
+        return "raster"
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(gdal_path) as ds:
+            return "raster" if ds.count > 0 else "vector"
+    except RasterioError:
+        return "vector"
+
+
+def job_request(kind: Kind, source: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The workflow and params publishing ``source`` (a bronze key) with ``options``.
+
+    Options that do not apply to the kind (a vector ``layer`` for a raster) and unset
+    ones are left out; a raster's ``target_crs`` of ``native`` keeps the file's CRS.
+    """
+    params: dict[str, Any] = {"source": source}
+    for name in OPTIONS[kind]:
+        value = options.get(name)
+        if value is None:
+            continue
+        if name == "target_crs" and kind == "raster" and str(value).lower() == "native":
+            value = None
+        params[name] = value
+    return WORKFLOWS[kind], params
