@@ -88,8 +88,8 @@ COMMON_OPTIONS = {
     "BIGTIFF": "IF_SAFER",
 }
 KIND_OPTIONS = {
-    "rgb": {"COMPRESS": "DEFLATE", "PREDICTOR": "2", "LEVEL": "6"},
-    "dem": {"COMPRESS": "DEFLATE", "PREDICTOR": "3", "LEVEL": "6"},
+    "rgb": {"COMPRESS": "DEFLATE", "PREDICTOR": "2", "LEVEL": "5"},
+    "dem": {"COMPRESS": "DEFLATE", "PREDICTOR": "3", "LEVEL": "5"},
 }
 TARGET_CRS = "EPSG:4326"
 WARP_RESAMPLING = "BILINEAR"

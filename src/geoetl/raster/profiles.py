@@ -12,6 +12,10 @@ from geoetl.raster.inspect import RasterType
 Tier = Literal["visualization", "analysis", "archive"]
 TierChoice = Literal["visualization", "analysis", "archive", "all"]
 BLOCKSIZE = 512
+# DEFLATE level of the analysis tier. libdeflate (GDAL's DEFLATE codec) switches to a
+# slower parser at level 6: on the benchmark inputs level 5 wrote the COG 1.3-1.7x faster
+# for files 2-6% larger (docs/benchmarks.md, "Raster (issue 3)"). Archive keeps level 9.
+ANALYSIS_DEFLATE_LEVEL = 5
 
 
 class CogProfile(BaseModel):
@@ -66,12 +70,12 @@ def cog_profile(raster_type: RasterType, tier: Tier, dtype: str, jpeg_quality: i
             return CogProfile(tier=tier, compress="JPEG", quality=jpeg_quality)
         if tier == "archive":
             return CogProfile(tier=tier, compress="ZSTD", predictor=2, level=15)
-        return CogProfile(tier=tier, compress="DEFLATE", predictor=2, level=6)
+        return CogProfile(tier=tier, compress="DEFLATE", predictor=2, level=ANALYSIS_DEFLATE_LEVEL)
     if raster_type == "categorical":
         return CogProfile(
             tier=tier,
             compress="DEFLATE",
-            level=9 if tier == "archive" else 6,
+            level=9 if tier == "archive" else ANALYSIS_DEFLATE_LEVEL,
             resampling="nearest",
             overview_resampling="mode",
         )
@@ -80,12 +84,12 @@ def cog_profile(raster_type: RasterType, tier: Tier, dtype: str, jpeg_quality: i
             tier=tier,
             compress="ZSTD" if tier == "archive" else "DEFLATE",
             predictor=predictor,
-            level=15 if tier == "archive" else 6,
+            level=15 if tier == "archive" else ANALYSIS_DEFLATE_LEVEL,
         )
     # dem and other continuous single-band data; a visualization tier is rendered, not stored
     return CogProfile(
         tier="archive" if tier == "archive" else "analysis",
         compress="DEFLATE",
         predictor=predictor,
-        level=9 if tier == "archive" else 6,
+        level=9 if tier == "archive" else ANALYSIS_DEFLATE_LEVEL,
     )
