@@ -14,7 +14,7 @@ TierChoice = Literal["visualization", "analysis", "archive", "all"]
 BLOCKSIZE = 512
 # DEFLATE level of the analysis tier. libdeflate (GDAL's DEFLATE codec) switches to a
 # slower parser at level 6: on the benchmark inputs level 5 wrote the COG 1.3-1.7x faster
-# for files 2-6% larger (docs/benchmarks.md, "Raster (issue 3)"). Archive keeps level 9.
+# for files 2-8% larger (docs/benchmarks.md, "Raster (issue 3)"). Archive keeps level 9.
 ANALYSIS_DEFLATE_LEVEL = 5
 
 
