@@ -622,6 +622,7 @@ def phase_child(input_path: str, reproject: bool, home: str, out: str) -> None:
     """One ``geoetl ingest`` in this process with timers around each step (``--phase-child``)."""
     t0 = time.perf_counter()
     import rasterio.shutil
+    import rio_cogeo.cogeo as rio_cogeo_cogeo
 
     import geoetl.cli.ingest as cli_ingest
     import geoetl.platform as geoetl_platform
@@ -655,8 +656,8 @@ def phase_child(input_path: str, reproject: bool, home: str, out: str) -> None:
         (pr, "write_cog", "cog: write_cog total"),
         (rasterio.shutil, "copy", "cog: GDAL COG write (rasterio.shutil.copy)"),
         (cog, "verify_cog", "cog: verify_cog (incl. cog_validate)"),
-        (cog, "cog_validate", "cog: rio-cogeo cog_validate"),
-        (pr, "build_item", "catalog: build_item total"),
+        (rio_cogeo_cogeo, "cog_validate", "cog: rio-cogeo cog_validate"),
+        (stac, "build_item", "catalog: build_item total"),
         (stac, "create_stac_item", "catalog: rio-stac create_stac_item"),
         (stac, "sha256_file", sha_label),
     ]

@@ -18,7 +18,6 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, reproject
-from rio_cogeo.cogeo import cog_validate
 
 from geoetl.errors import GeoEtlError
 from geoetl.raster.inspect import RasterInfo, crs_string
@@ -273,6 +272,8 @@ def _warp_keeping_band_metadata(
 
 def verify_cog(path: Path, info: RasterInfo) -> None:
     """Check the output is a valid COG that kept nodata, colours, descriptions and scaling."""
+    from rio_cogeo.cogeo import cog_validate  # morecantile and pyproj: imported when used
+
     valid, errors, _warnings = cog_validate(str(path), quiet=True)
     if not valid:
         raise GeoEtlError(f"the written file is not a valid COG: {'; '.join(errors)}")
