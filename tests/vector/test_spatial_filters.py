@@ -88,6 +88,29 @@ def test_cql2_json_bbox_and_combination_with_properties(
 
 
 @pytest.mark.parametrize(
+    ("pattern", "matches"),
+    [
+        ("W%", lambda n: n.startswith("W")),
+        ("w%", lambda n: n.startswith("w")),  # case-sensitive, as CQL2 says: none
+        ("W_lkes", lambda n: len(n) == 6 and n[0] == "W" and n[2:] == "lkes"),
+        ("Wil.es", lambda n: n == "Wil.es"),  # '.' is a plain character: none
+        ("%a%a%", lambda n: n.count("a") >= 2),
+        ("New Hanover", lambda n: n == "New Hanover"),
+        ("New\\ Hanover", lambda n: n == "New Hanover"),  # escaped ordinary character
+        ("*", lambda n: n == "*"),  # GLOB's own wildcard is literal: none
+    ],
+)
+def test_like_follows_cql2_wildcards(
+    counties: tuple[GeoPackageStore, gpd.GeoDataFrame], pattern: str, matches: Any
+) -> None:
+    store, frame = counties
+    expected = {n for n in frame["name"] if matches(n)}
+    assert _names(store, f"name LIKE '{pattern}'") == expected
+    cql = {"op": "like", "args": [{"property": "name"}, pattern.replace("\\\\", "\\")]}
+    assert _names(store, json.dumps(cql), "cql2-json") == expected
+
+
+@pytest.mark.parametrize(
     "text",
     [
         f"S_INTERSECTS(name, {RALEIGH})",

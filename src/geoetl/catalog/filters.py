@@ -22,6 +22,7 @@ from pygeofilter import ast, values
 
 from geoetl.catalog.tables import stac_items
 from geoetl.errors import InputError
+from geoetl.like import like_to_glob
 
 PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.\-]*$")
 COMPARISON = {
@@ -225,7 +226,7 @@ class ItemSql:
             column = self.json_property_text(name)
         if self.sqlite:
             # SQLite's LIKE ignores case; GLOB does not, like CQL2's LIKE.
-            expr = column.op("GLOB", is_comparison=True)(_like_to_glob(pattern, node.escapechar))
+            expr = column.op("GLOB", is_comparison=True)(like_to_glob(pattern, node.escapechar))
         else:
             expr = column.like(pattern, escape=node.escapechar or "\\")
         return sa.not_(expr) if node.not_ else expr
@@ -304,22 +305,3 @@ def _box(minx: float, miny: float, maxx: float, maxy: float) -> dict[str, Any]:
     """A GeoJSON polygon for a bbox or CQL2 envelope."""
     ring = [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]
     return {"type": "Polygon", "coordinates": [ring]}
-
-
-def _like_to_glob(pattern: str, escape: str | None) -> str:
-    # CQL2 LIKE: '%' any run, '_' one character, escape character makes the next literal.
-    out: list[str] = []
-    chars = iter(pattern)
-    for ch in chars:
-        if escape and ch == escape:
-            nxt = next(chars, "")
-            out.append(f"[{nxt}]" if nxt in "*?[" else nxt)
-        elif ch == "%":
-            out.append("*")
-        elif ch == "_":
-            out.append("?")
-        elif ch in "*?[":
-            out.append(f"[{ch}]")
-        else:
-            out.append(ch)
-    return "".join(out)

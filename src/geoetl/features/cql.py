@@ -28,6 +28,7 @@ from geoetl.features.geopackage import (
     RTREE_TOKEN,
     SPATIAL_FUNCTION,
 )
+from geoetl.like import like_to_glob
 
 GEOMETRY_PROPERTY = "geometry"
 
@@ -90,7 +91,7 @@ class SqliteFilter:
             return f"({self._value(node.lhs)} IS {'NOT ' if node.not_ else ''}NULL)"
         if isinstance(node, ast.Like):
             neg = "NOT " if node.not_ else ""
-            self.params.append(_glob(node))
+            self.params.append(like_to_glob(node.pattern, node.escapechar))
             return f"({self._value(node.lhs)} {neg}GLOB ?)"
         if isinstance(node, ast.SpatialComparisonPredicate):
             self._geometry_property(node.lhs)
@@ -167,24 +168,3 @@ def _literal(node: Any) -> BaseGeometry:
     raise InputError(
         f"a spatial predicate needs a geometry literal (WKT or GeoJSON) or a BBOX, not {node!r}"
     )
-
-
-def _glob(node: ast.Like) -> str:
-    # CQL2 LIKE is case-sensitive, as GLOB is; translate its wildcards, escape GLOB's own.
-    out = []
-    escaped = False
-    for ch in node.pattern:
-        if escaped:
-            out.append(f"[{ch}]" if ch in "*?[" else ch)
-            escaped = False
-        elif ch == node.escapechar:
-            escaped = True
-        elif ch == node.wildcard:
-            out.append("*")
-        elif ch == node.singlechar or ch == "_":
-            out.append("?")
-        elif ch in "*?[":
-            out.append(f"[{ch}]")
-        else:
-            out.append(ch)
-    return "".join(out)
