@@ -89,6 +89,26 @@ def test_fan_out_job_runs_to_exact_result(platform: Platform, runner: Runner) ->
     assert platform.queries.job(again).result == view.result
 
 
+def test_finished_tasks_are_not_reported_as_lost_leases(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch commits its finished tasks as it goes and the heartbeat keeps renewing the
+    rest; a task that finished is not a lost lease, and operators must not be told so."""
+    fast = settings.model_copy(update={"heartbeat_seconds": 0.01})
+    platform = Platform.from_settings(fast)
+    runner = Runner(platform, "beating")
+    try:
+        job_id, _ = platform.store.submit("fan_out_demo", {"n": 300, "sleep_ms": 4})
+        with caplog.at_level("WARNING", logger="geoetl"):
+            assert runner.run_job(job_id) == JobStatus.succeeded
+    finally:
+        runner.close()
+        platform.close()
+    assert platform.queries.job(job_id).result == {"sum": sum(range(300)), "count": 300}
+    lost = [r.getMessage() for r in caplog.records if "lost the lease" in r.getMessage()]
+    assert lost == []
+
+
 def test_empty_fan_out_skips_the_stage(platform: Platform, runner: Runner) -> None:
     job_id, _ = platform.store.submit("fan_out_demo", {"n": 0})
     assert runner.run_job(job_id) == JobStatus.succeeded

@@ -77,10 +77,14 @@ class Heartbeat:
         lost = self.store.heartbeat(keys, progress)
         if lost:
             with self._lock:
+                # The runner releases a task before recording its end, so a task released
+                # meanwhile finished (or failed) here: it did not lose its lease.
+                lost = {key for key in lost if key in self._held}
                 for key in lost:
-                    ctx = self._held.pop(key, None)
+                    ctx = self._held.pop(key)
                     if ctx is not None:
                         ctx.cancelled.set()
+        if lost:
             log.warning("lost the lease of %d task(s): %s", len(lost), sorted(k[0] for k in lost))
 
     def stop(self) -> None:
@@ -140,7 +144,10 @@ class Runner:
         try:
             for task in claimed:
                 key = (task.task_id, task.attempt)
-                if self.heartbeat.lost(key) or task.job_id in self._ended_jobs:
+                if self.heartbeat.lost(key):
+                    continue
+                if task.job_id in self._ended_jobs:
+                    self.heartbeat.release([key])  # cancelled with its failed job
                     continue
                 done = self._execute(task, pending)
                 if done is not None:
@@ -183,6 +190,9 @@ class Runner:
 
     def _flush(self, pending: list[Completion]) -> None:
         if pending:
+            # Released first: once recorded they are not running, and the heartbeat
+            # must not take them for lost leases.
+            self.heartbeat.release([(c.task_id, c.attempt) for c in pending])
             self.store.complete(pending)
             pending.clear()
 
@@ -246,6 +256,7 @@ class Runner:
         error: dict[str, Any] = {"kind": kind, "message": message, "worker": self.worker_id}
         if detail:
             error["traceback"] = detail
+        self.heartbeat.release([(ctx.task_id, ctx.attempt)])
         status = self.store.fail(ctx.task_id, ctx.attempt, error, retryable=retryable)
         if status == "failed":
             # The job failed and its other tasks were cancelled: skip them in this batch.
