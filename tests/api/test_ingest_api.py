@@ -133,6 +133,7 @@ def test_text_file_named_tif_fails_cleanly(client: TestClient, tmp_path: Path) -
         ("../escape.tif", b"x", 400, "invalid file name"),
         ("dir/inner.tif", b"x", 400, "invalid file name"),
         ("empty.tif", b"", 400, "body is empty"),
+        ("x" * 250 + ".tif", b"x", 400, "longer than"),
     ],
 )
 def test_bad_uploads_are_rejected_and_leave_nothing(

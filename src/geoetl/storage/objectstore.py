@@ -20,6 +20,8 @@ from geoetl.errors import InputError, NotFound, TransientError
 Zone = Literal["bronze", "silver", "tmp"]
 ZONES: tuple[Zone, ...] = ("bronze", "silver", "tmp")
 _CHUNK = 8 * 1024 * 1024
+# File systems cap a name at 255 bytes; leave room for a staging suffix.
+MAX_NAME_BYTES = 200
 
 
 def sha256_file(path: Path) -> str:
@@ -130,6 +132,8 @@ class ObjectStore:
         """Receive a file piece by piece (an HTTP upload); see :class:`Upload`."""
         if not name or name != PurePosixPath(name).name or name in (".", ".."):
             raise InputError(f"invalid file name {name!r}: give a plain name like 'dem.tif'")
+        if len(name.encode()) > MAX_NAME_BYTES:
+            raise InputError(f"the file name is longer than {MAX_NAME_BYTES} bytes; shorten it")
         return Upload(self, name, zone)
 
     def _settle(self, staging: str, zone: Zone, hexdigest: str, name: str) -> str:
