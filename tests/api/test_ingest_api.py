@@ -147,6 +147,16 @@ def test_bad_uploads_are_rejected_and_leave_nothing(
     assert stored(platform, "tmp/uploads") == []
 
 
+def test_bad_raster_options_are_422_before_the_upload_is_kept(client: TestClient) -> None:
+    response = upload(client, DATA / "elev.tif", output_tier="best", target_crs="native")
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["output_tier"]
+    platform = platform_of(client)
+    assert stored(platform, "bronze") == []
+    assert stored(platform, "tmp/uploads") == []
+    assert client.get("/jobs").json()["items"] == []
+
+
 def test_missing_filename_is_422(client: TestClient) -> None:
     response = client.post("/ingest", content=b"abc")
     assert response.status_code == 422

@@ -10,6 +10,7 @@ same job. A broken or oversized upload leaves nothing behind.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -18,8 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from geoetl.api.deps import PlatformDep
 from geoetl.api.jobs import with_links
 from geoetl.engine.models import JobView
+from geoetl.engine.workflow import validate_params
 from geoetl.errors import InputError, TooLarge
-from geoetl.ingest import detect_kind, job_request
+from geoetl.ingest import RASTER_SUFFIXES, detect_kind, job_request
 
 router = APIRouter(tags=["ingest"])
 
@@ -84,6 +86,10 @@ async def ingest_upload(
         "csv_wkt": csv_wkt,
         "access_level": access_level,
     }
+    if Path(filename).suffix.lower() in RASTER_SUFFIXES:
+        # A raster by its name: check the options before taking the upload (422 at once).
+        workflow, params = job_request("raster", f"bronze/{'0' * 64}/{filename}", options)
+        validate_params(platform.workflows.get(workflow), params)
     objects = platform.objects
     limit = platform.settings.upload_max_mb * 1024 * 1024
     upload = await run_in_threadpool(objects.begin_upload, filename)
