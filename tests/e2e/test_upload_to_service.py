@@ -7,9 +7,11 @@ the STAC item, TileJSON and features through the API.
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import rasterio
@@ -70,3 +72,30 @@ def test_uploaded_files_are_published_by_the_workers(settings: Settings, tmp_pat
         table = done["result"]["tables"][0]
         features = httpx.get(f"{base}{done['result']['urls']['features'][table['collection_id']]}")
         assert features.json()["numberMatched"] == 100
+
+
+def test_an_upload_cut_off_midway_leaves_nothing_behind(settings: Settings, tmp_path: Path) -> None:
+    uploads = Path(settings.home) / "storage" / "tmp" / "uploads"
+    with serving(settings, tmp_path / "serve.log", "--workers", "0") as base:
+        url = urlsplit(base)
+        head = (
+            "POST /ingest?filename=big.tif HTTP/1.1\r\n"
+            f"Host: {url.netloc}\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            "Content-Length: 50000000\r\n\r\n"
+        )
+        with socket.create_connection((url.hostname, url.port)) as sock:
+            sock.sendall(head.encode() + b"\0" * 12_000_000)  # then the client goes away
+            deadline = time.monotonic() + 30
+            while not any(uploads.glob("*")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert any(uploads.glob("*")), "the upload never reached the staging area"
+        deadline = time.monotonic() + 30
+        while any(uploads.glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(uploads.glob("*"))
+        assert not (Path(settings.home) / "storage" / "bronze").exists() or not any(
+            (Path(settings.home) / "storage" / "bronze").rglob("*")
+        )
+        assert httpx.get(f"{base}/jobs").json()["items"] == []
+        assert httpx.get(f"{base}/livez").status_code == 200

@@ -111,7 +111,9 @@ async def ingest_upload(
             raise InputError("the request body is empty: send the file's bytes as the body")
         source, _sha256 = await run_in_threadpool(upload.commit)
     except BaseException:
-        await run_in_threadpool(upload.abort)
+        # Not awaited: on a client that went away the request is being cancelled, and an
+        # await could be interrupted before the partial upload is gone.
+        upload.abort()
         raise
     kind = await run_in_threadpool(detect_kind, filename, objects.gdal_path(source))
     workflow, params = job_request(kind, source, options)
