@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -406,3 +409,24 @@ def test_janitor_redispatches_tasks_nobody_picked_up(platform: Platform) -> None
     report = Janitor(platform).run_once()
     assert report.redispatched == [ids.task_id(job_id, "greet", 0)]
     assert platform.store.get_meta("janitor")["redispatched"] == 1
+
+
+def test_janitor_removes_uploads_abandoned_long_ago(platform: Platform) -> None:
+    """A server killed mid-upload leaves a partial file in tmp/uploads/; a day later the
+    janitor removes it, while an upload still arriving is left alone."""
+    objects = platform.objects
+    old = objects.begin_upload("old.tif")
+    old.write(b"partial")
+    fresh = objects.begin_upload("fresh.tif")
+    fresh.write(b"arriving")
+    old_path = Path(objects.gdal_path(old.staging))
+    day_ago = time.time() - 25 * 3600
+    os.utime(old_path, (day_ago, day_ago))
+    Janitor(platform).run_once()
+    assert not objects.exists(old.staging)
+    assert objects.exists(fresh.staging)
+    fresh.write(b" and done")
+    key, _ = fresh.commit()
+    assert objects.list("tmp/uploads") == []
+    assert objects.exists(key)
+    old.abort()  # the cut-off upload's handle; its file is already gone

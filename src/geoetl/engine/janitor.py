@@ -6,6 +6,7 @@ import logging
 import re
 import shutil
 import threading
+import time
 from datetime import UTC, datetime
 
 from geoetl.engine.models import JanitorReport, JobStatus
@@ -15,6 +16,8 @@ from geoetl.platform import Platform
 log = logging.getLogger(__name__)
 
 META_KEY = "janitor"
+# An upload (tmp/uploads/) untouched this long was cut off when its server stopped.
+STALE_UPLOAD_SECONDS = 24 * 3600
 _JOB_ID = re.compile(r"[0-9a-f]{64}")
 _DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -80,6 +83,21 @@ class Janitor:
                 done = True
             if done:
                 objects.delete_prefix(f"tmp/{job_id}")
+        if "uploads" in prefixes:
+            self._clean_stale_uploads()
+
+    def _clean_stale_uploads(self) -> None:
+        # An upload in flight is written to continually; one left a day was cut off by a
+        # server that stopped mid-upload (a client that goes away is cleaned up at once).
+        objects = self.platform.objects
+        cutoff = time.time() - STALE_UPLOAD_SECONDS
+        for key in objects.list("tmp/uploads"):
+            try:
+                if objects.modified(key) < cutoff:
+                    objects.delete(key)
+                    log.info("janitor: removed the abandoned upload %s", key)
+            except NotFound:
+                continue  # finished or dropped meanwhile
 
     def _clean_scratch(self) -> None:
         root = self.platform.settings.scratch_dir

@@ -9,6 +9,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal
 
@@ -184,6 +185,22 @@ class ObjectStore:
     def exists(self, key: str) -> bool:
         """True when ``key`` holds an object."""
         return bool(self.fs.exists(self._full(key)))
+
+    def modified(self, key: str) -> float:
+        """When the object was last written (seconds since the epoch)."""
+        full = self._full(key)
+        try:
+            if self.is_local:
+                return Path(full).stat().st_mtime
+            info = self.fs.info(full)
+        except FileNotFoundError:
+            raise NotFound(f"no object {key!r}") from None
+        stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+        if isinstance(stamp, datetime):
+            return stamp.timestamp()
+        if stamp is None:
+            raise ValueError(f"the store does not report when {key!r} was written")
+        return float(stamp)
 
     def size(self, key: str) -> int:
         """Size of the object in bytes."""
