@@ -8,7 +8,6 @@ by plain rasterio/GDAL.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +20,13 @@ from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.storage.objectstore import sha256_file
+from tests.api.conftest import platform_of
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def platform_of(client: TestClient) -> Platform:
-    platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
-    return platform
 
 
 def upload(client: TestClient, path: Path, **params: Any) -> Any:

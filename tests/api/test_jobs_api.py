@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from geoetl.engine import ids
 from geoetl.engine.janitor import Janitor
 from geoetl.engine.models import JobStatus
 from geoetl.engine.runner import Runner
-from geoetl.platform import Platform
 from geoetl.settings import Settings
+from tests.api.conftest import platform_of
 
 with warnings.catch_warnings():
     # Starlette nags about httpx vs httpx2 at import; the client works the same.
@@ -31,18 +30,6 @@ with warnings.catch_warnings():
 HEX = set("0123456789abcdef")
 UNKNOWN_JOB = "0" * 64
 LINK_RELS = {"self", "tasks", "events", "cancel", "resubmit"}
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """A client of the app on ``settings``, with its lifespan (platform) running."""
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def platform_of(client: TestClient) -> Platform:
-    platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
-    return platform
 
 
 def run_job(client: TestClient, job_id: str, timeout: float = 60.0) -> JobStatus:
