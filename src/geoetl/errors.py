@@ -31,6 +31,14 @@ class Forbidden(GeoEtlError):
     """The caller may not do this."""
 
 
+class Unauthorized(GeoEtlError):
+    """The caller did not prove who it is (no credentials, or bad ones)."""
+
+
+class TooManyRequests(GeoEtlError):
+    """The caller has too much work in flight; it may try again later."""
+
+
 class StaleAttempt(GeoEtlError):
     """A worker tried to act on a task attempt it no longer owns (lost lease)."""
 

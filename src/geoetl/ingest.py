@@ -18,7 +18,7 @@ RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".nc", ".png", ".jpg", ".jpe
 SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")
 WORKFLOWS: dict[Kind, str] = {"raster": "process_raster", "vector": "process_vector"}
 
-_SHARED = ("access_level", "input_crs", "collection_id", "target_crs")
+_SHARED = ("access_level", "input_crs", "collection_id", "target_crs", "replace")
 OPTIONS: dict[Kind, tuple[str, ...]] = {
     "raster": (*_SHARED, "item_id", "output_tier", "raster_type", "strict_mode", "jpeg_quality"),
     "vector": (*_SHARED, "dataset_id", "layer", "keep_z", "csv_lat", "csv_lon", "csv_wkt"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from geoetl.auth.tokens import TokenStore
 from geoetl.catalog.store import SqlCatalog
 from geoetl.engine.db import make_engine
 from geoetl.engine.migrate import ensure_schema
@@ -27,6 +28,7 @@ class Platform:
     catalog: SqlCatalog
     features: GeoPackageStore
     feature_registry: FeatureRegistry
+    tokens: TokenStore
 
     @property
     def workflows(self) -> Registry:
@@ -64,6 +66,7 @@ class Platform:
             catalog=catalog,
             features=GeoPackageStore(settings.home / "features"),
             feature_registry=FeatureRegistry(engine),
+            tokens=TokenStore(engine),
         )
 
     def close(self) -> None:

@@ -52,6 +52,51 @@ class Settings(BaseSettings):
     upload_max_mb: int = Field(
         default=4096, ge=1, description="Largest file POST /ingest accepts (MiB)."
     )
+    anonymous_clearance: Literal["public", "ouo", "restricted"] = Field(
+        default="public",
+        description="What callers without a token may read (never above the audience).",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description=(
+            "Comma-separated addresses or networks (CIDR) of reverse proxies whose "
+            "X-Forwarded-* headers are honoured; from anyone else they are ignored."
+        ),
+    )
+    demo_workflows: bool = Field(
+        default=False,
+        description="Expose the demo workflows (hello, fan_out_demo) on the HTTP API.",
+    )
+    max_active_jobs: int = Field(
+        default=10, ge=1, description="Queued or running jobs one caller may have (429 above)."
+    )
+    max_body_kb: int = Field(
+        default=1024, ge=1, description="Largest JSON request body (KiB); uploads excepted."
+    )
+    max_filter_depth: int = Field(default=20, ge=1, description="Deepest CQL2 nesting.")
+    max_filter_terms: int = Field(default=200, ge=1, description="Most CQL2 terms.")
+    max_sort_keys: int = Field(default=20, ge=1, description="Most sortby keys.")
+    max_fields_keys: int = Field(default=100, ge=1, description="Most fields/properties keys.")
+    oidc_issuer: str | None = Field(
+        default=None, description="OIDC issuer whose signed JWT bearer tokens are accepted."
+    )
+    oidc_audience: str | None = Field(default=None, description="Required JWT `aud`.")
+    oidc_jwks_url: str | None = Field(default=None, description="The issuer's JWKS URL.")
+    oidc_jwks_file: Path | None = Field(default=None, description="A JWKS file instead.")
+    oidc_role_claim: str = Field(default="roles", description="Claim that carries roles.")
+    oidc_clearance_claim: str = Field(
+        default="clearance", description="Claim that carries the clearance."
+    )
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'JSON map of claim values to roles, e.g. {"GeoEtl.Publisher": "publisher"}; '
+            "the role names themselves always map to themselves."
+        ),
+    )
+    oidc_default_clearance: Literal["public", "ouo", "restricted"] = Field(
+        default="public", description="Clearance of an OIDC caller whose token names none."
+    )
     audience: Literal["public", "ouo", "restricted"] = Field(
         default="ouo",
         description=(
@@ -64,12 +109,19 @@ class Settings(BaseSettings):
         description="Path prefix the API is served under behind a reverse proxy (e.g. /geo).",
     )
 
-    @field_validator("audience", mode="before")
+    @field_validator("audience", "anonymous_clearance", "oidc_default_clearance", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("database_url", "storage_url", mode="before")
+    @field_validator(
+        "database_url",
+        "storage_url",
+        "oidc_issuer",
+        "oidc_jwks_url",
+        "oidc_audience",
+        mode="before",
+    )
     @classmethod
     def _blank_is_default(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

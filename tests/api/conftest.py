@@ -18,10 +18,32 @@ with warnings.catch_warnings():
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """A client of the app on ``settings``, with its lifespan (platform) running."""
-    with TestClient(create_app(settings)) as c:
+def api_settings(settings: Settings) -> Settings:
+    """``settings`` with the demo workflows offered over HTTP (the tests submit them)."""
+    return settings.model_copy(update={"demo_workflows": True})
+
+
+@pytest.fixture
+def anonymous(api_settings: Settings) -> Iterator[TestClient]:
+    """A client without credentials, of the app on ``api_settings``."""
+    with TestClient(create_app(api_settings)) as c:
         yield c
+
+
+@pytest.fixture
+def client(anonymous: TestClient) -> TestClient:
+    """A client of the same app that sends an admin token with every request."""
+    secret = platform_of(anonymous).tokens.create("test-admin", "admin", "restricted")
+    anonymous_headers = dict(anonymous.headers)
+    client = TestClient(anonymous.app)
+    client.headers.update({**anonymous_headers, "Authorization": f"Bearer {secret}"})
+    return client
+
+
+def token(client: TestClient, name: str, role: str, clearance: str) -> dict[str, str]:
+    """Headers with a new token of ``role`` and ``clearance``."""
+    secret = platform_of(client).tokens.create(name, role, clearance)
+    return {"Authorization": f"Bearer {secret}"}
 
 
 def platform_of(client: TestClient) -> Platform:

@@ -30,7 +30,9 @@ def test_datetime_instants_and_intervals(settings: Settings, tmp_path: Path) -> 
     with TestClient(create_app(settings)) as client:
         platform = client.app.state.platform  # type: ignore[attr-defined]
         key, _ = platform.objects.put_content_addressed(tmp_path / "events.gpkg")
-        job_id, _ = platform.store.submit("process_vector", {"source": key})
+        job_id, _ = platform.store.submit(
+            "process_vector", {"source": key, "access_level": "public"}, access_level="public"
+        )
         runner = Runner(platform, "t")
         assert runner.run_job(job_id) == JobStatus.succeeded
         runner.close()

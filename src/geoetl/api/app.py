@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import geoetl
-from geoetl.api import errors, features, health, ingest, jobs, stac, tiles
+from geoetl.api import auth, errors, features, health, ingest, jobs, stac, tiles
+from geoetl.api.middleware import EdgeMiddleware
 from geoetl.engine.workflow import Registry
 from geoetl.platform import Platform
 from geoetl.settings import Settings
@@ -21,6 +22,10 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.platform = Platform.from_settings(settings, workflows)
+        if settings.oidc_issuer:
+            from geoetl.auth.oidc import OidcVerifier
+
+            app.state.oidc = OidcVerifier(settings)
         try:
             yield
         finally:
@@ -33,6 +38,12 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(
+        EdgeMiddleware,
+        trusted_proxies=settings.trusted_proxies,
+        max_body_kb=settings.max_body_kb,
+    )
+    app.include_router(auth.router)
     app.include_router(jobs.router)
     app.include_router(ingest.router)
     app.include_router(health.router)

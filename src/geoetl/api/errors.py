@@ -1,18 +1,42 @@
-"""geoetl errors to HTTP responses, in one table."""
+"""geoetl errors to HTTP responses, in one table; a 500 never shows internals.
+
+A client gets ``{"code", "detail"}``: the error's kind and a message meant for it. An
+unexpected failure (a bug, a database error) is logged with its traceback under a
+fresh error id, and the client gets only that id to quote.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from geoetl.engine.workflow import ParamsError
-from geoetl.errors import Conflict, Forbidden, GeoEtlError, InputError, NotFound, TooLarge
+from geoetl.errors import (
+    Conflict,
+    Forbidden,
+    GeoEtlError,
+    InputError,
+    NotFound,
+    TooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
+
+log = logging.getLogger("geoetl.api")
 
 STATUS_CODES: dict[type[GeoEtlError], int] = {
     ParamsError: 422,
     NotFound: 404,
     Conflict: 409,
     Forbidden: 403,
+    Unauthorized: 401,
+    TooManyRequests: 429,
     TooLarge: 413,
     InputError: 400,
     GeoEtlError: 500,
@@ -27,14 +51,63 @@ def status_for(exc: GeoEtlError) -> int:
     return 500
 
 
+def internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    """A 500 with an error id; the details go to the log only."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error(
+        "error %s on %s %s",
+        error_id,
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+        extra={"error_id": error_id},
+    )
+    return JSONResponse(
+        status_code=500,
+        content={
+            "code": "InternalError",
+            "detail": f"the server failed to answer this request; quote error id {error_id}",
+            "error_id": error_id,
+        },
+    )
+
+
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GeoEtlError)
+    status = status_for(exc)
+    if status >= 500:
+        return internal_error(request, exc)
     body: dict[str, object] = {"code": type(exc).__name__, "detail": str(exc)}
     if isinstance(exc, ParamsError):
         body["errors"] = exc.errors
-    return JSONResponse(status_code=status_for(exc), content=body)
+    headers = {"WWW-Authenticate": 'Bearer realm="geoetl"'} if status == 401 else None
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    # Query, path and header parameters that do not validate are a bad request (OGC API
+    # and STAC clients expect 400); the errors name each parameter.
+    assert isinstance(exc, RequestValidationError)
+    errors: list[dict[str, Any]] = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
+    ]
+    where = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors
+    )
+    return JSONResponse(
+        status_code=400,
+        content=jsonable_encoder(
+            {"code": "InputError", "detail": f"invalid request: {where}", "errors": errors}
+        ),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return internal_error(request, exc)
 
 
 def install(app: FastAPI) -> None:
-    """Register the error handler on ``app``."""
+    """Register the error handlers on ``app``."""
     app.add_exception_handler(GeoEtlError, _handle)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _unexpected)

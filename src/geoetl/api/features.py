@@ -7,19 +7,22 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from geoetl.api import html
 from geoetl.api.deps import PlatformDep
-from geoetl.catalog.models import visible_levels
+from geoetl.api.security import caller_levels
 from geoetl.errors import InputError, NotFound
 from geoetl.features.cql import SqliteFilter, parse_filter
 from geoetl.features.registry import FeatureCollection
-from geoetl.platform import Platform
+from geoetl.limits import check_count, check_filter
 
 router = APIRouter(tags=["OGC API - Features"])
 GEOJSON = "application/geo+json"
 MAX_LIMIT = 10_000
+MAX_OFFSET = 10_000_000
+MAX_FEATURE_ID = 2**63 - 1
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
@@ -49,9 +52,9 @@ RESERVED_PARAMS = {
 }
 
 
-def visible(platform: Platform) -> list[str]:
-    """Access levels this deployment serves (``GEOETL_AUDIENCE``)."""
-    return list(visible_levels(platform.settings.audience))
+def visible(request: Request) -> list[str]:
+    """Access levels this caller sees on this deployment."""
+    return caller_levels(request)
 
 
 def _geojson(content: dict[str, Any]) -> JSONResponse:
@@ -132,7 +135,7 @@ def collections(request: Request, platform: PlatformDep) -> dict[str, Any] | HTM
     doc = {
         "links": [{"rel": "self", "href": str(request.url), "type": "application/json"}],
         "collections": [
-            _collection_doc(request, fc) for fc in platform.feature_registry.all(visible(platform))
+            _collection_doc(request, fc) for fc in platform.feature_registry.all(visible(request))
         ],
     }
     return html.collections_page(doc) if html.wants_html(request) else doc
@@ -143,14 +146,14 @@ def collection(
     collection_id: str, request: Request, platform: PlatformDep
 ) -> dict[str, Any] | HTMLResponse:
     """One feature collection."""
-    doc = _collection_doc(request, platform.feature_registry.get(collection_id, visible(platform)))
+    doc = _collection_doc(request, platform.feature_registry.get(collection_id, visible(request)))
     return html.collection_page(doc) if html.wants_html(request) else doc
 
 
 @router.get("/collections/{collection_id}/queryables", name="get_queryables")
 def queryables(collection_id: str, request: Request, platform: PlatformDep) -> JSONResponse:
     """The properties a client may filter on, as JSON Schema."""
-    fc = platform.feature_registry.get(collection_id, visible(platform))
+    fc = platform.feature_registry.get(collection_id, visible(request))
     kinds = {"int": "integer", "float": "number", "bool": "boolean"}
     props: dict[str, Any] = {
         name: {"type": next((v for k, v in kinds.items() if dtype.startswith(k)), "string")}
@@ -190,7 +193,7 @@ def items(
     platform: PlatformDep,
     bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy in CRS84")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     f: Annotated[str | None, Query(description="json (GeoJSON) or html.")] = None,
     properties: Annotated[
         str | None, Query(description="Comma-separated properties to return.")
@@ -210,9 +213,13 @@ def items(
     ] = None,
 ) -> JSONResponse | HTMLResponse:
     """Features of a collection, filtered by bbox, properties and CQL2, paged."""
-    fc = platform.feature_registry.get(collection_id, visible(platform))
+    fc = platform.feature_registry.get(collection_id, visible(request))
+    settings = platform.settings
     conditions: list[tuple[str, list[Any]]] = []
     if filter_:
+        check_filter(
+            filter_, max_depth=settings.max_filter_depth, max_terms=settings.max_filter_terms
+        )
         node = parse_filter(filter_, filter_lang)
         conditions.append(SqliteFilter(set(fc.fields)).build(node))
     if datetime_:
@@ -234,12 +241,13 @@ def items(
         bbox=_bbox(bbox),
         where=where,
         condition=condition,
-        order=_sort_keys(fc, sortby),
+        order=_sort_keys(fc, sortby, settings.max_sort_keys),
         limit=limit,
         offset=offset,
     )
     if properties is not None:
         keep = {p.strip() for p in properties.split(",") if p.strip()}
+        check_count("properties", len(keep), settings.max_fields_keys, "GEOETL_MAX_FIELDS_KEYS")
         for feat in features:
             feat["properties"] = {k: v for k, v in feat["properties"].items() if k in keep}
     base = _url(request, "get_items", collection_id=collection_id)
@@ -272,9 +280,11 @@ def items(
     return _geojson(doc)
 
 
-def _sort_keys(fc: FeatureCollection, sortby: str | None) -> list[tuple[str, bool]]:
+def _sort_keys(fc: FeatureCollection, sortby: str | None, max_keys: int) -> list[tuple[str, bool]]:
     keys = []
-    for raw in (sortby or "").split(","):
+    given = [raw for raw in (sortby or "").split(",") if raw.strip()]
+    check_count("sortby keys", len(given), max_keys, "GEOETL_MAX_SORT_KEYS")
+    for raw in given:
         name = raw.strip()
         if not name:
             continue
@@ -326,7 +336,10 @@ def _page(base: str, params: dict[str, str], offset: int, limit: int) -> str:
 def _typed(value: str, dtype: str) -> Any:
     try:
         if dtype.startswith("int"):
-            return int(value)
+            number = int(value)
+            if not -(2**63) <= number < 2**63:
+                raise InputError(f"{value!r} is outside the range of a 64-bit integer")
+            return number
         if dtype.startswith("float"):
             return float(value)
     except ValueError:
@@ -338,10 +351,13 @@ def _typed(value: str, dtype: str) -> Any:
     "/collections/{collection_id}/items/{feature_id}", name="get_feature", response_model=None
 )
 def feature(
-    collection_id: str, feature_id: int, request: Request, platform: PlatformDep
+    collection_id: str,
+    feature_id: Annotated[int, FastApiPath(ge=0, le=MAX_FEATURE_ID)],
+    request: Request,
+    platform: PlatformDep,
 ) -> JSONResponse | HTMLResponse:
     """One feature by id."""
-    fc = platform.feature_registry.get(collection_id, visible(platform))
+    fc = platform.feature_registry.get(collection_id, visible(request))
     found, _ = platform.features.features(
         fc.dataset_id, fc.table_name, where=[("fid", feature_id)], limit=1
     )

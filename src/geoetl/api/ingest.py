@@ -10,6 +10,7 @@ same job. A broken or oversized upload leaves nothing behind.
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,16 +18,55 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from geoetl.api.deps import PlatformDep
-from geoetl.api.jobs import with_links
+from geoetl.api.jobs import check_active_jobs, with_links
+from geoetl.api.security import PublisherDep
+from geoetl.auth.principal import level_above
 from geoetl.engine.models import JobView
 from geoetl.engine.workflow import validate_params
-from geoetl.errors import InputError, TooLarge
+from geoetl.errors import Forbidden, GeoEtlError, InputError, TooLarge
 from geoetl.ingest import RASTER_SUFFIXES, detect_kind, job_request
+from geoetl.platform import Platform
+from geoetl.publish import authorize
 
 router = APIRouter(tags=["ingest"])
 
 # Request-body pieces are gathered to this size before each write to the store.
 _WRITE_BYTES = 4 * 1024 * 1024
+# Unicode categories a file name may not hold: controls, format characters (bidi
+# overrides such as U+202E, zero-width joiners), unassigned, private use, surrogates.
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Cn", "Co", "Cs"}
+
+
+def check_upload_name(filename: str) -> None:
+    """InputError for a name that is not a plain file name.
+
+    Refused: empty names, paths (slashes, backslashes, ``..``), names over 200 bytes, and
+    NUL, control, bidi or other invisible format characters, which make a name look
+    like something else in listings and logs.
+    """
+    if not filename or filename in (".", ".."):
+        raise InputError("filename is empty; pass the file's name, e.g. filename=dem.tif")
+    if "/" in filename or "\\" in filename or Path(filename).name != filename:
+        raise InputError(f"filename {filename!r} must be a plain file name, not a path")
+    bad = sorted(
+        {f"U+{ord(c):04X}" for c in filename if unicodedata.category(c) in _REFUSED_CATEGORIES}
+    )
+    if bad:
+        raise InputError(
+            f"filename contains control or invisible characters ({', '.join(bad)}); rename the file"
+        )
+
+
+def _check_level(platform: Platform, level: str | None, clearance: str, name: str) -> None:
+    # Before taking the upload: a level the caller may not publish is refused at once.
+    wanted = (level or "ouo").strip().lower()
+    if wanted not in ("public", "ouo", "restricted"):
+        return  # the params' validation names the valid ones
+    if level_above(wanted, clearance) or level_above(wanted, platform.settings.audience):
+        raise Forbidden(
+            f"{name} may not publish {wanted} data here (clearance {clearance}, deployment "
+            f"serves up to {platform.settings.audience}); pass a lower access_level"
+        )
 
 
 @router.post(
@@ -47,6 +87,7 @@ async def ingest_upload(
     request: Request,
     response: Response,
     platform: PlatformDep,
+    caller: PublisherDep,
     filename: Annotated[str, Query(description="The file's name; its suffix tells the format.")],
     collection_id: Annotated[str | None, Query(description="STAC collection id.")] = None,
     item_id: Annotated[str | None, Query(description="Raster: STAC item id.")] = None,
@@ -67,8 +108,14 @@ async def ingest_upload(
     csv_lon: Annotated[str | None, Query(description="CSV longitude column.")] = None,
     csv_wkt: Annotated[str | None, Query(description="CSV WKT geometry column.")] = None,
     access_level: Annotated[str | None, Query(description="public, ouo or restricted.")] = None,
+    replace: Annotated[
+        bool | None, Query(description="Replace an item of that id from another file.")
+    ] = None,
 ) -> JobView:
-    """Upload a file and submit the job publishing it; 202 with the job."""
+    """Upload a file and submit the job publishing it; 202 with the job. Publishers."""
+    check_upload_name(filename)
+    _check_level(platform, access_level, caller.clearance, caller.name)
+    await run_in_threadpool(check_active_jobs, platform, caller)
     options: dict[str, Any] = {
         "collection_id": collection_id,
         "item_id": item_id,
@@ -85,6 +132,7 @@ async def ingest_upload(
         "csv_lon": csv_lon,
         "csv_wkt": csv_wkt,
         "access_level": access_level,
+        "replace": replace,
     }
     if Path(filename).suffix.lower() in RASTER_SUFFIXES:
         # A raster by its name: check the options before taking the upload (422 at once).
@@ -109,15 +157,28 @@ async def ingest_upload(
             await run_in_threadpool(upload.write, bytes(pending))
         if upload.size == 0:
             raise InputError("the request body is empty: send the file's bytes as the body")
+        fresh = not await run_in_threadpool(objects.exists, f"bronze/{upload.hexdigest}/{filename}")
         source, _sha256 = await run_in_threadpool(upload.commit)
     except BaseException:
         # Not awaited: on a client that went away the request is being cancelled, and an
         # await could be interrupted before the partial upload is gone.
         upload.abort()
         raise
-    kind = await run_in_threadpool(detect_kind, filename, objects.gdal_path(source))
-    workflow, params = job_request(kind, source, options)
-    job_id, idempotent = await run_in_threadpool(platform.store.submit, workflow, params)
+    try:
+        await run_in_threadpool(platform.tokens.record_upload, source, caller.name)
+        kind = await run_in_threadpool(detect_kind, filename, objects.gdal_path(source))
+        workflow, params = job_request(kind, source, options)
+        wf = platform.workflows.get(workflow)
+        params, level = await run_in_threadpool(authorize, platform, caller, wf, params)
+    except GeoEtlError:
+        if fresh:  # a refused upload leaves nothing behind in bronze
+            await run_in_threadpool(objects.delete_prefix, str(Path(source).parent))
+        raise
+    job_id, idempotent = await run_in_threadpool(
+        lambda: platform.store.submit(
+            workflow, params, submitted_by=caller.name, access_level=level
+        )
+    )
     view = with_links(request, await run_in_threadpool(platform.queries.job, job_id))
     view.idempotent = idempotent
     response.headers["Location"] = str(request.url_for("get_job", job_id=job_id))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,10 +9,18 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from geoetl.api.deps import PlatformDep
+from geoetl.api.security import LevelsDep, PublisherDep
+from geoetl.auth.principal import Principal
 from geoetl.engine.models import EventView, JobStatus, JobView, Page, TaskStatus, TaskView
-from geoetl.errors import InputError
+from geoetl.engine.workflow import Workflow
+from geoetl.errors import Forbidden, InputError, NotFound, TooManyRequests
+from geoetl.limits import loads
+from geoetl.platform import Platform
+from geoetl.publish import authorize
+from geoetl.workflows.demo import DEMO_WORKFLOWS
 
 router = APIRouter(tags=["jobs"])
+MAX_OFFSET = 10_000_000
 
 
 class WorkflowInfo(BaseModel):
@@ -42,9 +49,47 @@ def with_links(request: Request, view: JobView) -> JobView:
     return view
 
 
+def exposed(platform: Platform, name: str) -> bool:
+    """Whether the HTTP API offers workflow ``name`` (demo ones only when enabled)."""
+    return platform.settings.demo_workflows or name not in DEMO_WORKFLOWS
+
+
+def exposed_workflow(platform: Platform, name: str) -> Workflow:
+    """The workflow ``name``; NotFound naming the offered ones if it is not offered."""
+    if exposed(platform, name) and name in platform.workflows.names():
+        return platform.workflows.get(name)
+    offered = [n for n in platform.workflows.names() if exposed(platform, n)]
+    raise NotFound(f"no workflow {name!r}; known: {', '.join(offered)}")
+
+
+def check_active_jobs(platform: Platform, caller: Principal) -> None:
+    """TooManyRequests when a non-admin caller has GEOETL_MAX_ACTIVE_JOBS in flight."""
+    if caller.is_admin:
+        return
+    limit = platform.settings.max_active_jobs
+    if platform.queries.active_jobs(caller.name) >= limit:
+        raise TooManyRequests(
+            f"{caller.name} has {limit} queued or running jobs (GEOETL_MAX_ACTIVE_JOBS); "
+            "wait for some to finish"
+        )
+
+
+def visible_job(platform: Platform, job_id: str, levels: list[str]) -> JobView:
+    """A job the caller may see (NotFound otherwise, as for a job that does not exist)."""
+    return platform.queries.job(job_id, levels)
+
+
+def steerable_job(platform: Platform, job_id: str, caller: Principal, levels: list[str]) -> JobView:
+    """A job the caller may cancel or resubmit: its own, or anyone's for an admin."""
+    view = visible_job(platform, job_id, levels)
+    if not caller.is_admin and view.submitted_by != caller.name:
+        raise Forbidden(f"job {job_id} was submitted by someone else; only an admin may steer it")
+    return view
+
+
 @router.get("/workflows", response_model=list[WorkflowInfo])
 def list_workflows(platform: PlatformDep) -> list[WorkflowInfo]:
-    """Every workflow, with the JSON Schema of its params."""
+    """Every workflow offered here, with the JSON Schema of its params. Anyone."""
     return [
         WorkflowInfo(
             name=wf.name,
@@ -54,6 +99,7 @@ def list_workflows(platform: PlatformDep) -> list[WorkflowInfo]:
             params_schema=wf.params.model_json_schema(),
         )
         for wf in platform.workflows
+        if exposed(platform, wf.name)
     ]
 
 
@@ -69,16 +115,28 @@ def list_workflows(platform: PlatformDep) -> list[WorkflowInfo]:
     },
 )
 async def submit_job(
-    workflow: str, request: Request, response: Response, platform: PlatformDep
+    workflow: str,
+    request: Request,
+    response: Response,
+    platform: PlatformDep,
+    caller: PublisherDep,
 ) -> JobView:
-    """Submit a job; an identical earlier submission is returned with ``idempotent: true``."""
-    platform.workflows.get(workflow)  # 404 naming the known workflows before reading the body
+    """Submit a job; an identical earlier submission is returned with ``idempotent: true``.
+
+    Publishers (at or below their clearance; sources they uploaded) and admins.
+    """
+    wf = exposed_workflow(platform, workflow)  # 404 naming the offered ones first
     raw = await request.body()
-    try:
-        params = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise InputError(f"the request body is not valid JSON: {exc}") from None
-    job_id, idempotent = await run_in_threadpool(platform.store.submit, workflow, params)
+    params = loads(raw, what="the request body") if raw.strip() else {}
+    if not isinstance(params, dict):
+        raise InputError("the request body must be a JSON object of the workflow's params")
+    await run_in_threadpool(check_active_jobs, platform, caller)
+    params, level = await run_in_threadpool(authorize, platform, caller, wf, params)
+    job_id, idempotent = await run_in_threadpool(
+        lambda: platform.store.submit(
+            workflow, params, submitted_by=caller.name, access_level=level
+        )
+    )
     view = await run_in_threadpool(platform.queries.job, job_id)
     view = with_links(request, view)
     view.idempotent = idempotent
@@ -90,56 +148,79 @@ async def submit_job(
 def list_jobs(
     request: Request,
     platform: PlatformDep,
+    levels: LevelsDep,
     status: JobStatus | None = None,
-    workflow: str | None = None,
+    workflow: Annotated[str | None, Query(max_length=100)] = None,
+    submitted_by: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[JobView]:
-    """Jobs, newest first."""
-    page = platform.queries.jobs(status=status, workflow=workflow, limit=limit, offset=offset)
+    """Jobs the caller may see (those publishing at its levels), newest first. Anyone."""
+    page = platform.queries.jobs(
+        status=status,
+        workflow=workflow,
+        submitted_by=submitted_by,
+        access_levels=levels,
+        limit=limit,
+        offset=offset,
+    )
     page.items = [with_links(request, v) for v in page.items]
     return page
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-def get_job(job_id: str, request: Request, platform: PlatformDep) -> JobView:
-    """A job's status, per-stage progress, result or error, and timings."""
-    return with_links(request, platform.queries.job(job_id))
+def get_job(job_id: str, request: Request, platform: PlatformDep, levels: LevelsDep) -> JobView:
+    """A job's status, progress, result or error, timings: for who may see what it publishes."""
+    return with_links(request, visible_job(platform, job_id, levels))
 
 
 @router.get("/jobs/{job_id}/tasks", response_model=Page[TaskView])
 def list_tasks(
     job_id: str,
     platform: PlatformDep,
-    stage: str | None = None,
+    levels: LevelsDep,
+    stage: Annotated[str | None, Query(max_length=100)] = None,
     status: TaskStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[TaskView]:
-    """A job's tasks, in stage and index order."""
-    return platform.queries.tasks(job_id, stage=stage, status=status, limit=limit, offset=offset)
+    """A job's tasks, in stage and index order. Anyone who may see the job."""
+    return platform.queries.tasks(
+        job_id, stage=stage, status=status, access_levels=levels, limit=limit, offset=offset
+    )
 
 
 @router.get("/jobs/{job_id}/events", response_model=list[EventView])
 def list_events(
     job_id: str,
     platform: PlatformDep,
-    after: Annotated[int, Query(ge=0, description="Only events after this id.")] = 0,
+    levels: LevelsDep,
+    after: Annotated[int, Query(ge=0, le=2**62, description="Only events after this id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 500,
 ) -> list[EventView]:
-    """A job's append-only event log."""
-    return platform.queries.events(job_id, after=after, limit=limit)
+    """A job's append-only event log. Anyone who may see the job."""
+    return platform.queries.events(job_id, after=after, limit=limit, access_levels=levels)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
-def cancel_job(job_id: str, request: Request, platform: PlatformDep) -> JobView:
-    """Cancel an active job; 409 if it already ended."""
+def cancel_job(
+    job_id: str, request: Request, platform: PlatformDep, caller: PublisherDep, levels: LevelsDep
+) -> JobView:
+    """Cancel an active job; 409 if it already ended. Its submitter or an admin."""
+    steerable_job(platform, job_id, caller, levels)
     platform.store.cancel(job_id)
     return with_links(request, platform.queries.job(job_id))
 
 
 @router.post("/jobs/{job_id}/resubmit", status_code=202, response_model=JobView)
-def resubmit_job(job_id: str, request: Request, platform: PlatformDep) -> JobView:
-    """Run the job again as its next run (an active run is cancelled first)."""
-    new_id = platform.store.resubmit(job_id)
+def resubmit_job(
+    job_id: str, request: Request, platform: PlatformDep, caller: PublisherDep, levels: LevelsDep
+) -> JobView:
+    """Run the job again as its next run (an active run is cancelled first).
+
+    Its submitter or an admin.
+    """
+    steerable_job(platform, job_id, caller, levels)
+    check_active_jobs(platform, caller)
+    new_id = platform.store.resubmit(job_id, submitted_by=caller.name)
     return with_links(request, platform.queries.job(new_id))

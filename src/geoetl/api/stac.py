@@ -25,10 +25,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from geoetl.api.deps import PlatformDep
-from geoetl.catalog.models import SearchRequest, SortKey, visible_levels
+from geoetl.api.middleware import PREFIX_KEY
+from geoetl.api.security import caller_levels
+from geoetl.catalog.models import SearchRequest, SortKey
 from geoetl.catalog.store import STAC_VERSION
 from geoetl.errors import InputError
+from geoetl.limits import check_count, check_filter, loads
 from geoetl.platform import Platform
+from geoetl.settings import Settings
 
 router = APIRouter(prefix="/stac", tags=["stac"])
 GEOJSON = "application/geo+json"
@@ -37,6 +41,7 @@ SCHEMA_JSON = "application/schema+json"
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 MAX_LIMIT = 1000
+MAX_OFFSET = 10_000_000
 DEFAULT_LIMIT = 10
 CONFORMANCE = [
     "https://api.stacspec.org/v1.0.0/core",
@@ -85,20 +90,22 @@ RFC3339 = re.compile(
 # -- links and audience -----------------------------------------------------------------
 
 
-def audience(platform: Platform) -> list[str]:
-    """The access levels this deployment shows."""
-    return list(visible_levels(platform.settings.audience))
+def audience(request: Request) -> list[str]:
+    """The access levels this caller sees on this deployment."""
+    return caller_levels(request)
 
 
 def root_href(request: Request) -> str:
-    """The public URL of the API root, honouring a reverse proxy's forwarded headers."""
-    headers = request.headers
-    scheme = headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    host = headers.get("x-forwarded-host", headers.get("host", request.url.netloc))
-    host = host.split(",")[0].strip()
+    """The public URL of the API root.
+
+    Scheme and host come from the request, which :class:`~geoetl.api.middleware.
+    EdgeMiddleware` rewrote from a trusted proxy's forwarded headers (and stripped of
+    anyone else's); the prefix from that proxy, the ASGI root path or GEOETL_ROOT_PATH.
+    """
+    host = request.headers.get("host") or request.url.netloc
     configured = request.app.state.platform.settings.root_path
-    prefix = headers.get("x-forwarded-prefix") or request.scope.get("root_path") or configured
-    return f"{scheme}://{host}{prefix.rstrip('/')}"
+    prefix = request.scope.get(PREFIX_KEY) or request.scope.get("root_path") or configured
+    return f"{request.url.scheme}://{host}{prefix.rstrip('/')}"
 
 
 def stac_href(request: Request, path: str = "") -> str:
@@ -225,8 +232,12 @@ def decode_token(token: str | None) -> int:
         return 0
     try:
         padded = token + "=" * (-len(token) % 4)
+        if len(padded) > 200:
+            raise ValueError
         offset = json.loads(base64.urlsafe_b64decode(padded))["offset"]
-        if not isinstance(offset, int) or offset < 0:
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ValueError
+        if offset > MAX_OFFSET:
             raise ValueError
         return offset
     except Exception:
@@ -266,6 +277,25 @@ class SearchBody(BaseModel):
     def _one_or_many(cls, value: object) -> object:
         # Some clients send a single id as a plain string.
         return [value] if isinstance(value, str) else value
+
+    def check_limits(self, settings: Settings) -> None:
+        """InputError when the search asks for more than this deployment allows."""
+        check_count(
+            "sortby keys", len(self.sortby or []), settings.max_sort_keys, "GEOETL_MAX_SORT_KEYS"
+        )
+        if self.fields is not None:
+            given = len(self.fields.include or []) + len(self.fields.exclude or [])
+            check_count("fields", given, settings.max_fields_keys, "GEOETL_MAX_FIELDS_KEYS")
+        for name, values in (("collections", self.collections), ("ids", self.ids)):
+            check_count(name, len(values or []), MAX_LIMIT, "a fixed limit")
+        if self.filter is not None:
+            check_filter(
+                self.filter,
+                max_depth=settings.max_filter_depth,
+                max_terms=settings.max_filter_terms,
+            )
+        if self.intersects is not None:
+            check_filter(self.intersects, max_depth=settings.max_filter_depth, max_terms=100_000)
 
     def to_request(self, levels: list[str]) -> SearchRequest:
         """The catalog's search request; InputError for anything malformed."""
@@ -352,12 +382,14 @@ def body_from_query_params(q: Mapping[str, str], collection_id: str | None = Non
             raise InputError(f"bbox {q['bbox']!r} must be comma-separated numbers") from None
     intersects = None
     if q.get("intersects"):
-        try:
-            intersects = json.loads(q["intersects"])
-        except ValueError:
-            raise InputError("intersects must be a GeoJSON geometry (JSON)") from None
+        intersects = loads(q["intersects"], what="intersects")
+        if not isinstance(intersects, dict):
+            raise InputError("intersects must be a GeoJSON geometry object")
     try:
-        limit = int(q.get("limit", DEFAULT_LIMIT))
+        raw_limit = q.get("limit", str(DEFAULT_LIMIT))
+        if len(raw_limit) > 12:
+            raise ValueError
+        limit = int(raw_limit)
     except ValueError:
         raise InputError(f"limit {q.get('limit')!r} must be an integer") from None
     sortby = None
@@ -464,7 +496,8 @@ def item_collection(
     method: Literal["GET", "POST"],
 ) -> JSONResponse:
     """Run a search and answer with a GeoJSON FeatureCollection and its paging links."""
-    search = body.to_request(audience(platform))
+    body.check_limits(platform.settings)
+    search = body.to_request(audience(request))
     # One row more than the page says whether another page follows, without counting
     # every match (a count can cost more than the page on a large catalog).
     probe = search.model_copy(update={"limit": search.limit + 1, "count": False})
@@ -523,7 +556,7 @@ def queryables_doc(request: Request, platform: Platform, collection_id: str | No
         "geometry": {"title": "Footprint", "$ref": "https://geojson.org/schema/Geometry.json"},
     }
     for name, kind in sorted(
-        platform.catalog.property_types(collection_id, audience(platform)).items()
+        platform.catalog.property_types(collection_id, audience(request)).items()
     ):
         if name not in props:
             props[name] = {"type": kind}
@@ -555,7 +588,7 @@ def landing(request: Request, platform: PlatformDep) -> dict[str, Any]:
         _link("service-desc", stac_href(request, "/api"), OPENAPI),
         _link("service-doc", f"{root_href(request)}/docs", "text/html"),
     ]
-    for doc in platform.catalog.list_collections(audience(platform)):
+    for doc in platform.catalog.list_collections(audience(request)):
         links.append(_link("child", stac_href(request, f"/collections/{doc['id']}")))
     return {
         "type": "Catalog",
@@ -583,7 +616,7 @@ def conformance() -> dict[str, list[str]]:
 @router.get("/collections", name="stac_collections")
 def collections(request: Request, platform: PlatformDep, q: str | None = None) -> dict[str, Any]:
     """Every collection this audience may see (``q``: free-text filter)."""
-    docs = platform.catalog.list_collections(audience(platform), _csv(q))
+    docs = platform.catalog.list_collections(audience(request), _csv(q))
     return {
         "collections": [collection_doc(request, d) for d in docs],
         "links": [
@@ -599,7 +632,7 @@ def collections(request: Request, platform: PlatformDep, q: str | None = None) -
 @router.get("/collections/{collection_id}", name="get_collection")
 def get_collection(collection_id: str, request: Request, platform: PlatformDep) -> dict[str, Any]:
     """A STAC collection."""
-    doc = platform.catalog.get_collection(collection_id, audience(platform))
+    doc = platform.catalog.get_collection(collection_id, audience(request))
     return collection_doc(request, doc)
 
 
@@ -608,14 +641,14 @@ def collection_queryables(
     collection_id: str, request: Request, platform: PlatformDep
 ) -> JSONResponse:
     """What filters on this collection's items may name."""
-    platform.catalog.get_collection(collection_id, audience(platform))
+    platform.catalog.get_collection(collection_id, audience(request))
     return queryables_doc(request, platform, collection_id)
 
 
 @router.get("/collections/{collection_id}/items", name="stac_items")
 def items(collection_id: str, request: Request, platform: PlatformDep) -> JSONResponse:
     """A collection's items: bbox, datetime, limit, token, filter, sortby, fields."""
-    platform.catalog.get_collection(collection_id, audience(platform))
+    platform.catalog.get_collection(collection_id, audience(request))
     body = body_from_query(request, collection_id)
     href = stac_href(request, f"/collections/{collection_id}/items")
     return item_collection(platform, request, body, self_href=href, method="GET")
@@ -626,7 +659,7 @@ def get_item(
     collection_id: str, item_id: str, request: Request, platform: PlatformDep
 ) -> JSONResponse:
     """A STAC item."""
-    item = platform.catalog.get_item(collection_id, item_id, audience(platform))
+    item = platform.catalog.get_item(collection_id, item_id, audience(request))
     return JSONResponse(item_doc(platform, request, item), media_type=GEOJSON)
 
 
@@ -648,10 +681,7 @@ def search_get(request: Request, platform: PlatformDep) -> JSONResponse:
 @router.post("/search", name="stac_search_post")
 async def search_post(request: Request, platform: PlatformDep) -> JSONResponse:
     """Item search with a JSON body (the same fields as GET, JSON-typed)."""
-    try:
-        raw = await request.json()
-    except ValueError:
-        raise InputError("the search body must be JSON") from None
+    raw = loads(await request.body(), what="the search body")
     if not isinstance(raw, dict):
         raise InputError("the search body must be a JSON object")
     if "fields" in raw and raw["fields"] is None:

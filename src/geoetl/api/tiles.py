@@ -15,7 +15,7 @@ from titiler.core.dependencies import BidxExprParams, ImageRenderingParams
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.factory import TilerFactory
 
-from geoetl.catalog.models import visible_levels
+from geoetl.api.security import caller_levels
 from geoetl.errors import NotFound
 from geoetl.platform import Platform
 
@@ -27,8 +27,7 @@ def _item(request: Request, collection_id: str, item_id: str) -> dict[str, Any]:
     if cached is not None and cached.get("id") == item_id:
         return cached
     platform: Platform = request.app.state.platform
-    audience = visible_levels(platform.settings.audience)
-    item = platform.catalog.get_item(collection_id, item_id, list(audience))
+    item = platform.catalog.get_item(collection_id, item_id, caller_levels(request))
     request.state.geoetl_item = item
     return item
 

@@ -12,7 +12,6 @@ PostGIS when the database has it.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, date, datetime
 from typing import Any
@@ -55,10 +54,15 @@ def parse_cql2(value: str | dict[str, Any], lang: str | None) -> ast.Node:
     from pygeofilter.parsers.cql2_json import parse as parse_json
     from pygeofilter.parsers.cql2_text import parse as parse_text
 
+    from geoetl.limits import HARD_MAX_DEPTH, check_filter, loads
+
     lang = lang or ("cql2-json" if isinstance(value, dict) else "cql2-text")
+    # A backstop for callers that did not check with their own settings: the parsers
+    # recurse, and a deeply nested filter would exhaust the stack.
+    check_filter(value, max_depth=HARD_MAX_DEPTH, max_terms=100_000)
     try:
         if lang == "cql2-json":
-            return parse_json(json.loads(value) if isinstance(value, str) else value)
+            return parse_json(loads(value, what="the filter") if isinstance(value, str) else value)
         if lang == "cql2-text":
             if not isinstance(value, str):
                 raise InputError("a cql2-text filter must be a string")

@@ -154,9 +154,11 @@ class SqlCatalog:
         """A collection document, or NotFound (also when ``audience`` may not see it)."""
         with self._read() as conn:
             row = self._collection_row(conn, collection_id)
-        if row is None or (audience is not None and row.access_level not in audience):
-            raise NotFound(f"no collection {collection_id!r}")
-        return dict(row.data)
+            if row is None or (audience is not None and row.access_level not in audience):
+                raise NotFound(f"no collection {collection_id!r}")
+            docs = [dict(row.data)]
+            self._visible_extents(conn, docs, audience)
+        return docs[0]
 
     def list_collections(
         self, audience: list[str] | None = None, q: list[str] | None = None
@@ -167,6 +169,7 @@ class SqlCatalog:
             query = query.where(stac_collections.c.access_level.in_(audience))
         with self._read() as conn:
             docs = [dict(d) for d in conn.execute(query).scalars()]
+            self._visible_extents(conn, docs, audience)
         if q:
             terms = [t.lower() for t in q if t.strip()]
             docs = [d for d in docs if any(t in _searchable_text(d) for t in terms)]
@@ -404,6 +407,58 @@ class SqlCatalog:
                 updated_at=now,
             )
         )
+
+    def _visible_extents(
+        self, conn: Connection, docs: list[dict[str, Any]], audience: list[str] | None
+    ) -> None:
+        # A stored extent covers every item; a reader who may not see some of them gets
+        # the extent of the ones it may see, so hidden items leave no trace in it.
+        if audience is None or not docs:
+            return
+        c = stac_items.c
+        hidden = conn.execute(
+            sa.select(c.collection_id)
+            .where(c.collection_id.in_([d["id"] for d in docs]), c.access_level.not_in(audience))
+            .group_by(c.collection_id)
+        ).scalars()
+        recompute = set(hidden)
+        if not recompute:
+            return
+        rows = {
+            r.collection_id: r
+            for r in conn.execute(
+                sa.select(
+                    c.collection_id,
+                    sa.func.min(c.minx).label("minx"),
+                    sa.func.min(c.miny).label("miny"),
+                    sa.func.max(c.maxx).label("maxx"),
+                    sa.func.max(c.maxy).label("maxy"),
+                    sa.func.min(c.datetime).label("start"),
+                    sa.func.max(sa.func.coalesce(c.end_datetime, c.datetime)).label("end"),
+                )
+                .where(c.collection_id.in_(recompute), c.access_level.in_(audience))
+                .group_by(c.collection_id)
+            )
+        }
+
+        def iso(ts: float | None) -> str | None:
+            if ts is None:
+                return None
+            return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+        for doc in docs:
+            if doc["id"] not in recompute:
+                continue
+            r = rows.get(doc["id"])
+            empty = new_collection(doc["id"], "", "public")["extent"]
+            doc["extent"] = (
+                empty
+                if r is None
+                else {
+                    "spatial": {"bbox": [[r.minx, r.miny, r.maxx, r.maxy]]},
+                    "temporal": {"interval": [[iso(r.start), iso(r.end)]]},
+                }
+            )
 
     def _widen_extent(
         self, conn: Connection, cid: str, doc: dict[str, Any], rows: list[dict[str, Any]]

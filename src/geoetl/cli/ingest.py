@@ -38,7 +38,13 @@ def ingest_file(
         platform.workflows.get(WORKFLOWS[kind])  # and imports the workflow's libraries
         source = stored.result()
     workflow, params = job_request(kind, source, options or {})
-    job_id, _ = platform.store.submit(workflow, params)
+    from geoetl.auth.principal import LOCAL_ADMIN
+    from geoetl.publish import authorize
+
+    params, level = authorize(platform, LOCAL_ADMIN, platform.workflows.get(workflow), params)
+    job_id, _ = platform.store.submit(
+        workflow, params, submitted_by=LOCAL_ADMIN.name, access_level=level
+    )
     return run_in_process(state, job_id, quiet=quiet)
 
 
@@ -63,6 +69,9 @@ def ingest(
     csv_wkt: Annotated[str | None, typer.Option(help="CSV WKT geometry column.")] = None,
     access_level: Annotated[str, typer.Option(help="public, ouo or restricted.")] = "ouo",
     strict: Annotated[bool, typer.Option(help="Raster: warnings become errors.")] = False,
+    replace: Annotated[
+        bool, typer.Option(help="Replace an item of the same id published from another file.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished job.")] = False,
 ) -> None:
     """Publish a file: validate, convert to cloud-native form, catalog and serve it."""
@@ -90,6 +99,7 @@ def ingest(
             "csv_wkt": csv_wkt,
             "access_level": access_level,
             "strict_mode": strict or None,
+            "replace": replace or None,
         },
     )
     if as_json or view.result is None:

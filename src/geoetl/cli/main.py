@@ -13,6 +13,7 @@ import typer
 
 from geoetl.cli import ingest as ingest_cli
 from geoetl.cli import jobs as jobs_cli
+from geoetl.cli import tokens as tokens_cli
 from geoetl.cli.render import console, err_console, follow, show_job
 from geoetl.cli.state import State, get_state
 from geoetl.errors import GeoEtlError, InputError
@@ -30,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(jobs_cli.app, name="jobs")
+app.add_typer(tokens_cli.app, name="tokens")
 app.command()(ingest_cli.ingest)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -115,7 +117,15 @@ def submit(
         raw: Any = json.loads(params)
     except json.JSONDecodeError as exc:
         raise InputError(f"--params is not valid JSON: {exc}") from None
-    job_id, idempotent = state.platform.store.submit(workflow, raw)
+    from geoetl.auth.principal import LOCAL_ADMIN
+    from geoetl.publish import job_access_level
+
+    if not isinstance(raw, dict):
+        raise InputError("--params must be a JSON object")
+    level = job_access_level(state.platform.workflows.get(workflow), raw)
+    job_id, idempotent = state.platform.store.submit(
+        workflow, raw, submitted_by=LOCAL_ADMIN.name, access_level=level
+    )
     if wait:
         finish(run_in_process(state, job_id, quiet=as_json), as_json=as_json)
         return
@@ -215,7 +225,24 @@ def serve(
     """Serve the API, with local workers and the janitor."""
     from geoetl.cli.serve import run_server
 
-    run_server(get_state(ctx).settings, host=host, port=port, workers=workers)
+    state = get_state(ctx)
+    announce_admin_token(state)
+    run_server(state.settings, host=host, port=port, workers=workers)
+
+
+def announce_admin_token(state: State) -> None:
+    """On a home without tokens, create the admin token file and say where it is."""
+    from geoetl.auth.tokens import ensure_admin_token
+
+    path = ensure_admin_token(state.platform.tokens, state.settings.home)
+    if path is not None:
+        console.print(
+            f"created an admin API token in {path} (readable only by you); use it as\n"
+            f'  curl -H "Authorization: Bearer $(cat {path})" …\n'
+            "and create others with `geoetl tokens create`",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 SAMPLE_DATA = Path(__file__).resolve().parents[3] / "examples" / "data"
@@ -266,6 +293,10 @@ def demo(
         from geoetl.cli.serve import run_server
 
         console.print(f"serving on {base} (API docs: {base}/docs); Ctrl+C stops")
+        announce_admin_token(state)
+        token_file = state.settings.home / "admin-token"
+        if token_file.exists():
+            console.print(f"admin token for writes (uploads, jobs): {token_file}")
         run_server(state.settings, host="127.0.0.1", port=port, workers=1)
 
 

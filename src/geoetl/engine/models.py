@@ -98,6 +98,10 @@ class JobView(BaseModel):
     finished_at: datetime | None
     updated_at: datetime
     duration_seconds: float | None
+    submitted_by: str | None = Field(default=None, description="Who submitted the job.")
+    access_level: str = Field(
+        default="public", description="Access level of what the job publishes."
+    )
     idempotent: bool | None = Field(
         default=None, description="On submit: true when an identical job already existed."
     )

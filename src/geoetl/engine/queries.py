@@ -34,10 +34,17 @@ class JobQueries:
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
-    def job(self, job_id: str) -> JobView:
-        """One job with per-stage progress; NotFound if there is none."""
+    def job(self, job_id: str, access_levels: Sequence[str] | None = None) -> JobView:
+        """One job with per-stage progress; NotFound if there is none.
+
+        ``access_levels`` (None: all) are the levels the reader may see; a job labelled
+        with any other level is NotFound too, so its existence does not leak.
+        """
         with self.store.read() as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).first()
+            query = sa.select(jobs).where(jobs.c.job_id == job_id)
+            if access_levels is not None:
+                query = query.where(jobs.c.access_level.in_(list(access_levels)))
+            row = conn.execute(query).first()
             if row is None:
                 raise NotFound(f"no job {job_id!r}")
             return self._views(conn, [row])[0]
@@ -47,16 +54,22 @@ class JobQueries:
         *,
         status: str | None = None,
         workflow: str | None = None,
+        submitted_by: str | None = None,
+        access_levels: Sequence[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> Page[JobView]:
-        """Jobs, newest first, optionally filtered by status and workflow."""
+        """Jobs, newest first, filtered by status, workflow, submitter and visible levels."""
         limit = max(1, min(limit, MAX_PAGE))
         where = []
         if status:
             where.append(jobs.c.status == status)
         if workflow:
             where.append(jobs.c.workflow == workflow)
+        if submitted_by:
+            where.append(jobs.c.submitted_by == submitted_by)
+        if access_levels is not None:
+            where.append(jobs.c.access_level.in_(list(access_levels)))
         with self.store.read() as conn:
             total = conn.execute(
                 sa.select(sa.func.count()).select_from(jobs).where(*where)
@@ -77,6 +90,7 @@ class JobQueries:
         *,
         stage: str | None = None,
         status: str | None = None,
+        access_levels: Sequence[str] | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> Page[TaskView]:
@@ -88,7 +102,7 @@ class JobQueries:
         if status:
             where.append(tasks.c.status == status)
         with self.store.read() as conn:
-            self._require(conn, job_id)
+            self._require(conn, job_id, access_levels)
             total = conn.execute(
                 sa.select(sa.func.count()).select_from(tasks).where(*where)
             ).scalar_one()
@@ -103,11 +117,18 @@ class JobQueries:
             items=[_task_view(r) for r in rows], total=total, limit=limit, offset=offset
         )
 
-    def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[EventView]:
+    def events(
+        self,
+        job_id: str,
+        *,
+        after: int = 0,
+        limit: int = 500,
+        access_levels: Sequence[str] | None = None,
+    ) -> list[EventView]:
         """A job's events in order, after event id ``after``."""
         limit = max(1, min(limit, MAX_PAGE * 10))
         with self.store.read() as conn:
-            self._require(conn, job_id)
+            self._require(conn, job_id, access_levels)
             rows = conn.execute(
                 sa.select(job_events)
                 .where(job_events.c.job_id == job_id, job_events.c.id > after)
@@ -153,8 +174,27 @@ class JobQueries:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _require(self, conn: Connection, job_id: str) -> None:
-        found = conn.execute(sa.select(jobs.c.job_id).where(jobs.c.job_id == job_id)).first()
+    def active_jobs(self, submitted_by: str) -> int:
+        """How many queued or running jobs ``submitted_by`` has."""
+        with self.store.read() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(jobs)
+                    .where(
+                        jobs.c.submitted_by == submitted_by,
+                        jobs.c.status.in_([JobStatus.queued, JobStatus.running]),
+                    )
+                ).scalar_one()
+            )
+
+    def _require(
+        self, conn: Connection, job_id: str, access_levels: Sequence[str] | None = None
+    ) -> None:
+        query = sa.select(jobs.c.job_id).where(jobs.c.job_id == job_id)
+        if access_levels is not None:
+            query = query.where(jobs.c.access_level.in_(list(access_levels)))
+        found = conn.execute(query).first()
         if found is None:
             raise NotFound(f"no job {job_id!r}")
 
@@ -242,6 +282,8 @@ class JobQueries:
             finished_at=iso(row.finished_at),
             updated_at=iso(row.updated_at),
             duration_seconds=duration,
+            submitted_by=row.submitted_by,
+            access_level=row.access_level,
         )
 
 

@@ -31,6 +31,10 @@ jobs = sa.Table(
     sa.Column("started_at", Time, nullable=True),
     sa.Column("finished_at", Time, nullable=True),
     sa.Column("updated_at", Time, nullable=False),
+    # Who submitted the job and the access level of what it publishes: readers see a job
+    # only when they may see that level (the engine stores both and filters on request).
+    sa.Column("submitted_by", sa.String(200), nullable=True, index=True),
+    sa.Column("access_level", sa.String(20), nullable=False, server_default="public"),
 )
 
 tasks = sa.Table(

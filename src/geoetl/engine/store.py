@@ -81,8 +81,19 @@ class JobStore:
 
     # -- submit, resubmit, cancel ---------------------------------------------------------
 
-    def submit(self, workflow: str, params: Any) -> tuple[str, bool]:
-        """Create the job for (workflow, params), or find it: ``(job_id, idempotent)``."""
+    def submit(
+        self,
+        workflow: str,
+        params: Any,
+        *,
+        submitted_by: str | None = None,
+        access_level: str = "public",
+    ) -> tuple[str, bool]:
+        """Create the job for (workflow, params), or find it: ``(job_id, idempotent)``.
+
+        ``submitted_by`` and ``access_level`` label the job for the readers' filters
+        (:meth:`geoetl.engine.queries.JobQueries.jobs`); they do not change its id.
+        """
         wf = self.workflows.get(workflow)
         canonical = validate_params(wf, params).model_dump(mode="json")
         jid = ids.job_id(wf.name, wf.version, canonical)
@@ -91,7 +102,16 @@ class JobStore:
                 existing = self._latest_run(conn, jid)
                 if existing is not None:
                     return existing, True
-                self._create_job(conn, wf, jid, jid, 1, canonical, "job_submitted")
+                self._create_job(
+                    conn,
+                    wf,
+                    jid,
+                    jid,
+                    1,
+                    canonical,
+                    "job_submitted",
+                    labels={"submitted_by": submitted_by, "access_level": access_level},
+                )
         except IntegrityError:
             # Another process created the same job between our check and insert.
             with self.read() as conn:
@@ -102,8 +122,12 @@ class JobStore:
         log.info("submitted job %s (%s)", jid, wf.name, extra={"job_id": jid})
         return jid, False
 
-    def resubmit(self, job_id: str) -> str:
-        """Run a job again as its next run; an active run is cancelled first."""
+    def resubmit(self, job_id: str, *, submitted_by: str | None = None) -> str:
+        """Run a job again as its next run; an active run is cancelled first.
+
+        The new run keeps the job's access level; ``submitted_by`` (default: the
+        original submitter) is who asked for it.
+        """
         with self.write() as conn:
             job = self._job_row(conn, job_id)
             wf = self.workflows.get(job.workflow)
@@ -118,7 +142,13 @@ class JobStore:
             new_id = ids.job_id(wf.name, wf.version, canonical, run=run)
             events.append(_event(job_id, "job_resubmitted", f"resubmitted as run {run}: {new_id}"))
             self._insert_events(conn, events)
-            self._create_job(conn, wf, new_id, job.base_id, run, canonical, "job_submitted")
+            labels = {
+                "submitted_by": submitted_by or job.submitted_by,
+                "access_level": job.access_level,
+            }
+            self._create_job(
+                conn, wf, new_id, job.base_id, run, canonical, "job_submitted", labels=labels
+            )
         return new_id
 
     def cancel(self, job_id: str) -> JobStatus:
@@ -455,10 +485,13 @@ class JobStore:
         run: int,
         params: dict[str, Any],
         kind: str,
+        *,
+        labels: dict[str, str | None] | None = None,
     ) -> None:
         now = time.time()
         conn.execute(
             sa.insert(jobs).values(
+                **(labels or {}),
                 job_id=job_id,
                 base_id=base_id,
                 run=run,

@@ -11,7 +11,6 @@ registers); the store fills in the table's geometry, fid and R-tree names.
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime
 from typing import Any
 
@@ -43,20 +42,16 @@ COMPARISON = {
 
 
 def parse_filter(text: str, lang: str) -> ast.Node:
-    """Parse a CQL2 filter; InputError saying what is wrong with it."""
-    # The parsers build their grammars on import (about 0.3 s): only when a filter comes.
-    try:
-        if lang == "cql2-json":
-            from pygeofilter.parsers.cql2_json import parse as parse_json
+    """Parse a CQL2 filter; InputError saying what is wrong with it.
 
-            return parse_json(json.loads(text))
-        if lang == "cql2-text":
-            from pygeofilter.parsers.cql2_text import parse as parse_text
+    The one CQL2 parser (:func:`geoetl.catalog.filters.parse_cql2`) serves both APIs.
+    """
+    if lang not in ("cql2-text", "cql2-json"):
+        raise InputError(f"filter-lang {lang!r} is not supported; use cql2-text or cql2-json")
+    from geoetl.catalog.filters import parse_cql2
 
-            return parse_text(text)
-    except Exception as exc:
-        raise InputError(f"filter is not valid {lang}: {exc}") from None
-    raise InputError(f"filter-lang {lang!r} is not supported; use cql2-text or cql2-json")
+    node: ast.Node = parse_cql2(text, lang)
+    return node
 
 
 class SqliteFilter:

@@ -284,6 +284,11 @@ class Upload:
         self._digest.update(chunk)
         self.size += len(chunk)
 
+    @property
+    def hexdigest(self) -> str:
+        """SHA-256 of what arrived so far."""
+        return self._digest.hexdigest()
+
     def commit(self) -> tuple[str, str]:
         """Finish: ``(key, sha256)`` of the stored file."""
         try:

@@ -12,6 +12,9 @@ from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.errors import InputError, TransientError
 
+DEMO_WORKFLOWS = ("hello", "fan_out_demo")
+"""Demonstration workflows: offered over HTTP only with GEOETL_DEMO_WORKFLOWS."""
+
 
 class HelloParams(BaseModel):
     """Who to greet."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 import threading
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
@@ -15,6 +16,7 @@ from geoetl.catalog.models import AccessLevel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.errors import InputError
+from geoetl.publish import Target, ensure_target_free
 from geoetl.raster.cog import write_cog
 from geoetl.raster.inspect import DeclaredType, RasterInfo, inspect_raster
 from geoetl.raster.profiles import TierChoice, cog_profile, tiers_for
@@ -23,8 +25,14 @@ _SLUG = re.compile(r"[^a-z0-9_-]+")
 
 
 def slug(text: str) -> str:
-    """A lowercase id from a file name: ``L7 ETMs.tif`` → ``l7_etms``."""
-    return _SLUG.sub("_", text.lower()).strip("_") or "raster"
+    """A lowercase id from a file name: ``L7 ETMs.tif`` → ``l7_etms``, ``Río`` → ``rio``.
+
+    Accents are dropped (NFKD) rather than the letters; a name with nothing left gives
+    ``raster`` — distinct files that slug alike get distinct ids at submission
+    (:func:`geoetl.publish.authorize`).
+    """
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _SLUG.sub("_", plain.lower()).strip("_") or "raster"
 
 
 class ProcessRasterParams(BaseModel):
@@ -44,6 +52,9 @@ class ProcessRasterParams(BaseModel):
     jpeg_quality: int = Field(default=85, ge=1, le=100)
     strict_mode: bool = False
     access_level: AccessLevel = "ouo"
+    replace: bool = Field(
+        default=False, description="Replace an item of that id published from another file."
+    )
 
     @field_validator("access_level", mode="before")
     @classmethod
@@ -65,12 +76,17 @@ class ProcessRasterParams(BaseModel):
         stem = slug(PurePosixPath(self.source).stem)
         return stem if self.output_tier == "analysis" else f"{stem}_{self.output_tier}"
 
+    def publication_target(self) -> Target:
+        """The STAC item this job publishes."""
+        return Target(self.collection_id, self.resolved_item_id(), "item_id", bool(self.item_id))
+
 
 def validate(params: ProcessRasterParams, ctx: TaskContext) -> RasterInfo:
     """Open and check the source; InputError tells the user what to fix."""
     objects = ctx.platform.objects
     if not objects.exists(params.source):
         raise InputError(f"source {params.source} does not exist in the object store")
+    ensure_target_free(ctx.platform, params)
     ctx.progress(0, 1, "inspecting")
     return inspect_raster(
         objects.gdal_path(params.source),

@@ -20,6 +20,7 @@ from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.errors import InputError
 from geoetl.features.registry import FeatureCollection
+from geoetl.publish import Target, ensure_target_free
 from geoetl.vector.columns import sanitize_columns
 from geoetl.vector.geoparquet import (
     COVERING,
@@ -66,6 +67,9 @@ class ProcessVectorParams(BaseModel):
         default=None, gt=0, description="For recipes that simplify; in target CRS units."
     )
     access_level: AccessLevel = "ouo"
+    replace: bool = Field(
+        default=False, description="Replace a dataset of that id published from another file."
+    )
 
     @field_validator("access_level", mode="before")
     @classmethod
@@ -96,6 +100,10 @@ class ProcessVectorParams(BaseModel):
         """The dataset id: given, or from the file name."""
         return self.dataset_id or slug(PurePosixPath(self.source).stem)[:60]
 
+    def publication_target(self) -> Target:
+        """The dataset this job publishes: its id is global (one GeoPackage per id)."""
+        return Target(None, self.resolved_dataset_id(), "dataset_id", bool(self.dataset_id), 60)
+
 
 def _parse_crs(value: str, what: str) -> CRS:
     try:
@@ -120,6 +128,7 @@ def _dataset(params: ProcessVectorParams, ctx: TaskContext) -> Path:
 def inspect(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     """Layers to load with their sizes and CRS; InputError for what cannot be loaded."""
     ctx.progress(0, 1, "inspecting")
+    ensure_target_free(ctx.platform, params)
     _parse_crs(params.target_crs, "target_crs")
     path = _dataset(params, ctx)
     layers = list_layers(path, params.csv())
