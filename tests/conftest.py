@@ -141,3 +141,13 @@ def serving(settings: Settings, log: Path, *extra: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def bearer(settings: Settings, role: str = "admin", clearance: str = "restricted") -> dict[str, str]:
+    """Headers carrying a new API token of ``role`` for the home of ``settings``."""
+    platform = Platform.from_settings(settings)
+    try:
+        secret = platform.tokens.create(f"t-{uuid.uuid4().hex[:10]}", role, clearance)
+    finally:
+        platform.close()
+    return {"Authorization": f"Bearer {secret}"}

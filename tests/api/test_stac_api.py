@@ -68,14 +68,16 @@ def _load(client: TestClient) -> None:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings.model_copy(update={"audience": "ouo"}))) as c:
+    internal = {"audience": "ouo", "anonymous_clearance": "ouo"}
+    with TestClient(create_app(settings.model_copy(update=internal))) as c:
         _load(c)
         yield c
 
 
 @pytest.fixture
 def public_client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings.model_copy(update={"audience": "public"}))) as c:
+    public = {"audience": "public", "anonymous_clearance": "ouo"}
+    with TestClient(create_app(settings.model_copy(update=public))) as c:
         _load(c)
         yield c
 
@@ -327,22 +329,56 @@ def test_public_audience_never_sees_official_use_only(public_client: TestClient)
     assert not any(href.endswith("/internal") for href in children)
 
 
-def test_links_follow_the_reverse_proxy(client: TestClient) -> None:
-    headers = {
-        "x-forwarded-proto": "https",
-        "x-forwarded-host": "maps.example.org",
-        "x-forwarded-prefix": "/geo",
-    }
-    landing = client.get("/stac", headers=headers).json()
-    hrefs = {link["rel"]: link["href"] for link in landing["links"]}
-    assert hrefs["self"] == "https://maps.example.org/geo/stac"
-    assert hrefs["search"] == "https://maps.example.org/geo/stac/search"
-    page = client.get("/stac/search", params={"limit": 2}, headers=headers).json()
+def _behind(settings: Settings, proxy: str) -> TestClient:
+    trusted = {"trusted_proxies": "127.0.0.1,10.1.0.0/16", "anonymous_clearance": "ouo"}
+    return TestClient(create_app(settings.model_copy(update=trusted)), client=(proxy, 40000))
+
+
+PROXY_HEADERS = {
+    "x-forwarded-proto": "https",
+    "x-forwarded-host": "maps.example.org",
+    "x-forwarded-prefix": "/geo",
+}
+
+
+@pytest.mark.parametrize("proxy", ["127.0.0.1", "10.1.2.3"])
+def test_links_follow_a_trusted_reverse_proxy(settings: Settings, proxy: str) -> None:
+    with _behind(settings, proxy) as client:
+        _load(client)
+        landing = client.get("/stac", headers=PROXY_HEADERS).json()
+        hrefs = {link["rel"]: link["href"] for link in landing["links"]}
+        assert hrefs["self"] == "https://maps.example.org/geo/stac"
+        assert hrefs["search"] == "https://maps.example.org/geo/stac/search"
+        page = client.get("/stac/search", params={"limit": 2}, headers=PROXY_HEADERS).json()
     rels = {link["rel"]: link["href"] for link in page["links"]}
     assert rels["next"].startswith("https://maps.example.org/geo/stac/search?")
     item_links = {link["rel"]: link["href"] for link in page["features"][0]["links"]}
     assert item_links["self"].startswith("https://maps.example.org/geo/stac/collections/")
     assert item_links["root"] == "https://maps.example.org/geo/stac"
+
+
+def test_forwarded_headers_of_anyone_else_are_ignored(settings: Settings) -> None:
+    with _behind(settings, "192.0.2.7") as client:
+        landing = client.get("/stac", headers=PROXY_HEADERS).json()
+    hrefs = {link["rel"]: link["href"] for link in landing["links"]}
+    assert hrefs["self"] == "http://testserver/stac"
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("x-forwarded-proto", "javascript"),
+        ("x-forwarded-host", "evil.example/<script>"),
+        ("x-forwarded-prefix", "/a b/../c"),
+    ],
+)
+def test_malformed_forwarded_headers_are_ignored_even_from_a_proxy(
+    settings: Settings, header: str, value: str
+) -> None:
+    with _behind(settings, "127.0.0.1") as client:
+        landing = client.get("/stac", headers={header: value}).json()
+    hrefs = {link["rel"]: link["href"] for link in landing["links"]}
+    assert hrefs["self"] == "http://testserver/stac"
 
 
 def test_root_path_setting_prefixes_links(settings: Settings) -> None:

@@ -25,7 +25,8 @@ WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    # An internal deployment: anonymous readers see official-use-only rasters.
+    with TestClient(create_app(settings.model_copy(update={"anonymous_clearance": "ouo"}))) as c:
         yield c
 
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from geoetl.settings import Settings
-from tests.conftest import geoetl_cmd, settings_env, start_geoetl
+from tests.conftest import bearer, geoetl_cmd, settings_env, start_geoetl
 
 STARTUP_SECONDS = 30.0
 JOB_SECONDS = 60.0
@@ -145,7 +145,7 @@ def server(settings: Settings, tmp_path: Path) -> Iterator[Server]:
     log = tmp_path / "serve.log"
     proc = start_geoetl(settings, "serve", "--port", str(port), "--workers", "2", log=log)
     url = f"http://127.0.0.1:{port}"
-    http = httpx.Client(base_url=url, timeout=10.0)
+    http = httpx.Client(base_url=url, timeout=10.0, headers=bearer(settings))
     srv = Server(proc=proc, url=url, log=log, settings=settings, http=http)
     try:
 

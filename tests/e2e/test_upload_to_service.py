@@ -18,7 +18,7 @@ import rasterio
 from rio_cogeo.cogeo import cog_validate
 
 from geoetl.settings import Settings
-from tests.conftest import serving
+from tests.conftest import bearer, serving
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 DONE = {"succeeded", "failed", "cancelled"}
@@ -35,12 +35,14 @@ def _wait(location: str, timeout: float = 90.0) -> dict[str, Any]:
 
 
 def test_uploaded_files_are_published_by_the_workers(settings: Settings, tmp_path: Path) -> None:
+    publisher = bearer(settings, "publisher", "ouo")
     with serving(settings, tmp_path / "serve.log", "--workers", "1") as base:
         with (DATA / "olinda_dem_utm25s.tif").open("rb") as body:
             raster = httpx.post(
                 f"{base}/ingest",
                 params={"filename": "olinda_dem_utm25s.tif", "collection_id": "uploads"},
                 content=body,
+                headers=publisher,
                 timeout=60,
             )
         assert raster.status_code == 202, raster.text
@@ -48,6 +50,7 @@ def test_uploaded_files_are_published_by_the_workers(settings: Settings, tmp_pat
             f"{base}/ingest",
             params={"filename": "nc.gpkg"},
             content=(DATA / "nc.gpkg").read_bytes(),
+            headers=publisher,
             timeout=60,
         )
         assert vector.status_code == 202, vector.text
@@ -76,11 +79,13 @@ def test_uploaded_files_are_published_by_the_workers(settings: Settings, tmp_pat
 
 def test_an_upload_cut_off_midway_leaves_nothing_behind(settings: Settings, tmp_path: Path) -> None:
     uploads = Path(settings.home) / "storage" / "tmp" / "uploads"
+    auth = bearer(settings, "publisher", "ouo")["Authorization"]
     with serving(settings, tmp_path / "serve.log", "--workers", "0") as base:
         url = urlsplit(base)
         head = (
             "POST /ingest?filename=big.tif HTTP/1.1\r\n"
             f"Host: {url.netloc}\r\n"
+            f"Authorization: {auth}\r\n"
             "Content-Type: application/octet-stream\r\n"
             "Content-Length: 50000000\r\n\r\n"
         )

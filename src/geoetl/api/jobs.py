@@ -12,7 +12,7 @@ from geoetl.api.deps import PlatformDep
 from geoetl.api.security import LevelsDep, PublisherDep
 from geoetl.auth.principal import Principal
 from geoetl.engine.models import EventView, JobStatus, JobView, Page, TaskStatus, TaskView
-from geoetl.engine.workflow import Workflow
+from geoetl.engine.workflow import Workflow, validate_params
 from geoetl.errors import Forbidden, InputError, NotFound, TooManyRequests
 from geoetl.limits import loads
 from geoetl.platform import Platform
@@ -129,6 +129,7 @@ async def submit_job(
     raw = await request.body()
     params = loads(raw, what="the request body") if raw.strip() else {}
     if not isinstance(params, dict):
+        validate_params(wf, params)  # a ParamsError (422) that says what was expected
         raise InputError("the request body must be a JSON object of the workflow's params")
     await run_in_threadpool(check_active_jobs, platform, caller)
     params, level = await run_in_threadpool(authorize, platform, caller, wf, params)
