@@ -6,7 +6,9 @@ One home (a temporary folder under the repository's ``.pytest-homes/`` — outsi
 --workers 1`` processes sharing it:
 
 - ``ouo``: ``GEOETL_AUDIENCE=ouo``; ``pub``: ``GEOETL_AUDIENCE=public``;
-- both with ``GEOETL_UPLOAD_MAX_MB=2`` (the upload-limit probe sends 3 MiB).
+- both with ``GEOETL_UPLOAD_MAX_MB=2`` (the upload-limit probe sends 3 MiB);
+- ``ouo`` also accepts OIDC bearer JWTs from a test issuer whose RSA key the harness
+  holds (:meth:`Harness.jwt`), so forged tokens meet the real verifier there.
 
 Data is seeded with the local CLI (``geoetl ingest``, which acts as an admin) before the
 servers start, so the harness does not depend on the features under test:
@@ -54,10 +56,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_bounds
+from affine import Affine
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from geoetl.settings import Settings
 from tests.conftest import geoetl_cmd, serving, settings_env
@@ -67,6 +71,9 @@ DATA = REPO / "examples" / "data"
 HOMES = Path(os.environ.get("GEOETL_SECURITY_HOMES") or REPO / ".pytest-homes")
 DONE = {"succeeded", "failed", "cancelled"}
 UPLOAD_MAX_MB = 2
+OIDC_ISSUER = "https://issuer.security.test"
+OIDC_AUDIENCE = "geoetl-security"
+OIDC_KID = "security-test-key"
 
 # Token name -> (role, clearance). "sec-revoked" is revoked right after it is made.
 TOKENS: dict[str, tuple[str, str]] = {
@@ -282,7 +289,9 @@ def make_raster(
         count=1,
         dtype="uint8",
         crs="EPSG:4326",
-        transform=from_bounds(*bounds, 32, 32),
+        transform=Affine(
+            (bounds[2] - bounds[0]) / 32, 0, bounds[0], 0, -(bounds[3] - bounds[1]) / 32, bounds[3]
+        ),
         nodata=0,
     ) as ds:
         ds.write(data)
@@ -423,6 +432,14 @@ class Harness:
     urls: dict[str, str] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     seeds: dict[str, Seed] = field(default_factory=dict)
+    oidc_key: Any = None
+
+    def jwt(self, **claims: Any) -> str:
+        """A JWT signed (RS256) by the ``ouo`` deployment's trusted OIDC issuer."""
+        now = int(time.time())
+        body = {"iss": OIDC_ISSUER, "aud": OIDC_AUDIENCE, "sub": "sec-oidc", "iat": now}
+        body.update({"exp": now + 600, **claims})
+        return jwt.encode(body, self.oidc_key, algorithm="RS256", headers={"kid": OIDC_KID})
 
     @property
     def ouo(self) -> str:
@@ -468,6 +485,16 @@ def _settings(home: Path, **extra: Any) -> Settings:
         upload_max_mb=UPLOAD_MAX_MB,
         **extra,
     )
+
+
+def _oidc_issuer(root: Path) -> tuple[Any, Path]:
+    """An RSA key and the JWKS file publishing its public half."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    public.update({"kid": OIDC_KID, "use": "sig", "alg": "RS256"})
+    path = root / "jwks.json"
+    path.write_text(json.dumps({"keys": [public]}))
+    return key, path
 
 
 def _xss_geojson(path: Path) -> Path:
@@ -528,6 +555,12 @@ def harness() -> Iterator[Harness]:
     HOMES.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="security-", dir=HOMES)).resolve()
     home = root / "home"
+    key, jwks = _oidc_issuer(root)
+    oidc = {
+        "oidc_issuer": OIDC_ISSUER,
+        "oidc_audience": OIDC_AUDIENCE,
+        "oidc_jwks_file": jwks,
+    }
     h = Harness(
         root=root,
         home=home,
@@ -535,10 +568,11 @@ def harness() -> Iterator[Harness]:
         settings={
             # The CLI runs as the local admin; a restricted audience lets it seed anything.
             "cli": _settings(home, audience="restricted"),
-            "ouo": _settings(home, audience="ouo"),
+            "ouo": _settings(home, audience="ouo", **oidc),
             "pub": _settings(home, audience="public"),
         },
     )
+    h.oidc_key = key
     h.outside.mkdir(parents=True)
     _xss_geojson(root / "xss.geojson")
     try:
