@@ -19,8 +19,9 @@ from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, reproject
 
+from geoetl import gdalsafe
 from geoetl.errors import GeoEtlError
-from geoetl.raster.inspect import RasterInfo, crs_string
+from geoetl.raster.inspect import RasterInfo, crs_string, parse_crs
 from geoetl.raster.profiles import CogProfile
 
 # GDAL's block cache while writing a COG. Its default (5% of RAM) lets the cache hold
@@ -53,24 +54,25 @@ class CogResult(BaseModel):
     alpha_added: bool
 
 
-def source_path(path: str, info: RasterInfo, *, reproject: bool) -> str:
-    """The path GDAL should read: the file, or a ``vrt://`` that fixes what it lacks.
+def vrt_options(info: RasterInfo, *, reproject: bool) -> dict[str, str]:
+    """What a ``vrt://`` wrapper must fix in the source as GDAL reads it.
 
     A file without a CRS gets ``input_crs``; floating-point data without nodata gets
     NaN as nodata when reprojected, so the empty corners are NaN rather than a float
-    alpha band (which tile readers mishandle).
+    alpha band (which tile readers mishandle). The wrapper is made by
+    :func:`geoetl.gdalsafe.open_raster`, which lets it open the file only with the
+    driver that already read it.
     """
-    options = []
+    options = {}
     if info.crs_from_input:
-        # GDAL reads the option verbatim (no URL decoding); CRS strings never hold '&'.
-        options.append(f"a_srs={info.crs}")
+        options["a_srs"] = info.crs
     if reproject and info.nodata is None and np.issubdtype(np.dtype(info.dtype), np.floating):
-        options.append("a_nodata=nan")
-    return f"vrt://{path}?{'&'.join(options)}" if options else path
+        options["a_nodata"] = "nan"
+    return options
 
 
 def write_cog(
-    src: str,
+    src: str | gdalsafe.UserFile,
     dst: Path,
     info: RasterInfo,
     profile: CogProfile,
@@ -84,33 +86,34 @@ def write_cog(
     A reprojected raster that fits in ``warp_memory_bytes`` is warped into memory with
     every core and the COG is written from there; a larger one is warped by the COG
     driver through a temporary file. Both give the same grid, bands and metadata.
+    ``src`` is a user file: it is opened through :mod:`geoetl.gdalsafe` (never as a VRT
+    or another reference, never reading outside its folder), and ``target_crs`` is
+    parsed by PROJ without file or network access.
     """
     options = profile.creation_options()
-    reproject = target_crs is not None and CRS.from_user_input(target_crs) != CRS.from_user_input(
-        info.crs
-    )
-    source = source_path(src, info, reproject=reproject)
+    target = None if target_crs is None else parse_crs(target_crs, "target_crs")
+    reproject = target is not None and target != CRS.from_user_input(info.crs)
+    name = src.name if isinstance(src, gdalsafe.UserFile) else Path(src).name
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.Env(
-        GDAL_NUM_THREADS="ALL_CPUS",
-        GDAL_CACHEMAX=COG_CACHE_BYTES,
-        **_temporary_overview_options(profile),
+    with (
+        rasterio.Env(
+            GDAL_NUM_THREADS="ALL_CPUS",
+            GDAL_CACHEMAX=COG_CACHE_BYTES,
+            **_temporary_overview_options(profile),
+        ),
+        gdalsafe.open_raster(
+            src, name, vrt_options=vrt_options(info, reproject=reproject)
+        ) as src_ds,
     ):
-        if not reproject:
-            rasterio.shutil.copy(source, str(dst), driver="COG", **options)
+        if target is None or not reproject:
+            rasterio.shutil.copy(src_ds, str(dst), driver="COG", **options)
         else:
-            assert target_crs is not None
-            with rasterio.open(source) as src_ds:
-                grid = _warp_grid(src_ds, target_crs)
-                in_memory = (
-                    grid is not None and _warped_bytes(src_ds, info, grid) <= warp_memory_bytes
-                )
-                if in_memory:
-                    assert grid is not None
-                    with _warp_into_memory(src_ds, info, profile, target_crs, grid) as warped:
-                        rasterio.shutil.copy(warped, str(dst), driver="COG", **options)
-            if not in_memory:
-                _write_reprojected_streaming(source, dst, info, profile, target_crs, scratch)
+            grid = _warp_grid(src_ds, target)
+            if grid is not None and _warped_bytes(src_ds, info, grid) <= warp_memory_bytes:
+                with _warp_into_memory(src_ds, info, profile, target, grid) as warped:
+                    rasterio.shutil.copy(warped, str(dst), driver="COG", **options)
+            else:
+                _write_reprojected_streaming(src_ds, dst, info, profile, target, scratch)
     verify_cog(dst, info)
     with rasterio.open(dst) as out:
         return CogResult(
@@ -146,7 +149,7 @@ class _Grid(NamedTuple):
     height: int
 
 
-def _warp_grid(src: DatasetReader, target_crs: str) -> _Grid | None:
+def _warp_grid(src: DatasetReader, target_crs: CRS) -> _Grid | None:
     """The output grid GDAL's COG driver would choose, or None if only it can choose.
 
     Both use GDAL's suggested warp output; only a north-up source with a geotransform
@@ -179,7 +182,7 @@ def _warped_bytes(src: DatasetReader, info: RasterInfo, grid: _Grid) -> int:
 
 @contextmanager
 def _warp_into_memory(
-    src: DatasetReader, info: RasterInfo, profile: CogProfile, target_crs: str, grid: _Grid
+    src: DatasetReader, info: RasterInfo, profile: CogProfile, target_crs: CRS, grid: _Grid
 ) -> Iterator[DatasetWriter]:
     """The source warped onto ``grid`` in a GDAL in-memory dataset, metadata carried over."""
     alpha = _adds_alpha(src, info)
@@ -228,36 +231,39 @@ def _without_statistics(tags: dict[str, str]) -> dict[str, str]:
 
 
 def _write_reprojected_streaming(
-    source: str, dst: Path, info: RasterInfo, profile: CogProfile, target_crs: str, scratch: Path
+    src: DatasetReader,
+    dst: Path,
+    info: RasterInfo,
+    profile: CogProfile,
+    target_crs: CRS,
+    scratch: Path,
 ) -> None:
     """Reproject without holding the raster in memory: GDAL's COG driver warps it."""
     options = profile.creation_options()
     if info.has_band_metadata:
         # A warp drops band descriptions and scale/offset: warp to a scratch GeoTIFF,
         # put them back there, then write the COG from it.
-        source = str(_warp_keeping_band_metadata(source, scratch, info, profile, target_crs))
-    else:
-        options["TARGET_SRS"] = target_crs
-        options["WARP_RESAMPLING"] = profile.resampling.upper()
-        if info.has_colormap:
-            options["ADD_ALPHA"] = "NO"  # as the other paths: a colour table, no alpha
-    rasterio.shutil.copy(source, str(dst), driver="COG", **options)
+        warped = _warp_keeping_band_metadata(src, scratch, info, profile, target_crs)
+        rasterio.shutil.copy(str(warped), str(dst), driver="COG", **options)
+        return
+    options["TARGET_SRS"] = crs_string(target_crs)
+    options["WARP_RESAMPLING"] = profile.resampling.upper()
+    if info.has_colormap:
+        options["ADD_ALPHA"] = "NO"  # as the other paths: a colour table, no alpha
+    rasterio.shutil.copy(src, str(dst), driver="COG", **options)
 
 
 def _warp_keeping_band_metadata(
-    source: str, scratch: Path, info: RasterInfo, profile: CogProfile, target_crs: str
+    src: DatasetReader, scratch: Path, info: RasterInfo, profile: CogProfile, target_crs: CRS
 ) -> Path:
     scratch.mkdir(parents=True, exist_ok=True)
     warped = scratch / "warped.tif"
-    with (
-        rasterio.open(source) as src,
-        WarpedVRT(
-            src,
-            crs=target_crs,
-            resampling=Resampling[profile.resampling],
-            add_alpha=_adds_alpha(src, info),
-        ) as vrt,
-    ):
+    with WarpedVRT(
+        src,
+        crs=target_crs,
+        resampling=Resampling[profile.resampling],
+        add_alpha=_adds_alpha(src, info),
+    ) as vrt:
         rasterio.shutil.copy(
             vrt, str(warped), driver="GTiff", TILED="YES", COMPRESS="ZSTD", BIGTIFF="IF_SAFER"
         )

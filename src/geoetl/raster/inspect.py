@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Literal
 
 import numpy as np
-import rasterio
 from affine import Affine
 from pydantic import BaseModel, Field
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import CRSError, RasterioError
+from rasterio.io import DatasetReader
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from geoetl import gdalsafe
 from geoetl.errors import InputError
 
 RasterType = Literal["rgb", "rgba", "dem", "categorical", "multispectral", "nir"]
@@ -88,9 +91,15 @@ def _identify(wkt: str) -> str:
 
 
 def parse_crs(value: str, what: str) -> CRS:
-    """A CRS from user input, or InputError saying what is wrong."""
+    """A CRS from user input, or InputError saying what is wrong.
+
+    PROJ parses the string (:func:`geoetl.gdalsafe.parse_crs`: no ``+init=``, grid paths
+    or URLs) and GDAL gets its WKT: GDAL's own parser would open a file or fetch a URL
+    it is given.
+    """
+    parsed = gdalsafe.parse_crs(value, what)
     try:
-        return CRS.from_user_input(value)
+        return CRS.from_wkt(parsed.to_wkt())
     except CRSError as exc:
         raise InputError(
             f"{what} {value!r} is not a coordinate reference system GDAL knows ({exc}); "
@@ -99,22 +108,19 @@ def parse_crs(value: str, what: str) -> CRS:
 
 
 def inspect_raster(
-    path: str,
+    path: str | gdalsafe.UserFile,
     name: str,
     *,
     input_crs: str | None = None,
     declared_type: DeclaredType = "auto",
     strict: bool = False,
 ) -> RasterInfo:
-    """Open and check ``path``; InputError names the problem and how to fix it."""
-    try:
-        ds = rasterio.open(path)
-    except RasterioError as exc:
-        raise InputError(
-            f"{name} is not a raster GDAL can read ({exc}); "
-            "upload a GeoTIFF or another GDAL raster format"
-        ) from None
-    with ds:
+    """Open and check ``path``; InputError names the problem and how to fix it.
+
+    ``path`` is a user file (checked by :mod:`geoetl.gdalsafe`: VRTs and other
+    references, paths outside its folder and formats geoetl does not accept are refused).
+    """
+    with _open(path, name) as ds:
         warnings: list[str] = []
         if ds.count == 0:
             raise InputError(f"{name} has no raster bands (is it a vector file?)")
@@ -166,7 +172,20 @@ def inspect_raster(
         )
 
 
-def _check_readable(ds: rasterio.DatasetReader, name: str) -> None:
+@contextmanager
+def _open(path: str | gdalsafe.UserFile, name: str) -> Iterator[DatasetReader]:
+    with ExitStack() as stack:
+        try:
+            ds = stack.enter_context(gdalsafe.open_raster(path, name))
+        except RasterioError as exc:
+            raise InputError(
+                f"{name} is not a raster GDAL can read ({exc}); upload a GeoTIFF or another "
+                f"raster format geoetl accepts ({', '.join(gdalsafe.RASTER_DRIVERS)})"
+            ) from None
+        yield ds
+
+
+def _check_readable(ds: DatasetReader, name: str) -> None:
     # Headers of a truncated file still open; its last row of blocks does not read.
     try:
         ds.read(window=Window(0, ds.height - 1, ds.width, 1))

@@ -1,0 +1,598 @@
+"""Opening user files with GDAL without letting them reach anything else.
+
+GDAL reads formats that are references to other data: a GDAL VRT or OGR VRT file can
+read any file the worker can (``/etc/passwd``, the platform database, another bronze
+object) or fetch any URL; a GDAL streamed algorithm (GDALG) runs GDAL commands; WMS,
+WFS and similar descriptions make GDAL call a server. A file's name says nothing about
+which driver opens it, so every user file goes through this module:
+
+* :func:`user_file` / :func:`bronze_file`: the path must be a plain file (or a ``.gdb``
+  folder) inside its own folder (bronze ``{sha256}`` folder, or a zip's extraction
+  folder); network, ``/vsi…/`` and driver-prefixed paths (``vrt://``, ``PG:``,
+  ``GPKG:…``) are refused unless the platform made them; the content is sniffed and
+  reference formats are refused whatever the file is called.
+* :func:`safe_gdal`: GDAL configuration while a user file is open, for both bundled
+  GDALs (rasterio's and pyogrio's are different libraries with separate settings):
+  no network, no external access from SQLite, no Python in VRTs.
+* :func:`open_raster`: rasterio with only :data:`RASTER_DRIVERS` allowed at open,
+  then every file GDAL reports touching must lie in the source's folder.
+* :func:`vector_info`: pyogrio's ``read_info`` under the same configuration; the
+  driver must be in :data:`VECTOR_DRIVERS` before any data is read.
+* :func:`parse_crs`: CRS strings from users (``input_crs``, ``target_crs``) parsed by
+  PROJ without file or network access (no ``+init=``, no grid paths, no URLs).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from geoetl.errors import InputError
+
+if TYPE_CHECKING:
+    import pyproj
+    from rasterio.io import DatasetReader
+
+    from geoetl.storage.objectstore import ObjectStore
+
+# Raster drivers a user of geoetl expects. Never VRT, GTI, WMS, WMTS, WCS, MBTiles,
+# Rasterlite, KMLSUPEROVERLAY, PDF, PCIDSK, MRF, HDF5, Zarr, STACIT, STACTA, the
+# PostGIS/HTTP/cloud-service drivers or anything else that opens other datasets,
+# connection strings or URLs named inside a file.
+RASTER_DRIVERS: tuple[str, ...] = (
+    "GTiff",
+    "COG",
+    "JP2OpenJPEG",
+    "PNG",
+    "JPEG",
+    "WEBP",
+    "GIF",
+    "BMP",
+    "HFA",
+    "netCDF",
+    "GRIB",
+    "GPKG",
+    "RRASTER",
+    "ENVI",
+    "EHdr",
+    "AAIGrid",
+    "SAGA",
+    "USGSDEM",
+    "DTED",
+    "SRTMHGT",
+    "XYZ",
+    "ERS",
+)
+# Vector drivers a user expects. Never OGR_VRT, GDALG, SQLite (VirtualOGR and
+# SpatiaLite's virtual tables read files by name), MapInfo (seamless tables open other
+# tables by path), PostgreSQL, WFS, OAPIF, OGCAPI, CSW, HTTP, ADBC, GPSBabel (runs a
+# program) or any other connection-string or service driver.
+VECTOR_DRIVERS: frozenset[str] = frozenset(
+    {
+        "ESRI Shapefile",
+        "GPKG",
+        "GeoJSON",
+        "GeoJSONSeq",
+        "ESRIJSON",
+        "TopoJSON",
+        "JSONFG",
+        "FlatGeobuf",
+        "CSV",
+        "KML",
+        "LIBKML",
+        "GML",
+        "GPX",
+        "OpenFileGDB",
+        "Parquet",
+        "Arrow",
+    }
+)
+
+# How much of a file the sniff reads. GDAL's drivers identify a file from its first
+# kilobyte, some after reading more (GeoJSON); a reference marker anywhere in the first
+# MiB is refused.
+SNIFF_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Reference:
+    marker: str
+    what: str
+    danger: str
+    advice: str
+
+
+# Formats that point GDAL at other files, databases, programs or servers. The marker is
+# what the driver looks for in the file's first bytes (matched case-insensitively).
+REFERENCE_FORMATS: tuple[_Reference, ...] = (
+    _Reference(
+        "<VRTDataset",
+        "a GDAL VRT file",
+        "which can read other files and URLs",
+        "geoetl does not accept VRT input — upload the raster it points to",
+    ),
+    _Reference(
+        "<OGRVRTDataSource",
+        "an OGR VRT file",
+        "which can read other files, databases and URLs",
+        "geoetl does not accept VRT input — upload the dataset it points to",
+    ),
+    _Reference(
+        "<GDALTileIndexDataset",
+        "a GDAL tile index (GTI) file",
+        "which reads the files and URLs it lists",
+        "geoetl does not accept tile indexes — upload the rasters themselves",
+    ),
+    _Reference(
+        "gdal_streamed_alg",
+        "a GDAL streamed algorithm (GDALG) file",
+        "which runs GDAL commands on other files",
+        "geoetl does not accept GDALG input — upload the data itself",
+    ),
+    _Reference(
+        "<GDAL_WMS",
+        "a GDAL WMS service description",
+        "which makes GDAL fetch data from a server",
+        "upload the data itself",
+    ),
+    _Reference(
+        "<GDAL_WMTS",
+        "a GDAL WMTS service description",
+        "which makes GDAL fetch data from a server",
+        "upload the data itself",
+    ),
+    _Reference(
+        "<WCS_GDAL",
+        "a GDAL WCS service description",
+        "which makes GDAL fetch data from a server",
+        "upload the data itself",
+    ),
+    _Reference(
+        "<OGRWFSDataSource",
+        "an OGR WFS service description",
+        "which makes GDAL fetch data from a server",
+        "upload the data itself",
+    ),
+)
+
+# Platform-made paths of a remote object store (ObjectStore.gdal_path); never user input.
+PLATFORM_REMOTE_PREFIXES = ("/vsis3/", "/vsiaz/", "/vsigs/")
+# A GDAL connection string or URL: "PG:…", "GPKG:…", "NETCDF:…", "vrt://…", "http://…".
+_PREFIXED = re.compile(r"^[A-Za-z][A-Za-z0-9_+.-]*:")
+# Set as the only /vsicurl/-family file GDAL may fetch when the source is local: no
+# network file system request is made for any other name.
+NO_NETWORK_FILENAME = "/geoetl-no-network/"
+# An HTTP proxy curl refuses at once ("No host part"), so CPLHTTPFetch (CRS links in
+# GeoJSON, GML schemas, …) connects nowhere. curl still honours NO_PROXY from the
+# environment: keep loopback and internal hosts out of it on workers.
+NO_NETWORK_PROXY = "geoetl-no-network://"
+
+
+# --- paths and content -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserFile:
+    """A user file GDAL may open: where it is and the folder it may not leave."""
+
+    path: str
+    folder: str
+    name: str
+    remote: bool = False
+
+
+def user_file(
+    path: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    folder: str | os.PathLike[str] | None = None,
+) -> UserFile:
+    """Check a local user file: a plain path inside ``folder`` whose content is data.
+
+    ``folder`` defaults to the file's own folder (a bronze ``{sha256}`` folder, or where
+    a zip was extracted). InputError for network or driver-prefixed paths, files that
+    are missing, not regular, or resolve outside ``folder`` (symlinks), and content
+    that is a reference format such as a VRT.
+    """
+    raw = os.fspath(path)
+    label = name or PurePosixPath(raw).name or raw
+    check_path_text(raw, label)
+    resolved = Path(raw).resolve()
+    root = Path(folder).resolve() if folder is not None else resolved.parent
+    if not resolved.is_relative_to(root):
+        raise InputError(
+            f"{label} resolves to a file outside its own folder; geoetl reads only the "
+            "uploaded file itself — upload the data, not a link to it"
+        )
+    if resolved.is_dir():
+        if resolved.suffix.lower() != ".gdb":
+            raise InputError(f"{label} is a folder, not a file; upload a file or a .zip")
+        _check_tree(resolved, root, label)
+    elif not resolved.is_file():
+        raise InputError(f"{label} is not a regular file")
+    else:
+        sniff(resolved, label)
+    return UserFile(str(resolved), str(root), label)
+
+
+def bronze_file(objects: ObjectStore, key: str) -> UserFile:
+    """The bronze object ``key`` (``bronze/{folder}/{name}``) as a :class:`UserFile`.
+
+    A source key must name a file directly inside its own bronze folder. On a local
+    store the file is checked as :func:`user_file` with that folder; on a remote one the
+    platform-made ``/vsis3/``-style path is the only network object GDAL may read.
+    """
+    parts = key.split("/")
+    if (
+        len(parts) != 3
+        or parts[0] != "bronze"
+        or not parts[1]
+        or parts[1] in (".", "..")
+        or parts[2] in ("", ".", "..")
+    ):
+        raise InputError(
+            f"source {key!r} must be a file directly inside its bronze folder "
+            "(bronze/<sha256>/<name>)"
+        )
+    name = parts[2]
+    gdal_path = objects.gdal_path(key)
+    if objects.is_local:
+        return user_file(gdal_path, name, folder=Path(gdal_path).parent)
+    if not gdal_path.startswith(PLATFORM_REMOTE_PREFIXES):
+        raise InputError(f"source {key!r} is not stored where GDAL can read it safely")
+    return UserFile(gdal_path, str(PurePosixPath(gdal_path).parent), name, remote=True)
+
+
+def check_path_text(path: str, name: str) -> None:
+    """Refuse network, ``/vsi…/`` and driver-prefixed paths given as a user file."""
+    if "\x00" in path:
+        raise InputError(f"{name}: the path contains a NUL character")
+    if path.startswith("/vsi") or _PREFIXED.match(path) or "://" in path:
+        raise InputError(
+            f"{name}: {path[:80]!r} is a network path, URL or GDAL connection string; "
+            "geoetl reads only files stored in its bronze zone — upload the file itself"
+        )
+
+
+def _check_tree(folder: Path, root: Path, name: str) -> None:
+    for entry in folder.rglob("*"):
+        if entry.is_symlink() or not entry.resolve().is_relative_to(root):
+            raise InputError(f"{name} holds a link to a file outside it; upload the data itself")
+
+
+def sniff(path: Path, name: str) -> None:
+    """InputError when ``path``'s content is a reference format (VRT, GDALG, WMS, …)."""
+    with path.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    found = reference_format(head)
+    if found is not None:
+        raise InputError(f"{name} is {found.what}, {found.danger}; {found.advice}")
+
+
+def reference_format(head: bytes) -> _Reference | None:
+    """The reference format whose marker ``head`` holds (after any BOM), or None.
+
+    The VRT drivers look for their root element anywhere in the first bytes, after an
+    XML declaration or comments, so the marker is searched, not only matched at the
+    start; UTF-16 text is decoded first.
+    """
+    texts = [head]
+    for bom, codec in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if head.startswith(bom):
+            texts.append(head[len(bom) :].decode(codec, errors="ignore").encode())
+    if head[:1] == b"<" and head[1:2] == b"\x00":
+        texts.append(head.decode("utf-16-le", errors="ignore").encode())
+    if head[:1] == b"\x00" and head[1:2] == b"<":
+        texts.append(head.decode("utf-16-be", errors="ignore").encode())
+    for text in texts:
+        lowered = text.lower()
+        for ref in REFERENCE_FORMATS:
+            if ref.marker.lower().encode() in lowered:
+                return ref
+    return None
+
+
+def check_files(files: Iterable[str], source: UserFile) -> None:
+    """Every file GDAL reported touching (GetFileList) lies in the source's folder."""
+    for touched in files:
+        if source.remote:
+            inside = touched.startswith(source.folder.rstrip("/") + "/")
+        else:
+            if touched.startswith("/vsi") or _PREFIXED.match(touched):
+                inside = False
+            else:
+                inside = Path(touched).resolve().is_relative_to(Path(source.folder))
+        if not inside:
+            raise InputError(
+                f"{source.name} makes GDAL read {PurePosixPath(touched).name!r} outside its "
+                "own folder; geoetl reads only the uploaded file and its sidecar files — "
+                "upload the data itself"
+            )
+
+
+# --- GDAL configuration -------------------------------------------------------------------
+
+
+def gdal_options(remote_path: str | None = None) -> dict[str, str]:
+    """GDAL configuration options while a user file is open.
+
+    ``remote_path`` is the platform-made ``/vsis3/…`` path of a remote source: then it
+    is the one network file GDAL may read. Otherwise no ``/vsicurl/``-family request is
+    allowed and plain HTTP requests go to a proxy curl refuses.
+    """
+    options = {
+        # Only this name may be fetched by /vsicurl/, /vsis3/, /vsiaz/, /vsigs/ …
+        "CPL_VSIL_CURL_ALLOWED_FILENAME": remote_path or NO_NETWORK_FILENAME,
+        "GDAL_HTTP_MAX_RETRY": "0",
+        "GDAL_VRT_ENABLE_PYTHON": "NO",
+        "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",
+        "OGR_SQLITE_ALLOW_EXTERNAL_ACCESS": "NO",
+        "ALLOW_VIRTUAL_OGR_FROM_TRIGGER_AND_VIEW": "NO",
+        "ALLOW_OGR_SQL_FUNCTIONS_FROM_TRIGGER_AND_VIEW": "NO",
+        "GDAL_ALLOW_REMOTE_RESOURCE_TO_ACCESS_LOCAL_FILE": "NO",
+        "GML_DOWNLOAD_SCHEMA": "NO",
+        "GML_DOWNLOAD_WFS_SCHEMA": "NO",
+        "GML_SKIP_RESOLVE_ELEMS": "ALL",
+        "PROJ_NETWORK": "OFF",
+    }
+    if remote_path is None:
+        # CPLHTTPFetch (CRS links in GeoJSON, schemas, …) does not honour the setting
+        # above; a proxy URL without a host makes curl fail before connecting.
+        options["GDAL_HTTP_PROXY"] = NO_NETWORK_PROXY
+        options["GDAL_HTTPS_PROXY"] = NO_NETWORK_PROXY
+    return options
+
+
+# pyogrio's GDAL takes process-wide settings only (CPLSetConfigOption). The first user
+# sets them and the last one restores what was there; in between every pyogrio call of
+# the process runs without network, which the platform's own (local) vector I/O does not
+# need. The settings are the same for every vector user file (always a local file).
+_PYOGRIO_LOCK = threading.Lock()
+_pyogrio_users = 0
+_pyogrio_saved: dict[str, Any] = {}
+
+
+@contextmanager
+def _pyogrio_config(options: dict[str, str]) -> Iterator[None]:
+    global _pyogrio_users
+    import pyogrio
+
+    with _PYOGRIO_LOCK:
+        if _pyogrio_users == 0:
+            _pyogrio_saved.clear()
+            _pyogrio_saved.update({k: pyogrio.get_gdal_config_option(k) for k in options})
+            pyogrio.set_gdal_config_options(options)
+        _pyogrio_users += 1
+    try:
+        yield
+    finally:
+        with _PYOGRIO_LOCK:
+            _pyogrio_users -= 1
+            if _pyogrio_users == 0:
+                pyogrio.set_gdal_config_options(dict(_pyogrio_saved))
+                _pyogrio_saved.clear()
+
+
+@contextmanager
+def safe_gdal(
+    *, raster: bool = True, vector: bool = True, remote_path: str | None = None
+) -> Iterator[None]:
+    """GDAL settings for reading a user file (see :func:`gdal_options`).
+
+    rasterio's settings are thread-local (``rasterio.Env``); pyogrio's are process-wide
+    and reference-counted across threads.
+    """
+    options = gdal_options(remote_path)
+    with _maybe_rasterio_env(options if raster else None):
+        if vector:
+            with _pyogrio_config(gdal_options(None)):
+                yield
+        else:
+            yield
+
+
+@contextmanager
+def _maybe_rasterio_env(options: dict[str, str] | None) -> Iterator[None]:
+    if options is None:
+        yield
+        return
+    import rasterio
+
+    with rasterio.Env(**options):
+        yield
+
+
+# --- rasters ------------------------------------------------------------------------------
+
+
+def _as_user_file(source: UserFile | str | os.PathLike[str], name: str | None) -> UserFile:
+    if isinstance(source, UserFile):
+        return source
+    return user_file(source, name)
+
+
+@contextmanager
+def open_raster(
+    source: UserFile | str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    vrt_options: dict[str, str] | None = None,
+) -> Iterator[DatasetReader]:
+    """Open a user raster with only :data:`RASTER_DRIVERS` allowed, inside :func:`safe_gdal`.
+
+    ``vrt_options`` (``a_srs``, ``a_nodata``) wrap the file in a platform-made
+    ``vrt://`` that may open it only with the driver that opened it first. The files
+    GDAL reports touching must lie in the source's folder. RasterioIOError propagates
+    for files no allowed driver reads; InputError for what this module refuses.
+    """
+    from rasterio.io import DatasetReader
+
+    src = _as_user_file(source, name)
+    with safe_gdal(vector=False, remote_path=src.path if src.remote else None):
+        ds = DatasetReader(src.path, driver=list(RASTER_DRIVERS))
+        try:
+            _check_raster(ds, src)
+            if vrt_options:
+                wrapped = DatasetReader(_vrt_path(src, ds.driver, vrt_options), driver=["VRT"])
+                ds.close()
+                ds = wrapped
+                _check_raster(ds, src, driver="VRT")
+            yield ds
+        finally:
+            ds.close()
+
+
+def _check_raster(ds: DatasetReader, src: UserFile, driver: str | None = None) -> None:
+    if ds.driver not in (driver or RASTER_DRIVERS):
+        raise InputError(
+            f"{src.name} was read by GDAL's {ds.driver} driver, which geoetl does not accept"
+        )
+    check_files(ds.files, src)
+
+
+def _vrt_path(src: UserFile, driver: str, options: dict[str, str]) -> str:
+    # GDAL splits a vrt:// path at the first '?' and its options at '&'.
+    if "?" in src.path or "&" in src.path:
+        raise InputError(
+            f"{src.name}: a file whose name holds '?' or '&' cannot be given a CRS or "
+            "nodata value; rename the file and upload it again"
+        )
+    for key, value in options.items():
+        if "&" in value or "?" in value:
+            raise InputError(
+                f"{key} value {value[:60]!r} holds '&' or '?', which geoetl cannot pass to "
+                "GDAL; give the CRS as an authority code such as EPSG:4326"
+            )
+    query = "&".join([f"if={driver}", *(f"{k}={v}" for k, v in options.items())])
+    return f"vrt://{src.path}?{query}"
+
+
+# --- vectors ------------------------------------------------------------------------------
+
+
+@contextmanager
+def reading_vector(
+    path: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    folder: str | os.PathLike[str] | None = None,
+) -> Iterator[UserFile]:
+    """Check a user vector file (:func:`user_file`) and hold :func:`safe_gdal` for pyogrio."""
+    src = user_file(path, name, folder=folder)
+    with safe_gdal(raster=False):
+        yield src
+
+
+def check_vector_driver(driver: str | None, name: str) -> None:
+    """InputError unless pyogrio opened the file with a driver in :data:`VECTOR_DRIVERS`."""
+    if driver not in VECTOR_DRIVERS:
+        raise InputError(
+            f"{name} is read by GDAL's {driver} driver, which geoetl does not accept; "
+            f"upload one of: {', '.join(sorted(VECTOR_DRIVERS))}"
+        )
+
+
+def vector_info(src: UserFile, layer: str | int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The ``pyogrio.read_info`` of a checked vector file, its driver checked before use.
+
+    Call inside :func:`reading_vector`. pyogrio's errors propagate.
+    """
+    import pyogrio
+
+    info: dict[str, Any] = pyogrio.read_info(src.path, layer=layer, **kwargs)
+    check_vector_driver(info.get("driver"), src.name)
+    return info
+
+
+# --- CRS strings --------------------------------------------------------------------------
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+MAX_CRS_CHARS = 100_000
+
+
+def check_crs_text(value: str, option: str) -> None:
+    """Refuse CRS strings that would make PROJ or GDAL read a file or fetch a URL.
+
+    ``+init=`` (PROJ init files), grid or other parameters naming a path
+    (``+nadgrids=/…``), URLs and file paths are refused; authority codes
+    (``EPSG:4326``), names, PROJ strings with bare grid names (``@null``), WKT and
+    PROJJSON whose strings are not paths are accepted.
+    """
+    text = value.strip()
+    if not text:
+        raise InputError(f"{option} is empty; give a CRS such as EPSG:4326")
+    if len(text) > MAX_CRS_CHARS or any(ord(c) < 32 and c not in "\t\r\n" for c in text):
+        raise InputError(f"{option} is not a CRS definition; give one such as EPSG:4326")
+    advice = "give the CRS as an authority code such as EPSG:4326, or as WKT"
+    if re.search(r"(^|[\s+])init\s*=", text, re.IGNORECASE):
+        raise InputError(f"{option} uses +init=, which makes PROJ read init files; {advice}")
+    if text.startswith("{") or re.match(r"^[A-Z_0-9]+\s*\[", text):  # PROJJSON or WKT
+        if text.startswith("{"):
+            try:
+                json.loads(text)
+            except ValueError:
+                raise InputError(f"{option} starts like PROJJSON but is not JSON") from None
+        for quoted in _QUOTED.findall(text):
+            if _looks_like_path(quoted):
+                raise InputError(
+                    f"{option} names a file ({quoted[:60]!r}); geoetl does not let CRS "
+                    f"definitions read files — {advice}"
+                )
+        return
+    if _URL.search(text) or text.lower().startswith("file:"):
+        raise InputError(
+            f"{option} {text[:80]!r} is a URL; geoetl does not fetch CRS definitions — {advice}"
+        )
+    if "=" in text:  # a PROJ string: +proj=… +nadgrids=…
+        for token in text.split():
+            key, _, val = token.partition("=")
+            if val and (_looks_like_path(val) or "/" in val):
+                raise InputError(
+                    f"{option} parameter {key} names a file ({val[:60]!r}); geoetl does not "
+                    f"let CRS definitions read files — {advice}"
+                )
+        return
+    if _looks_like_path(text) or re.search(r"\S/\S", text):
+        raise InputError(
+            f"{option} {text[:80]!r} looks like a file path; geoetl does not read CRS "
+            f"definitions from files — {advice}"
+        )
+
+
+def _looks_like_path(value: str) -> bool:
+    return (
+        value.startswith(("/", "~", "./", "../", "\\"))
+        or "\\" in value
+        or ".." in value.split("/")
+        or value.lower().startswith("file:")
+        or bool(re.match(r"^[A-Za-z]:[\\/]", value))
+    )
+
+
+def parse_crs(value: str, option: str) -> pyproj.CRS:
+    """A pyproj CRS from a user's CRS string, with no file or network access.
+
+    InputError naming ``option`` for refused or unknown definitions. Hand GDAL the
+    parsed CRS (as WKT), never the user's string: GDAL's own parser opens files and
+    fetches URLs it is given.
+    """
+    check_crs_text(value, option)
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        return CRS.from_user_input(value.strip())
+    except CRSError as exc:
+        raise InputError(
+            f"{option} {value[:200]!r} is not a coordinate reference system PROJ knows "
+            f"({exc}); use an authority code such as EPSG:4326"
+        ) from None
