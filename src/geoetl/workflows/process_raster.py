@@ -12,13 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from geoetl import gdalsafe
 from geoetl.catalog.models import AccessLevel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.errors import InputError
 from geoetl.publish import Target, ensure_target_free
 from geoetl.raster.cog import write_cog
-from geoetl.raster.inspect import DeclaredType, RasterInfo, inspect_raster
+from geoetl.raster.inspect import DeclaredType, RasterInfo, inspect_raster, parse_crs
 from geoetl.raster.profiles import TierChoice, cog_profile, tiers_for
 
 _SLUG = re.compile(r"[^a-z0-9_-]+")
@@ -88,8 +89,10 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> RasterInfo:
         raise InputError(f"source {params.source} does not exist in the object store")
     ensure_target_free(ctx.platform, params)
     ctx.progress(0, 1, "inspecting")
+    if params.target_crs is not None:
+        parse_crs(params.target_crs, "target_crs")  # refused before any COG is written
     return inspect_raster(
-        objects.gdal_path(params.source),
+        gdalsafe.bronze_file(objects, params.source),
         PurePosixPath(params.source).name,
         input_crs=params.input_crs,
         declared_type=params.raster_type,
@@ -144,7 +147,7 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     ctx.progress(0, 1, f"writing {tier} COG")
     out = ctx.scratch / "cog.tif"
     result = write_cog(
-        ctx.platform.objects.gdal_path(params.source),
+        gdalsafe.bronze_file(ctx.platform.objects, params.source),
         out,
         info,
         profile,
