@@ -123,22 +123,21 @@ def check_no_leak(response: httpx.Response, *paths: Path) -> None:
     if response.status_code < 400:
         return
     text = response.text
+    where = f"{response.request.method} {response.request.url} -> {response.status_code}"
     found = [p for p in LEAKS if p in text]
-    found += [str(p) for p in paths if str(p) in text]
-    assert not found, (
-        f"{response.request.method} {response.request.url} -> {response.status_code} "
-        f"leaks {found}: {text[:800]}"
-    )
+    # Server paths, also with the leading slash cut off (as in an object key).
+    found += [str(p) for p in paths if str(p).lstrip("/") in text]
+    assert not found, f"{where} leaks {found}: {text[:800]}"
     if response.status_code >= 500:
         try:
             body = response.json()
         except ValueError:
-            pytest.fail(f"a {response.status_code} that is not JSON: {text[:500]}")
-        assert isinstance(body, dict), text[:500]
-        assert set(body) == {"code", "detail", "error_id"}, body
-        assert body["code"] == "InternalError", body
+            pytest.fail(f"{where}: not JSON: {text[:500]}")
+        assert isinstance(body, dict), f"{where}: {text[:500]}"
+        assert set(body) == {"code", "detail", "error_id"}, f"{where}: {body}"
+        assert body["code"] == "InternalError", f"{where}: {body}"
         named = [c for c in CLASS_NAMES if c in text]
-        assert not named, f"a 500 names exception classes {named}: {text[:500]}"
+        assert not named, f"{where}: a 500 names exception classes {named}: {text[:500]}"
 
 
 # -- HTTP -------------------------------------------------------------------------------
@@ -256,6 +255,17 @@ def nothing_stored(home: Path) -> Iterator[None]:
     quiesce(home)
     added = bronze_silver_snapshot(home) - before
     assert not added, f"a refused request stored {sorted(added)}"
+
+
+@contextlib.contextmanager
+def nothing_published(home: Path) -> Iterator[None]:
+    """Assert the block adds nothing to silver (an accepted upload may sit in bronze)."""
+    quiesce(home)
+    before = {p for p in bronze_silver_snapshot(home) if p.startswith("storage/silver")}
+    yield
+    quiesce(home)
+    after = {p for p in bronze_silver_snapshot(home) if p.startswith("storage/silver")}
+    assert not after - before, f"published {sorted(after - before)}"
 
 
 def item_row(home: Path, collection: str, item: str) -> tuple[str, str] | None:
