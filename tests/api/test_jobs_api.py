@@ -571,10 +571,15 @@ def test_readyz_with_storage_outside_home(
     elsewhere = settings.model_copy(update={"storage_url": objects.as_uri()})
     with TestClient(create_app(elsewhere)) as c:
         response = c.get("/readyz")
-        health = c.get("/health").json()
+        admin = platform_of(c).tokens.create("ops", "admin", "restricted")
+        health = c.get("/health", headers={"Authorization": f"Bearer {admin}"}).json()
+        anonymous = c.get("/health").json()
 
     assert objects.is_dir()
     assert health["backends"]["storage"] == objects.as_uri()
+    # Anyone learns whether the service is healthy; only admins where its data lives.
+    assert set(anonymous) == {"status", "version", "checks"}
+    assert objects.as_uri() not in str(anonymous)
     assert response.json()["database"] == "ok"
     assert response.status_code == 200, response.json()
     assert response.json()["storage"] == "ok"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,9 +11,11 @@ from fastapi.responses import JSONResponse
 
 import geoetl
 from geoetl.api.deps import PlatformDep
+from geoetl.api.security import CallerDep
 from geoetl.engine.janitor import META_KEY
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/livez")
@@ -22,19 +25,24 @@ def livez() -> dict[str, str]:
 
 
 def _checks(platform: PlatformDep) -> dict[str, str]:
+    # Failures are logged with their details; callers see only "error".
     checks: dict[str, str] = {}
     try:
         with platform.store.read() as conn:
             conn.execute(sa.text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}: {exc}"
+    except Exception:
+        log.exception("readiness: the database is unreachable")
+        checks["database"] = "error"
     objects = platform.objects
     try:
         reachable = bool(objects.fs.exists(objects.root))
-        checks["storage"] = "ok" if reachable else f"error: {objects.url} does not exist"
-    except Exception as exc:
-        checks["storage"] = f"error: {type(exc).__name__}: {exc}"
+        if not reachable:
+            log.error("readiness: storage %s does not exist", objects.url)
+        checks["storage"] = "ok" if reachable else "error"
+    except Exception:
+        log.exception("readiness: the storage is unreachable")
+        checks["storage"] = "error"
     return checks
 
 
@@ -49,14 +57,19 @@ def readyz(platform: PlatformDep) -> JSONResponse:
 
 
 @router.get("/health")
-def health(platform: PlatformDep) -> dict[str, Any]:
-    """Versions, backends, queue depths and the janitor's last run."""
+def health(platform: PlatformDep, caller: CallerDep) -> dict[str, Any]:
+    """Status and version for anyone; backends, queues and the janitor for admins."""
     checks = _checks(platform)
     engine = platform.store.engine
-    return {
+    summary = {
         "status": "ok" if all(v == "ok" for v in checks.values()) else "error",
         "version": geoetl.__version__,
         "checks": checks,
+    }
+    if not caller.is_admin:
+        return summary
+    return {
+        **summary,
         "backends": {
             "database": engine.dialect.name,
             "database_url": engine.url.render_as_string(hide_password=True),
