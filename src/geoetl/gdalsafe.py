@@ -230,25 +230,29 @@ def bronze_file(objects: ObjectStore, key: str) -> UserFile:
     store the file is checked as :func:`user_file` with that folder; on a remote one the
     platform-made ``/vsis3/``-style path is the only network object GDAL may read.
     """
-    parts = key.split("/")
-    if (
-        len(parts) != 3
-        or parts[0] != "bronze"
-        or not parts[1]
-        or parts[1] in (".", "..")
-        or parts[2] in ("", ".", "..")
-    ):
-        raise InputError(
-            f"source {key!r} must be a file directly inside its bronze folder "
-            "(bronze/<sha256>/<name>)"
-        )
-    name = parts[2]
+    name = check_source_key(key)
     gdal_path = objects.gdal_path(key)
     if objects.is_local:
         return user_file(gdal_path, name, folder=Path(gdal_path).parent)
     if not gdal_path.startswith(PLATFORM_REMOTE_PREFIXES):
         raise InputError(f"source {key!r} is not stored where GDAL can read it safely")
     return UserFile(gdal_path, str(PurePosixPath(gdal_path).parent), name, remote=True)
+
+
+def check_source_key(key: str) -> str:
+    """The file name of a source key, which must be ``bronze/{folder}/{name}``."""
+    parts = key.split("/")
+    if (
+        len(parts) != 3
+        or parts[0] != "bronze"
+        or parts[1] in ("", ".", "..")
+        or parts[2] in ("", ".", "..")
+    ):
+        raise InputError(
+            f"source {key[:200]!r} must be a file directly inside its bronze folder "
+            "(bronze/<sha256>/<name>)"
+        )
+    return parts[2]
 
 
 def check_path_text(path: str, name: str) -> None:
@@ -515,7 +519,7 @@ def vector_info(src: UserFile, layer: str | int | None = None, **kwargs: Any) ->
 # --- CRS strings --------------------------------------------------------------------------
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_WKT_QUOTED = re.compile(r'"((?:[^"]|"")*)"')
 MAX_CRS_CHARS = 100_000
 
 
@@ -523,9 +527,9 @@ def check_crs_text(value: str, option: str) -> None:
     """Refuse CRS strings that would make PROJ or GDAL read a file or fetch a URL.
 
     ``+init=`` (PROJ init files), grid or other parameters naming a path
-    (``+nadgrids=/…``), URLs and file paths are refused; authority codes
-    (``EPSG:4326``), names, PROJ strings with bare grid names (``@null``), WKT and
-    PROJJSON whose strings are not paths are accepted.
+    (``+nadgrids=/…``, also inside WKT's PROJ4 extension), URLs and file paths are
+    refused; authority codes (``EPSG:4326``), names, PROJ strings with bare grid names
+    (``@null``), WKT and PROJJSON whose strings are not paths are accepted.
     """
     text = value.strip()
     if not text:
@@ -533,39 +537,61 @@ def check_crs_text(value: str, option: str) -> None:
     if len(text) > MAX_CRS_CHARS or any(ord(c) < 32 and c not in "\t\r\n" for c in text):
         raise InputError(f"{option} is not a CRS definition; give one such as EPSG:4326")
     advice = "give the CRS as an authority code such as EPSG:4326, or as WKT"
-    if re.search(r"(^|[\s+])init\s*=", text, re.IGNORECASE):
+    if re.search(r"(^|[\s+\"])init\s*=", text, re.IGNORECASE):
         raise InputError(f"{option} uses +init=, which makes PROJ read init files; {advice}")
-    if text.startswith("{") or re.match(r"^[A-Z_0-9]+\s*\[", text):  # PROJJSON or WKT
-        if text.startswith("{"):
-            try:
-                json.loads(text)
-            except ValueError:
-                raise InputError(f"{option} starts like PROJJSON but is not JSON") from None
-        for quoted in _QUOTED.findall(text):
-            if _looks_like_path(quoted):
+    if text.startswith("{") or re.match(r"^[A-Za-z_0-9]+\s*\[", text):  # PROJJSON or WKT
+        for string in _definition_strings(text, option):
+            if _looks_like_path(string):
                 raise InputError(
-                    f"{option} names a file ({quoted[:60]!r}); geoetl does not let CRS "
+                    f"{option} names a file ({string[:60]!r}); geoetl does not let CRS "
                     f"definitions read files — {advice}"
                 )
+            _check_proj_parameters(string, option, advice)
         return
     if _URL.search(text) or text.lower().startswith("file:"):
         raise InputError(
             f"{option} {text[:80]!r} is a URL; geoetl does not fetch CRS definitions — {advice}"
         )
     if "=" in text:  # a PROJ string: +proj=… +nadgrids=…
-        for token in text.split():
-            key, _, val = token.partition("=")
-            if val and (_looks_like_path(val) or "/" in val):
-                raise InputError(
-                    f"{option} parameter {key} names a file ({val[:60]!r}); geoetl does not "
-                    f"let CRS definitions read files — {advice}"
-                )
+        _check_proj_parameters(text, option, advice)
         return
     if _looks_like_path(text) or re.search(r"\S/\S", text):
         raise InputError(
             f"{option} {text[:80]!r} looks like a file path; geoetl does not read CRS "
             f"definitions from files — {advice}"
         )
+
+
+def _definition_strings(text: str, option: str) -> list[str]:
+    """The string values of a PROJJSON document or the quoted strings of a WKT."""
+    if not text.startswith("{"):
+        return [q.replace('""', '"') for q in _WKT_QUOTED.findall(text)]
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise InputError(f"{option} starts like PROJJSON but is not valid JSON") from None
+    strings: list[str] = []
+    stack: list[Any] = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return strings
+
+
+def _check_proj_parameters(text: str, option: str, advice: str) -> None:
+    for token in text.split():
+        key, _, val = token.partition("=")
+        if val and (_looks_like_path(val) or "/" in val):
+            raise InputError(
+                f"{option} parameter {key} names a file ({val[:60]!r}); geoetl does not "
+                f"let CRS definitions read files — {advice}"
+            )
 
 
 def _looks_like_path(value: str) -> bool:

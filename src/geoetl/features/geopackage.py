@@ -160,10 +160,16 @@ class GeoPackageStore:
             raise InputError(f"dataset {dataset_id} has no features to publish")
         with self._sqlite(staging) as conn:
             for table, columns in index_columns.items():
+                existing = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({_ident(table)})")}
                 for column in columns:
+                    if column not in existing:
+                        raise InputError(
+                            f"cannot index {column[:60]!r}: {table} has no such column; "
+                            f"valid columns: {', '.join(sorted(existing))}"
+                        )
                     conn.execute(
-                        f'CREATE INDEX IF NOT EXISTS "ix_{table}_{column}" '
-                        f'ON "{table}" ("{column}")'
+                        f"CREATE INDEX IF NOT EXISTS {_ident(f'ix_{table}_{column}')} "
+                        f"ON {_ident(table)} ({_ident(column)})"
                     )
             conn.execute("ANALYZE")
             conn.commit()
@@ -306,3 +312,10 @@ def _columns(conn: sqlite3.Connection, table: str) -> tuple[str, str]:
         "fid",
     )
     return str(geom[0]), str(pk)
+
+
+def _ident(name: str) -> str:
+    """``name`` as an SQLite identifier: double-quoted, inner quotes doubled."""
+    if "\x00" in name:
+        raise InputError("an SQL identifier cannot contain a NUL character")
+    return '"' + name.replace('"', '""') + '"'

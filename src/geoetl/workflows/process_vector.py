@@ -13,15 +13,15 @@ import pyarrow.parquet as pq
 import shapely
 from pydantic import BaseModel, Field, field_validator
 from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 
+from geoetl import gdalsafe
 from geoetl.catalog.models import AccessLevel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.errors import InputError
 from geoetl.features.registry import FeatureCollection
 from geoetl.publish import Target, ensure_target_free
-from geoetl.vector.columns import sanitize_columns
+from geoetl.vector.columns import index_columns, sanitize_columns
 from geoetl.vector.geoparquet import (
     COVERING,
     GEOMETRY,
@@ -106,16 +106,14 @@ class ProcessVectorParams(BaseModel):
 
 
 def _parse_crs(value: str, what: str) -> CRS:
-    try:
-        return CRS.from_user_input(value)
-    except CRSError as exc:
-        raise InputError(f"{what} {value!r} is not a CRS PROJ knows ({exc})") from None
+    # No +init=, grid paths or URLs: PROJ parses it without reading files or the network.
+    return gdalsafe.parse_crs(value, what)
 
 
 def _dataset(params: ProcessVectorParams, ctx: TaskContext) -> Path:
     if not ctx.platform.objects.exists(params.source):
         raise InputError(f"source {params.source} does not exist in the object store")
-    name = PurePosixPath(params.source).name
+    name = gdalsafe.check_source_key(params.source)  # a file directly in its bronze folder
     local = ctx.platform.objects.local_copy(params.source, ctx.scratch / name)
     if local.suffix.lower() == ".shp":
         # A loose shapefile's sidecars sit next to it in bronze under the same hash folder.
@@ -130,6 +128,8 @@ def inspect(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     ctx.progress(0, 1, "inspecting")
     ensure_target_free(ctx.platform, params)
     _parse_crs(params.target_crs, "target_crs")
+    if params.input_crs:
+        _parse_crs(params.input_crs, "input_crs")
     path = _dataset(params, ctx)
     layers = list_layers(path, params.csv())
     if params.layer:
@@ -165,6 +165,7 @@ def plan(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
         columns[layer["name"]] = sanitize_columns(layer["fields"])
         for i in range(math.ceil(layer["features"] / params.chunk_size)):
             chunks.append({"layer": layer["name"], "skip": i * params.chunk_size})
+    index_columns(params.index_columns, columns)  # unknown names: InputError, before any SQL
     return {"columns": columns, "chunks": chunks}
 
 
@@ -292,10 +293,8 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
             crs=target.to_wkt(),
         )
         written[table] = (local, rows, bbox)
-    index = {
-        t: [mapping[info["layer"]].get(c, c) for c in params.index_columns]
-        for t, info in tables.items()
-    }
+    per_layer = index_columns(params.index_columns, mapping)
+    index = {t: per_layer[info["layer"]] for t, info in tables.items()}
     store.finish_load(dataset_id, index)
     out = []
     single = len(tables) == 1
