@@ -9,12 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from geoetl import gdalsafe
+
 if TYPE_CHECKING:
     from geoetl.storage.objectstore import ObjectStore
 
 Kind = Literal["raster", "vector"]
 
-RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".nc", ".png", ".jpg", ".jpeg", ".vrt"}
+# Never ".vrt": a VRT reads other files and URLs, and is refused (geoetl.gdalsafe).
+RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".nc", ".png", ".jpg", ".jpeg"}
 SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")
 WORKFLOWS: dict[Kind, str] = {"raster": "process_raster", "vector": "process_vector"}
 
@@ -42,19 +45,27 @@ def store_in_bronze(objects: ObjectStore, path: Path) -> str:
     return key
 
 
-def detect_kind(name: str, gdal_path: str) -> Kind:
+def detect_kind(name: str, gdal_path: str | gdalsafe.UserFile) -> Kind:
     """``raster`` for raster file types or what GDAL opens with bands, else ``vector``.
 
     ``name`` is the file's name (its suffix decides when it is a raster type);
-    ``gdal_path`` is where GDAL can read it.
+    ``gdal_path`` is where GDAL can read it: a local path (checked here), or a
+    :class:`~geoetl.gdalsafe.UserFile` (``gdalsafe.bronze_file``, also for a remote
+    store). Whatever its name, a file whose content is a VRT or another reference
+    format, or a network or driver-prefixed path, is an InputError before GDAL sees
+    it; GDAL then opens it only with the raster drivers geoetl accepts.
     """
+    source = (
+        gdal_path
+        if isinstance(gdal_path, gdalsafe.UserFile)
+        else gdalsafe.user_file(gdal_path, name)
+    )
     if Path(name).suffix.lower() in RASTER_SUFFIXES:
         return "raster"
-    import rasterio
     from rasterio.errors import RasterioError
 
     try:
-        with rasterio.open(gdal_path) as ds:
+        with gdalsafe.open_raster(source) as ds:
             return "raster" if ds.count > 0 else "vector"
     except RasterioError:
         return "vector"
