@@ -50,4 +50,7 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
     app.include_router(stac.router)
     app.include_router(features.router)
     tiles.install(app)
+    from titiler.core.errors import DEFAULT_STATUS_CODES
+
+    errors.seal(app, DEFAULT_STATUS_CODES)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -104,6 +105,18 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return internal_error(request, exc)
+
+
+def seal(app: FastAPI, status_codes: Mapping[type[Exception], int]) -> None:
+    """Make every class a library maps to a 5xx answer as our 500 (no exception text).
+
+    titiler's error table answers ``{"detail": str(exc)}`` for rasterio errors and for
+    any ``Exception``; those messages can hold file paths.
+    """
+    app.add_exception_handler(Exception, _unexpected)
+    for cls, status in status_codes.items():
+        if status >= 500:
+            app.add_exception_handler(cls, _unexpected)
 
 
 def install(app: FastAPI) -> None:
