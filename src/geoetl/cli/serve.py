@@ -30,7 +30,16 @@ def run_server(settings: Settings, *, host: str, port: int, workers: int) -> Non
     )
     janitor.start()
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        # Forwarded headers are geoetl's to judge (GEOETL_TRUSTED_PROXIES, EdgeMiddleware):
+        # uvicorn's own handling would trust any local client's X-Forwarded-Proto.
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            proxy_headers=False,
+            server_header=False,
+        )
     finally:
         stop.set()
         if pool:
