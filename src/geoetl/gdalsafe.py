@@ -206,7 +206,8 @@ def user_file(
     label = name or PurePosixPath(raw).name or raw
     check_path_text(raw, label)
     resolved = Path(raw).resolve()
-    root = Path(folder).resolve() if folder is not None else resolved.parent
+    # The folder the path names, not the one a symlink leads to.
+    root = Path(folder if folder is not None else Path(raw).absolute().parent).resolve()
     if not resolved.is_relative_to(root):
         raise InputError(
             f"{label} resolves to a file outside its own folder; geoetl reads only the "
