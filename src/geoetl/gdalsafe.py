@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import mmap
 import os
 import re
 import threading
@@ -268,18 +269,74 @@ def check_path_text(path: str, name: str) -> None:
 
 
 def _check_tree(folder: Path, root: Path, name: str) -> None:
+    # A dataset folder (.gdb): GDAL may open any file in it, so each is checked.
     for entry in folder.rglob("*"):
         if entry.is_symlink() or not entry.resolve().is_relative_to(root):
             raise InputError(f"{name} holds a link to a file outside it; upload the data itself")
+        if entry.is_file():
+            sniff(entry, f"{name}/{entry.relative_to(folder)}")
 
 
 def sniff(path: Path, name: str) -> None:
-    """InputError when ``path``'s content is a reference format (VRT, GDALG, WMS, …)."""
+    """InputError when ``path``'s content is a reference format (VRT, GDALG, WMS, …).
+
+    JSON content is also searched for a GeoJSON/TopoJSON ``"crs"`` of type link or URL,
+    which GDAL fetches from the network (see :func:`crs_link`).
+    """
     with path.open("rb") as fh:
         head = fh.read(SNIFF_BYTES)
     found = reference_format(head)
     if found is not None:
         raise InputError(f"{name} is {found.what}, {found.danger}; {found.advice}")
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n\x1e")[:1] in (b"{", b"["):
+        href = crs_link(path)
+        if href is not None:
+            raise InputError(
+                f"{name} gives its CRS as a link ({href[:80]!r}), which would make GDAL fetch "
+                'it from the network; replace the "crs" member with a name such as '
+                '{"type": "name", "properties": {"name": "EPSG:4326"}}, or remove it and '
+                "pass input_crs"
+            )
+
+
+# A "crs" member, in any case and with any character \u-escaped: GDAL's GeoJSON reader
+# finds members by case-insensitive name.
+_CRS_KEY = re.compile(
+    rb'"(?:c|\\u00(?:63|43))(?:r|\\u00(?:72|52))(?:s|\\u00(?:73|53))"\s*:\s*', re.IGNORECASE
+)
+_CRS_WINDOW = 64 * 1024
+
+
+def crs_link(path: Path) -> str | None:
+    """The URL of a GeoJSON or TopoJSON ``"crs"`` of type ``link``/``url``, or None.
+
+    GDAL fetches such a CRS with an HTTP request whatever its configuration allows for
+    files (CPLHTTPFetch), from anywhere in the file. Every ``"crs"`` member is read; one
+    whose object cannot be read within 64 KiB counts as a link.
+    """
+    if path.stat().st_size == 0:
+        return None
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for match in _CRS_KEY.finditer(mm):
+            window = mm[match.end() : match.end() + _CRS_WINDOW].decode("utf-8", "replace")
+            if not window.startswith("{"):
+                continue
+            try:
+                value, _ = json.JSONDecoder().raw_decode(window)
+            except ValueError:
+                return "(a crs member geoetl cannot read)"
+            kind = _member(value, "type")
+            if isinstance(kind, str) and kind.lower() in ("link", "url"):
+                props = _member(value, "properties")
+                href = (_member(props, "href") or _member(props, "url")) if props else None
+                return str(href or "(no URL)")
+    return None
+
+
+def _member(obj: Any, name: str) -> Any:
+    if not isinstance(obj, dict):
+        return None
+    return next((v for k, v in obj.items() if str(k).lower() == name), None)
 
 
 def reference_format(head: bytes) -> _Reference | None:

@@ -137,32 +137,43 @@ def test_driver_off_the_allow_list_is_refused_before_data_is_read(tmp_path: Path
         read_chunk(path, "points")
 
 
-def test_crs_link_in_geojson_fetches_nothing(tmp_path: Path, listener: Loopback) -> None:
-    def geojson() -> Path:
-        document = {
-            "type": "FeatureCollection",
-            "crs": {"type": "link", "properties": {"href": listener.url(""), "type": "proj4"}},
-            "features": [
-                {"type": "Feature", "properties": {"a": 1}, "geometry": None},
-                {
-                    "type": "Feature",
-                    "properties": {"a": 2},
-                    "geometry": {"type": "Point", "coordinates": [6.1, 49.6]},
-                },
-            ],
-        }
-        return upload(tmp_path, "points.geojson", json.dumps(document))
+def crs_link_geojson(tmp_path: Path, href: str, *, at_end: bool = False) -> Path:
+    crs = {"type": "link", "properties": {"href": href, "type": "proj4"}}
+    point = {"type": "Point", "coordinates": [6.1, 49.6]}
+    features = [{"type": "Feature", "properties": {"a": i}, "geometry": point} for i in range(3)]
+    document: dict[str, Any] = {"type": "FeatureCollection"}
+    if not at_end:
+        document["crs"] = crs
+    document["features"] = features
+    if at_end:
+        document["crs"] = crs
+    return upload(tmp_path, f"points{int(at_end)}.geojson", json.dumps(document))
 
-    pyogrio.read_info(geojson())  # control: GDAL calls the URL in the file
+
+@pytest.mark.parametrize("at_end", [False, True])
+def test_crs_link_in_geojson_fetches_nothing(
+    tmp_path: Path, listener: Loopback, monkeypatch: pytest.MonkeyPatch, at_end: bool
+) -> None:
+    pyogrio.read_info(crs_link_geojson(tmp_path, listener.url(""), at_end=at_end))
     seen = listener.connections()
-    assert seen > 0
-    path = geojson()
-    [layer] = list_layers(path)
-    chunk = read_chunk(path, layer.name)
-    assert len(chunk.geometries) == 2
+    assert seen > 0  # control: GDAL calls the URL in the file
+    # geoetl refuses the file, even where NO_PROXY would let curl bypass the dead proxy.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    path = crs_link_geojson(tmp_path, listener.url(""), at_end=at_end)
+    for attempt in (lambda: list_layers(path), lambda: detect_kind(path.name, str(path))):
+        with pytest.raises(InputError, match="gives its CRS as a link"):
+            attempt()
     assert listener.connections() == seen
-    # The configuration is given back afterwards.
-    assert pyogrio.get_gdal_config_option("GDAL_HTTP_PROXY") is None
+
+
+def test_gdal_configuration_alone_keeps_http_off(tmp_path: Path, listener: Loopback) -> None:
+    # A layer of defence under the content checks: with geoetl's settings GDAL's HTTP
+    # requests (CPLHTTPFetch) go to a proxy curl refuses, and the file still reads.
+    path = crs_link_geojson(tmp_path, listener.url(""))
+    with gdalsafe.safe_gdal(raster=False):
+        assert pyogrio.read_info(path)["features"] == 3
+    assert listener.connections() == 0
+    assert pyogrio.get_gdal_config_option("GDAL_HTTP_PROXY") is None  # given back
 
 
 def test_vsi_and_prefixed_paths_are_refused(tmp_path: Path, listener: Loopback) -> None:
