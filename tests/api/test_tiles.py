@@ -128,8 +128,10 @@ def test_stac_item_url_of_the_job_result(client: TestClient) -> None:
     assert item["id"] == "lc"
     rels = {link["rel"]: link["href"] for link in item["links"]}
     assert rels["self"].endswith(result["urls"]["stac_item"])  # type: ignore[index]
-    # The asset href opens with plain GDAL.
-    with rasterio.open(item["assets"]["data"]["href"]) as ds:
+    # The asset href is a URL of this API; what it serves opens with plain GDAL.
+    href = item["assets"]["data"]["href"]
+    assert href.startswith("http://testserver/stac/collections/system-rasters/items/lc/")
+    with MemoryFile(client.get(href).content) as mem, mem.open() as ds:
         assert ds.colormap(1)
     assert client.get(rels["collection"]).json()["id"] == "system-rasters"
     assert client.get(rels["tiles"].replace("http://testserver", "")).status_code == 200

@@ -186,6 +186,7 @@ def test_gdal_stacit_opens_a_mosaic_of_the_cogs(
         assert abs(east - x1) < 1e-3
         assert abs(south - y0) < 1e-3
         assert abs(north - y1) < 1e-3
+        # The mosaic read our asset URLs with range requests; the stored COG compares.
         with rasterio.open(platform.objects.gdal_path(whole["assets"]["data"]["href"])) as cog:
             original = cog.read(1, masked=True)
             window = from_bounds(*cog.bounds, transform=mosaic.transform)

@@ -16,12 +16,13 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from geoetl.api.deps import PlatformDep
@@ -29,7 +30,7 @@ from geoetl.api.middleware import PREFIX_KEY
 from geoetl.api.security import caller_levels
 from geoetl.catalog.models import SearchRequest, SortKey
 from geoetl.catalog.store import STAC_VERSION
-from geoetl.errors import InputError
+from geoetl.errors import InputError, NotFound
 from geoetl.limits import check_count, check_filter, loads
 from geoetl.platform import Platform
 from geoetl.settings import Settings
@@ -133,12 +134,18 @@ def collection_doc(request: Request, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def item_doc(platform: Platform, request: Request, item: dict[str, Any]) -> dict[str, Any]:
-    """A stored item with links for this API and asset hrefs GDAL can open."""
+    """A stored item with links for this API and asset hrefs that are URLs.
+
+    Assets are stored as object keys; each is served at
+    ``/stac/collections/{c}/items/{i}/assets/{name}`` (range requests, so GDAL reads a
+    COG through ``/vsicurl/`` without downloading it). A server path never leaves.
+    """
     cid, iid = item["collection"], item["id"]
     doc = {**item, "assets": {k: dict(v) for k, v in item.get("assets", {}).items()}}
-    for asset in doc["assets"].values():
-        asset["href"] = platform.objects.gdal_path(asset["href"])
     collection = stac_href(request, f"/collections/{cid}")
+    for name, asset in doc["assets"].items():
+        if platform.objects.key_of(str(asset.get("href", ""))) is not None:
+            asset["href"] = f"{collection}/items/{quote(iid)}/assets/{quote(name)}"
     links = [
         _link("self", f"{collection}/items/{iid}", GEOJSON),
         _link("root", stac_href(request)),
@@ -661,6 +668,27 @@ def get_item(
     """A STAC item."""
     item = platform.catalog.get_item(collection_id, item_id, audience(request))
     return JSONResponse(item_doc(platform, request, item), media_type=GEOJSON)
+
+
+@router.get("/collections/{collection_id}/items/{item_id}/assets/{asset}", name="get_asset")
+def get_asset(
+    collection_id: str, item_id: str, asset: str, request: Request, platform: PlatformDep
+) -> Response:
+    """An asset's bytes (range requests honoured), for whoever may see the item."""
+    item = platform.catalog.get_item(collection_id, item_id, audience(request))
+    found = item.get("assets", {}).get(asset)
+    key = platform.objects.key_of(str(found.get("href", ""))) if found else None
+    if key is None or not platform.objects.is_local:
+        raise NotFound(f"item {item_id} has no asset {asset!r} served here")
+    path = platform.objects.gdal_path(key)
+    if not Path(path).is_file():
+        raise NotFound(f"the file of asset {asset!r} of {item_id} is missing")
+    return FileResponse(
+        path,
+        media_type=str(found.get("type") or "application/octet-stream") if found else None,
+        filename=Path(key).name,
+        content_disposition_type="inline",
+    )
 
 
 @router.get("/queryables", name="stac_queryables")

@@ -246,6 +246,21 @@ class ObjectStore:
             shutil.rmtree(full, ignore_errors=True)
         return len(keys)
 
+    def key_of(self, href: str) -> str | None:
+        """The object key an asset href names, or None.
+
+        A key itself, or the path (or GDAL path) of an object in this store, which is
+        what vector items written before keys were stored hold.
+        """
+        if href.split("/", 1)[0] in ZONES:
+            return href if ".." not in href.split("/") else None
+        for prefix in ("", "/vsis3/", "/vsiaz/", "/vsigs/"):
+            root = f"{prefix}{self.root}/" if prefix else f"{self.root}/"
+            if href.startswith(root):
+                key = href[len(root) :]
+                return self.key_of(key) if key.split("/", 1)[0] in ZONES else None
+        return None
+
     def gdal_path(self, key: str) -> str:
         """A path GDAL opens directly: a file path, or ``/vsis3/``, ``/vsiaz/``."""
         full = self._full(key)

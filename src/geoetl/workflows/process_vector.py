@@ -357,7 +357,7 @@ def register(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     assets = {}
     for t in done["tables"]:
         assets[t["table"]] = {
-            "href": ctx.platform.objects.gdal_path(t["geoparquet"]),
+            "href": t["geoparquet"],  # an object key; the API serves it as a URL
             "type": "application/vnd.apache.parquet",
             "roles": ["data"],
             "title": f"GeoParquet of {t['collection_id']}",
