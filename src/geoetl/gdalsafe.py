@@ -10,14 +10,17 @@ which driver opens it, so every user file goes through this module:
   folder) inside its own folder (bronze ``{sha256}`` folder, or a zip's extraction
   folder); network, ``/vsi…/`` and driver-prefixed paths (``vrt://``, ``PG:``,
   ``GPKG:…``) are refused unless the platform made them; the content is sniffed and
-  reference formats are refused whatever the file is called.
+  reference formats are refused whatever the file is called, as is a GeoJSON ``"crs"``
+  link (GDAL fetches it over HTTP).
 * :func:`safe_gdal`: GDAL configuration while a user file is open, for both bundled
   GDALs (rasterio's and pyogrio's are different libraries with separate settings):
   no network, no external access from SQLite, no Python in VRTs.
 * :func:`open_raster`: rasterio with only :data:`RASTER_DRIVERS` allowed at open,
   then every file GDAL reports touching must lie in the source's folder.
 * :func:`vector_info`: pyogrio's ``read_info`` under the same configuration; the
-  driver must be in :data:`VECTOR_DRIVERS` before any data is read.
+  driver must be in :data:`VECTOR_DRIVERS` before any data is read. (pyogrio offers
+  neither an allowed-driver list at open nor GDAL's file list: the sniff and the
+  allow-list of drivers that open no other files stand in for them.)
 * :func:`parse_crs`: CRS strings from users (``input_crs``, ``target_crs``) parsed by
   PROJ without file or network access (no ``+init=``, no grid paths, no URLs).
 """

@@ -228,6 +228,15 @@ def test_files_gdal_touches_must_stay_in_the_folder(tmp_path: Path) -> None:
     for outside in ("/etc/passwd", str(tmp_path.parent / "other.tif"), "/vsicurl/http://x/y"):
         with pytest.raises(InputError, match="outside its own folder"):
             gdalsafe.check_files([str(tmp_path / "a.tif"), outside], source)
+    # A remote store's platform-made path: only its own folder, and only it over the network.
+    remote = gdalsafe.UserFile("/vsis3/b/bronze/f/a.tif", "/vsis3/b/bronze/f", "a.tif", True)
+    gdalsafe.check_files(["/vsis3/b/bronze/f/a.tif", "/vsis3/b/bronze/f/a.tif.ovr"], remote)
+    for outside in ("/vsis3/b/bronze/g/x.tif", "/vsis3/b/bronze/f2/x.tif", "/etc/passwd"):
+        with pytest.raises(InputError, match="outside its own folder"):
+            gdalsafe.check_files([outside], remote)
+    options = gdalsafe.gdal_options(remote.path)
+    assert options["CPL_VSIL_CURL_ALLOWED_FILENAME"] == remote.path
+    assert gdalsafe.gdal_options()["CPL_VSIL_CURL_ALLOWED_FILENAME"] == "/geoetl-no-network/"
 
 
 def test_a_format_off_the_allow_list_is_not_opened(tmp_path: Path) -> None:
