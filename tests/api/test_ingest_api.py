@@ -168,3 +168,24 @@ def test_oversized_upload_is_413_and_leaves_nothing(settings: Settings) -> None:
         assert stored(platform, "bronze") == []
         assert stored(platform, "tmp/uploads") == []
         assert c.get("/jobs").json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("target_crs", "+init=epsg:4326"),
+        ("input_crs", "+proj=longlat +nadgrids=/etc/passwd"),
+        ("target_crs", "http://127.0.0.1:9/crs.json"),
+    ],
+)
+def test_crs_options_that_read_files_or_urls_are_refused_before_the_upload(
+    client: TestClient, option: str, value: str
+) -> None:
+    response = client.post(
+        "/ingest",
+        params={"filename": "elev.tif", option: value},
+        content=(Path(__file__).parents[2] / "examples" / "data" / "elev.tif").read_bytes(),
+    )
+    assert response.status_code == 400, response.text
+    assert option in response.json()["detail"]
+    assert stored(platform_of(client), "bronze") == []

@@ -24,6 +24,7 @@ from geoetl.auth.principal import level_above
 from geoetl.engine.models import JobView
 from geoetl.engine.workflow import validate_params
 from geoetl.errors import Forbidden, GeoEtlError, InputError, TooLarge
+from geoetl.gdalsafe import check_crs_text
 from geoetl.ingest import RASTER_SUFFIXES, detect_kind, job_request
 from geoetl.platform import Platform
 from geoetl.publish import authorize
@@ -115,6 +116,9 @@ async def ingest_upload(
     """Upload a file and submit the job publishing it; 202 with the job. Publishers."""
     check_upload_name(filename)
     _check_level(platform, access_level, caller.clearance, caller.name)
+    for option, value in (("target_crs", target_crs), ("input_crs", input_crs)):
+        if value is not None and value.strip().lower() != "native":
+            check_crs_text(value, option)  # a CRS that reads files or URLs: 400 at once
     await run_in_threadpool(check_active_jobs, platform, caller)
     options: dict[str, Any] = {
         "collection_id": collection_id,
