@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
 import threading
 import time
-from multiprocessing.synchronize import Event as MpEvent
+from multiprocessing.connection import Connection
 from typing import Any
 
 from geoetl.engine.runner import Runner
@@ -42,8 +45,105 @@ def run_worker(
         log.info("worker %s stopped", runner.worker_id)
 
 
+# A worker whose parent died gets this long to finish its batch; a task still running
+# then is abandoned: its lease runs out and the janitor re-queues it for another worker.
+ORPHAN_GRACE_SECONDS = 5.0
+# Exit status of a worker that abandoned its batch because its parent died.
+EXIT_ORPHANED = 3
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _signal_on_parent_death(sig: int) -> bool:
+    """Linux: have the kernel send ``sig`` to this process when its parent dies.
+
+    The kernel sends it when the *thread* that started this process ends; a signal that
+    arrives while the parent is still alive is therefore handled as an ordinary stop.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0:
+            return True
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as exc:
+        log.warning("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
+    return False
+
+
+class _ParentWatch:
+    """Stops the worker when its parent dies; abandons the batch after ``grace`` seconds.
+
+    Portable: waits on the pipe multiprocessing keeps from the parent (EOF when the parent
+    exits, however it exits) and checks the parent pid every second. Its first check also
+    closes the race where the parent died before ``prctl`` was called.
+    """
+
+    def __init__(self, parent_pid: int, name: str, stop: threading.Event, grace: float) -> None:
+        self.parent_pid = parent_pid
+        self.name = name
+        self.stop = stop
+        self.grace = grace
+        self._parent = mp.parent_process()
+        self._announced = False
+        self._lock = threading.Lock()
+
+    def parent_alive(self, wait: float = 0.0) -> bool:
+        """False once the parent died, waiting up to ``wait`` seconds for it to.
+
+        Dead means its pipe reached EOF, or this process was re-parented.
+        """
+        if os.getppid() != self.parent_pid:
+            return False
+        if self._parent is None:
+            return True
+        if wait:
+            self._parent.join(wait)
+        return self._parent.is_alive()
+
+    def announce(self) -> None:
+        """Say (once) why this worker stops."""
+        with self._lock:
+            if self._announced:
+                return
+            self._announced = True
+        log.warning(
+            "worker %s: its parent process %d is gone; stopping (a batch not finished within "
+            "%.0f s is abandoned: its leases run out and other workers retry its tasks)",
+            self.name,
+            self.parent_pid,
+            self.grace,
+        )
+
+    def run(self) -> None:
+        """The watching thread's body."""
+        while self.parent_alive():
+            if self._parent is not None:
+                self._parent.join(1.0)  # returns at once when the parent's end closes
+            else:
+                time.sleep(1.0)
+        self.announce()
+        self.stop.set()
+        # A daemon thread: when the worker stops within the grace period, the process
+        # exits normally and this sleep ends with it.
+        time.sleep(self.grace)
+        log.warning(
+            "worker %s: batch not finished %.0f s after its parent died; abandoning it",
+            self.name,
+            self.grace,
+        )
+        logging.shutdown()
+        os._exit(EXIT_ORPHANED)
+
+
 def _child(
-    settings_json: str, name: str, queues: list[str] | None, stop: MpEvent, level: int
+    settings_json: str,
+    name: str,
+    queues: list[str] | None,
+    stop: Connection,
+    level: int,
+    parent_pid: int,
+    grace: float,
 ) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The parent decides when children stop; a terminal's Ctrl+C must not kill a task midway.
@@ -54,25 +154,56 @@ def _child(
         local.set()
 
     signal.signal(signal.SIGTERM, _on_term)
+    # Die with the parent, even when it is killed with SIGKILL: the kernel sends SIGTERM
+    # (Linux; handled above: finish the batch), and the watcher notices the parent's pipe
+    # closing (everywhere) and bounds the wait. Its first check runs after prctl, closing
+    # the race where the parent died before prctl was called.
+    _signal_on_parent_death(signal.SIGTERM)
+    watch = _ParentWatch(parent_pid, name, local, grace)
+    threading.Thread(target=watch.run, name="geoetl-parent-watch", daemon=True).start()
+
+    asked = threading.Event()
 
     def _relay() -> None:
-        stop.wait()
+        # The pool writes to the pipe to stop this worker; it reads EOF if the pool dies.
+        with contextlib.suppress(EOFError, OSError):
+            stop.recv_bytes()
+            asked.set()
         local.set()
 
     threading.Thread(target=_relay, daemon=True).start()
     run_worker(Settings.model_validate_json(settings_json), name, queues, local)
+    # Stopping already. A dying parent sends one SIGTERM per thread that exits (the kernel
+    # re-parents this process to the next live thread, sending the signal again): ignore
+    # them, or one arriving while the interpreter shuts down would kill it there.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if not asked.is_set() and not watch.parent_alive(wait=1.0):
+        watch.announce()  # stopped by the kernel's SIGTERM before the watcher said why
 
 
 class WorkerPool:
-    """N worker processes, restarted if one dies, stopped together."""
+    """N worker processes, restarted if one dies, stopped together; none outlives this one."""
 
-    def __init__(self, settings: Settings, concurrency: int, queues: list[str] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        concurrency: int,
+        queues: list[str] | None = None,
+        *,
+        orphan_grace: float = ORPHAN_GRACE_SECONDS,
+    ):
         self.settings = settings
         self.concurrency = concurrency
         self.queues = queues
+        self.orphan_grace = orphan_grace
         self._ctx = mp.get_context("spawn")
-        self._stop = self._ctx.Event()
         self._procs: dict[str, mp.process.BaseProcess] = {}
+        # One pipe per worker to ask it to stop. (A shared multiprocessing Event was used
+        # before: a worker that died while waiting on it left the Event's condition
+        # counting a sleeper that never wakes, and set() then blocked forever.)
+        self._stops: dict[str, Connection] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
 
     def start(self) -> None:
         """Start every worker process."""
@@ -80,37 +211,53 @@ class WorkerPool:
             self._spawn(f"w{i}")
 
     def _spawn(self, name: str) -> None:
+        reader, writer = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=_child,
             args=(
                 self.settings.model_dump_json(),
                 name,
                 self.queues,
-                self._stop,
+                reader,
                 logging.getLogger().getEffectiveLevel(),
+                os.getpid(),
+                self.orphan_grace,
             ),
             name=f"geoetl-worker-{name}",
             daemon=False,
         )
         proc.start()
+        reader.close()  # the child has its own copy; EOF must mean this process is gone
+        old = self._stops.pop(name, None)
+        if old is not None:
+            old.close()
         self._procs[name] = proc
+        self._stops[name] = writer
 
     def supervise(self, stop: threading.Event, every: float = 1.0) -> None:
         """Restart workers that died, until ``stop`` is set; then stop them all."""
         try:
             while not stop.wait(every):
-                for name, proc in list(self._procs.items()):
-                    if not proc.is_alive():
-                        log.warning("worker %s exited with %s; restarting", name, proc.exitcode)
-                        self._spawn(name)
+                with self._lock:
+                    if self._stopping:
+                        break
+                    for name, proc in list(self._procs.items()):
+                        if not proc.is_alive():
+                            log.warning("worker %s exited with %s; restarting", name, proc.exitcode)
+                            self._spawn(name)
         finally:
             self.stop()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask workers to finish their current tasks, then wait for them."""
-        self._stop.set()
+        with self._lock:
+            self._stopping = True
+            procs = list(self._procs.values())
+            for conn in self._stops.values():
+                with contextlib.suppress(OSError):  # that worker has exited already
+                    conn.send_bytes(b"stop")
         deadline = time.monotonic() + timeout
-        for proc in self._procs.values():
+        for proc in procs:
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.terminate()
