@@ -58,6 +58,7 @@ from typing import Any
 import httpx
 import jwt
 import numpy as np
+import psutil
 import pytest
 import rasterio
 from affine import Affine
@@ -412,6 +413,38 @@ class FifoTripwire:
         self._thread.join(5)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+# -- worker processes -------------------------------------------------------------------
+
+
+def worker_processes(bases: list[str]) -> list[psutil.Process]:
+    """The worker processes of the ``geoetl serve`` processes listening at ``bases``."""
+    ports = {base.rsplit(":", 1)[1] for base in bases}
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "serve" in cmd and "--port" in cmd and cmd[cmd.index("--port") + 1] in ports:
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        found.append(child)
+    return found
+
+
+@contextlib.contextmanager
+def workers_paused(h: Harness) -> Iterator[None]:
+    """Stop (SIGSTOP) the deployments' workers for the block, so jobs stay queued."""
+    workers = worker_processes(list(h.urls.values()))
+    assert workers, "no worker processes found"
+    for proc in workers:
+        proc.suspend()
+    try:
+        yield
+    finally:
+        for proc in workers:
+            with contextlib.suppress(psutil.Error):
+                proc.resume()
 
 
 # -- the harness ------------------------------------------------------------------------

@@ -199,7 +199,18 @@ def test_token_names_are_validated(harness: Harness, tokens: dict[str, str], nam
 
 @pytest.mark.parametrize(
     "path",
-    ["/auth/whoami", "/stac", "/stac/search", "/collections", "/jobs", "/workflows", "/ingest"],
+    [
+        "/auth/whoami",
+        "/stac",
+        "/stac/search",
+        "/collections",
+        "/jobs",
+        "/workflows",
+        "/health",
+        "/raster/collections/sec-mixed/items/elev-public/info",
+        "/stac/collections/sec-mixed/items/elev-public/assets/data",
+        "/ingest",
+    ],
 )
 def test_revoked_token_is_401_on_any_route(
     harness: Harness, tokens: dict[str, str], tmp_path: Path, path: str
@@ -354,11 +365,25 @@ def test_first_start_writes_a_private_admin_token(harness: Harness) -> None:
     me = harness.api("pub", secret).get("/auth/whoami")
     assert me.status_code == 200, me.text
     assert (me.json()["role"], me.json()["authenticated"]) == ("admin", True)
-    # The first server says where it put it.
-    assert "admin-token" in harness.logs["ouo"].read_text(errors="replace")
+    # The first server says where it put it, and never what it is.
+    log = harness.logs["ouo"].read_text(errors="replace")
+    assert "admin-token" in log
+    assert secret not in log
     # Only one bootstrap token although two servers started on the home.
     names = token_names(harness)
     assert len([n for n in names if not n.startswith("sec-")]) == 1, names
+
+
+def test_no_secret_reaches_a_server_log(harness: Harness, tokens: dict[str, str]) -> None:
+    # Every probe so far sent these as bearer tokens; none may be written down.
+    for name in ("sec-pub-ouo", "sec-admin"):
+        assert harness.api("pub", tokens[name]).get("/jobs?limit=1").status_code == 200
+    bootstrap = (harness.home / "admin-token").read_text().strip()
+    for deployment, log in harness.logs.items():
+        text = log.read_text(errors="replace")
+        leaked = [n for n, secret in tokens.items() if secret in text]
+        assert not leaked, f"{deployment} log holds the secrets of {leaked}"
+        assert bootstrap not in text, f"{deployment} log holds the bootstrap secret"
 
 
 def test_anonymous_job_list_shows_no_submitters_secret(harness: Harness) -> None:

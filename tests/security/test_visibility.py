@@ -9,6 +9,7 @@ lists, searches and counts, and do not widen extents.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,14 @@ def raster_urls(seed: Seed) -> dict[str, str]:
     }
 
 
+def stac_urls(h: Harness, seed: Seed) -> list[str]:
+    """The STAC item of a seed and each of its assets (served by geoetl)."""
+    row = item_row(h.home, seed.collection, seed.item)
+    assert row is not None, f"no STAC item {seed.collection}/{seed.item}"
+    item = f"/stac/collections/{seed.collection}/items/{seed.item}"
+    return [item, *(f"{item}/assets/{key}" for key in json.loads(row[1]).get("assets", {}))]
+
+
 def job_urls(seed: Seed) -> dict[str, str]:
     return {
         "job": f"/jobs/{seed.job_id}",
@@ -67,6 +76,7 @@ def hidden_urls(h: Harness, seeds: list[str]) -> list[str]:
         seed = h.seeds[name]
         urls += raster_urls(seed).values()
         urls += job_urls(seed).values()
+        urls += stac_urls(h, seed)
     return urls
 
 
@@ -92,6 +102,7 @@ def all_hidden_on_pub(h: Harness) -> list[str]:
         hidden_urls(h, HIDDEN_ON_PUB)
         + feature_urls("lux_ouo")
         + list(job_urls(h.seeds["lux_ouo"]).values())
+        + stac_urls(h, h.seeds["lux_ouo"])
         + COLLECTION_URLS
     )
 
@@ -136,6 +147,7 @@ def test_the_same_urls_answer_for_a_cleared_caller(
     api = harness.api("ouo", tokens["sec-pub-ouo"])
     urls = hidden_urls(harness, ["lc_ouo", "elev_ouo_only"]) + feature_urls("lux_ouo")
     urls += list(job_urls(harness.seeds["lux_ouo"]).values()) + COLLECTION_URLS
+    urls += stac_urls(harness, harness.seeds["lux_ouo"])
     for url in urls:
         response = api.get(url)
         assert response.status_code == 200, f"{url}: {response.status_code} {response.text[:300]}"
