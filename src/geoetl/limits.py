@@ -8,6 +8,7 @@ without recursion, and say what is too big and which setting raises the limit.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from geoetl.errors import InputError
@@ -53,9 +54,20 @@ def loads(text: str | bytes, *, what: str = "the request body", max_depth: int =
     if nesting_depth(text) > min(max_depth, HARD_MAX_DEPTH):
         raise InputError(f"{what} is nested deeper than {min(max_depth, HARD_MAX_DEPTH)} levels")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except ValueError as exc:
         raise InputError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
 
 
 def _json_shape(value: Any) -> tuple[int, int]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 import geoetl
 from geoetl.api import auth, errors, features, health, ingest, jobs, stac, tiles
 from geoetl.api.middleware import EdgeMiddleware
+from geoetl.api.security import get_caller
 from geoetl.engine.workflow import Registry
 from geoetl.platform import Platform
 from geoetl.settings import Settings
@@ -36,6 +37,9 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
         version=geoetl.__version__,
         description="Geospatial files in, published services out: jobs, features, tiles, STAC.",
         lifespan=lifespan,
+        # Credentials are checked on every route: bad ones are a 401 even where anyone
+        # may read, never a silent fall-back to anonymous.
+        dependencies=[Depends(get_caller)],
     )
     errors.install(app)
     app.add_middleware(

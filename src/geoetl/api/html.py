@@ -47,7 +47,14 @@ def page(title: str, body: str, geojson: dict[str, Any] | None = None) -> HTMLRe
     """A page; with ``geojson`` it shows the features on a map."""
     map_html = ""
     if geojson is not None:
-        data = json.dumps(geojson).replace("</", "<\\/")
+        # Inside <script> nothing of the data may read as markup: '<', '>' and '&'
+        # are escaped as JSON unicode escapes (the values are unchanged for the script).
+        data = (
+            json.dumps(geojson)
+            .replace("<", "\\u003c")
+            .replace(">", "\\u003e")
+            .replace("&", "\\u0026")
+        )
         map_html = f"""
 <div id="map" style="height:420px"></div>
 <script src="{LEAFLET}.js"></script>

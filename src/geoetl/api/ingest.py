@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from geoetl.api.deps import PlatformDep
-from geoetl.api.jobs import check_active_jobs, with_links
+from geoetl.api.jobs import check_active_jobs, submit_as, with_links
 from geoetl.api.security import PublisherDep
 from geoetl.auth.principal import level_above
 from geoetl.engine.models import JobView
@@ -174,15 +174,13 @@ async def ingest_upload(
         workflow, params = job_request(kind, source, options)
         wf = platform.workflows.get(workflow)
         params, level = await run_in_threadpool(authorize, platform, caller, wf, params)
+        job_id, idempotent = await run_in_threadpool(
+            submit_as, platform, caller, workflow, params, level
+        )
     except GeoEtlError:
         if fresh:  # a refused upload leaves nothing behind in bronze
             await run_in_threadpool(objects.delete_prefix, str(Path(source).parent))
         raise
-    job_id, idempotent = await run_in_threadpool(
-        lambda: platform.store.submit(
-            workflow, params, submitted_by=caller.name, access_level=level
-        )
-    )
     view = with_links(request, await run_in_threadpool(platform.queries.job, job_id))
     view.idempotent = idempotent
     response.headers["Location"] = str(request.url_for("get_job", job_id=job_id))

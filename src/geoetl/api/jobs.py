@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -74,6 +75,20 @@ def check_active_jobs(platform: Platform, caller: Principal) -> None:
         )
 
 
+# Counting a caller's active jobs and adding one is one step per API process, so
+# simultaneous submissions cannot overshoot GEOETL_MAX_ACTIVE_JOBS together.
+_SUBMIT_LOCK = threading.Lock()
+
+
+def submit_as(
+    platform: Platform, caller: Principal, workflow: str, params: dict[str, Any], level: str
+) -> tuple[str, bool]:
+    """Submit for ``caller`` within its active-job cap: ``(job_id, idempotent)``."""
+    with _SUBMIT_LOCK:
+        check_active_jobs(platform, caller)
+        return platform.store.submit(workflow, params, submitted_by=caller.name, access_level=level)
+
+
 def visible_job(platform: Platform, job_id: str, levels: list[str]) -> JobView:
     """A job the caller may see (NotFound otherwise, as for a job that does not exist)."""
     return platform.queries.job(job_id, levels)
@@ -134,9 +149,7 @@ async def submit_job(
     await run_in_threadpool(check_active_jobs, platform, caller)
     params, level = await run_in_threadpool(authorize, platform, caller, wf, params)
     job_id, idempotent = await run_in_threadpool(
-        lambda: platform.store.submit(
-            workflow, params, submitted_by=caller.name, access_level=level
-        )
+        submit_as, platform, caller, workflow, params, level
     )
     view = await run_in_threadpool(platform.queries.job, job_id)
     view = with_links(request, view)

@@ -279,6 +279,12 @@ class SearchBody(BaseModel):
     sortby: list[SortKey] | None = None
     fields: Fields | None = None
 
+    @field_validator("limit", mode="after")
+    @classmethod
+    def _clamp(cls, value: int) -> int:
+        # Larger pages are clamped (the STAC API spec); so are absurd numbers.
+        return min(value, MAX_LIMIT)
+
     @field_validator("collections", "ids", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:

@@ -40,10 +40,12 @@ class ProcessRasterParams(BaseModel):
     """Parameters of process_raster (SPEC "Raster processing")."""
 
     source: str = Field(description="Key of the file in the bronze zone.")
-    collection_id: str = Field(default="system-rasters", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    collection_id: str = Field(
+        default="system-rasters", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
+    )
     item_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9_.-]{1,150}$",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,149}$",
         description="Default: from the file name (and the tier unless 'analysis').",
     )
     output_tier: TierChoice = "analysis"

@@ -52,7 +52,9 @@ class ProcessVectorParams(BaseModel):
 
     source: str = Field(description="Key of the file in the bronze zone.")
     layer: str | None = Field(default=None, description="One layer; default every layer.")
-    collection_id: str = Field(default="system-vectors", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    collection_id: str = Field(
+        default="system-vectors", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
+    )
     dataset_id: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,60}$")
     target_crs: str = "EPSG:4326"
     input_crs: str | None = None
