@@ -282,7 +282,10 @@ class SearchBody(BaseModel):
     @field_validator("limit", mode="after")
     @classmethod
     def _clamp(cls, value: int) -> int:
-        # Larger pages are clamped (the STAC API spec); so are absurd numbers.
+        # Larger pages are clamped (the STAC API spec); numbers no page size could be
+        # are a mistake worth a 400, as in GET.
+        if value > 2**31:
+            raise ValueError(f"limit {value} is out of range; pages hold at most {MAX_LIMIT}")
         return min(value, MAX_LIMIT)
 
     @field_validator("collections", "ids", mode="before")
