@@ -175,6 +175,33 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = {
         {"filter": "S_INTERSECTS(geometry, POLYGON((0 0, 90 0, 0 60, 0 0)))"},
         lambda i: shape(i["geometry"]).intersects(TRIANGLE),
     ),
+    # Bbox literals as pygeofilter really hands them (Envelope from CQL2-JSON, a BBOX
+    # function from CQL2 text): an asymmetric box, so a swapped axis selects elsewhere.
+    "cql2-json bbox literal": (
+        {
+            "filter": json.dumps(
+                {
+                    "op": "s_intersects",
+                    "args": [{"property": "geometry"}, {"bbox": [-20, -10, 40, 50]}],
+                }
+            ),
+            "filter-lang": "cql2-json",
+        },
+        lambda i: shape(i["geometry"]).intersects(AREA),
+    ),
+    "cql2-text BBOX": (
+        {"filter": "S_INTERSECTS(geometry, BBOX(-20, -10, 40, 50))"},
+        lambda i: shape(i["geometry"]).intersects(AREA),
+    ),
+    "cql2-json s_within bbox": (
+        {
+            "filter": json.dumps(
+                {"op": "s_within", "args": [{"property": "geometry"}, {"bbox": [-20, -10, 40, 50]}]}
+            ),
+            "filter-lang": "cql2-json",
+        },
+        lambda i: shape(i["geometry"]).within(AREA),
+    ),
     "intersects": (
         {"intersects": json.dumps(mapping(TRIANGLE))},
         lambda i: shape(i["geometry"]).intersects(TRIANGLE),

@@ -17,9 +17,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pygeofilter import ast, values
+from pygeofilter import ast
 
 from geoetl.catalog.tables import stac_items
+from geoetl.cql2 import geometry_literal, parse
 from geoetl.errors import InputError
 from geoetl.like import like_to_glob
 
@@ -49,29 +50,8 @@ CORE_FIELDS = {"id", "collection", "datetime", "geometry"}
 
 
 def parse_cql2(value: str | dict[str, Any], lang: str | None) -> ast.Node:
-    """A parsed CQL2 filter; InputError that says what is wrong with it."""
-    # The parsers build their grammars on import; only searches with a filter pay for it.
-    from pygeofilter.parsers.cql2_json import parse as parse_json
-    from pygeofilter.parsers.cql2_text import parse as parse_text
-
-    from geoetl.limits import HARD_MAX_DEPTH, check_filter, loads
-
-    lang = lang or ("cql2-json" if isinstance(value, dict) else "cql2-text")
-    # A backstop for callers that did not check with their own settings: the parsers
-    # recurse, and a deeply nested filter would exhaust the stack.
-    check_filter(value, max_depth=HARD_MAX_DEPTH, max_terms=100_000)
-    try:
-        if lang == "cql2-json":
-            return parse_json(loads(value, what="the filter") if isinstance(value, str) else value)
-        if lang == "cql2-text":
-            if not isinstance(value, str):
-                raise InputError("a cql2-text filter must be a string")
-            return parse_text(value)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"filter is not valid {lang}: {exc}") from None
-    raise InputError(f"filter-lang {lang!r} is not supported; use cql2-text or cql2-json")
+    """A parsed CQL2 filter (:func:`geoetl.cql2.parse`, shared by both APIs)."""
+    return parse(value, lang)
 
 
 def iso_z(value: datetime | date) -> str:
@@ -243,11 +223,9 @@ class ItemSql:
             relation = {"contains": "within", "within": "contains"}.get(relation, relation)
         if not (isinstance(lhs, ast.Attribute) and lhs.name == "geometry"):
             raise InputError("spatial functions compare the item geometry with a literal")
-        geometry = rhs.geometry if isinstance(rhs, values.Geometry) else None
-        if isinstance(rhs, values.Envelope):
-            geometry = _box(rhs.x1, rhs.y1, rhs.x2, rhs.y2)
-        if geometry is None:
-            raise InputError(f"expected a geometry literal, got {rhs!r}")
+        import shapely.geometry
+
+        geometry: dict[str, Any] = shapely.geometry.mapping(geometry_literal(rhs))
         return self.spatial(relation, geometry)
 
     def spatial(self, relation: str, geometry: dict[str, Any]) -> Any:

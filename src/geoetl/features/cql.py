@@ -16,9 +16,10 @@ from typing import Any
 
 import shapely
 import shapely.geometry
-from pygeofilter import ast, values
+from pygeofilter import ast
 from shapely.geometry.base import BaseGeometry
 
+from geoetl.cql2 import geometry_literal, parse
 from geoetl.errors import InputError
 from geoetl.features.geopackage import (
     FID_TOKEN,
@@ -42,16 +43,8 @@ COMPARISON = {
 
 
 def parse_filter(text: str, lang: str) -> ast.Node:
-    """Parse a CQL2 filter; InputError saying what is wrong with it.
-
-    The one CQL2 parser (:func:`geoetl.catalog.filters.parse_cql2`) serves both APIs.
-    """
-    if lang not in ("cql2-text", "cql2-json"):
-        raise InputError(f"filter-lang {lang!r} is not supported; use cql2-text or cql2-json")
-    from geoetl.catalog.filters import parse_cql2
-
-    node: ast.Node = parse_cql2(text, lang)
-    return node
+    """Parse a CQL2 filter (:func:`geoetl.cql2.parse`, shared by both APIs)."""
+    return parse(text, lang)
 
 
 class SqliteFilter:
@@ -90,7 +83,7 @@ class SqliteFilter:
             return f"({self._value(node.lhs)} {neg}GLOB ?)"
         if isinstance(node, ast.SpatialComparisonPredicate):
             self._geometry_property(node.lhs)
-            return self._spatial(node.op.value, _literal(node.rhs))
+            return self._spatial(node.op.value, geometry_literal(node.rhs))
         if isinstance(node, ast.BBox):
             self._geometry_property(node.lhs)
             return self._spatial(
@@ -140,26 +133,3 @@ class SqliteFilter:
         if isinstance(node, ast.Node):
             return self._node(node)
         raise InputError(f"unsupported value in filter: {node!r}")
-
-
-def _literal(node: Any) -> BaseGeometry:
-    """A shapely geometry from a CQL2 geometry literal or bbox."""
-    try:
-        if isinstance(node, values.Geometry):
-            geom: BaseGeometry = shapely.geometry.shape(node.geometry)
-            return geom
-        if isinstance(node, values.Envelope):
-            # pygeofilter's CQL2-JSON parser builds Envelope(*bbox), so its x1, x2, y1, y2
-            # hold minx, miny, maxx, maxy in the order the bbox gives them.
-            return shapely.box(float(node.x1), float(node.x2), float(node.y1), float(node.y2))
-        if isinstance(node, ast.Function) and node.name.lower() == "bbox":
-            args = [float(a) for a in node.arguments]
-            if len(args) == 6:  # minx, miny, minz, maxx, maxy, maxz
-                args = [args[0], args[1], args[3], args[4]]
-            if len(args) == 4:
-                return shapely.box(args[0], args[1], args[2], args[3])
-    except (TypeError, ValueError, shapely.errors.ShapelyError) as exc:
-        raise InputError(f"invalid geometry in a spatial predicate: {exc}") from None
-    raise InputError(
-        f"a spatial predicate needs a geometry literal (WKT or GeoJSON) or a BBOX, not {node!r}"
-    )
