@@ -45,5 +45,11 @@ def test_datetime_instants_and_intervals(settings: Settings, tmp_path: Path) -> 
         assert names("2021-01-01T00:00:00Z/..") == ["b", "c"]
         assert names("../2021-01-01T00:00:00Z") == ["a"]
         assert names("2020-06-01T00:00:00Z/2022-01-01T00:00:00Z") == ["b"]
+        # An instant matches the stored timestamp however either is spelled.
+        assert names("2021-06-01T00:00:00Z") == ["b"]
+        assert names("2021-06-01T02:00:00+02:00") == ["b"]
+        assert names("2021-06-01T00:00:00.000Z") == ["b"]
+        assert names("2022-03-01T12:30:00Z") == ["c"]
+        assert names("2021-06-01T00:00:01Z") == []
         bad = client.get("/collections/events/items", params={"datetime": "yesterday"})
         assert bad.status_code == 400

@@ -307,14 +307,18 @@ def _datetime_condition(fc: FeatureCollection, value: str) -> tuple[str, list[An
         raise InputError(f"collection {fc.collection_id} has no temporal property to filter on")
     start, _, end = value.partition("/")
     bounds = [None if v in ("", "..") else _instant(v) for v in (start, end)]
+    # Stored values are ISO 8601 text in several spellings ('…Z', '….000Z', no zone, a
+    # date): SQLite's julianday() reads them all as instants, so equal instants match
+    # whatever their spelling.
+    column = f'julianday("{field}")'
     if not _:
-        return f'"{field}" = ?', [bounds[0]]
+        return f"{column} = julianday(?)", [bounds[0]]
     clauses, params = [], []
     if bounds[0] is not None:
-        clauses.append(f'"{field}" >= ?')
+        clauses.append(f"{column} >= julianday(?)")
         params.append(bounds[0])
     if bounds[1] is not None:
-        clauses.append(f'"{field}" <= ?')
+        clauses.append(f"{column} <= julianday(?)")
         params.append(bounds[1])
     return (" AND ".join(clauses) or "1 = 1"), params
 
@@ -324,8 +328,10 @@ def _instant(value: str) -> str:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InputError(f"datetime {value!r} is not an RFC 3339 date-time") from None
-    # GeoPackage stores date-times as ISO 8601 text in UTC.
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if parsed.tzinfo else value
+    # GeoPackage stores date-times as ISO 8601 text in UTC; a zone-less instant is UTC.
+    if parsed.tzinfo:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed.isoformat(timespec="milliseconds")
 
 
 def _page(base: str, params: dict[str, str], offset: int, limit: int) -> str:
