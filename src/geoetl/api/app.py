@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 import geoetl
 from geoetl.api import auth, errors, features, health, ingest, jobs, stac, tiles
@@ -14,6 +16,9 @@ from geoetl.api.security import get_caller
 from geoetl.engine.workflow import Registry
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+
+STATIC = Path(__file__).parent / "static"
+"""Web assets shipped with geoetl (Leaflet, Proj4js): pages work without internet."""
 
 
 def create_app(settings: Settings | None = None, workflows: Registry | None = None) -> FastAPI:
@@ -47,6 +52,7 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
         trusted_proxies=settings.trusted_proxies,
         max_body_kb=settings.max_body_kb,
     )
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(auth.router)
     app.include_router(jobs.router)
     app.include_router(ingest.router)

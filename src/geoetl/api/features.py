@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastApiPath
@@ -113,7 +113,7 @@ def landing(request: Request) -> dict[str, Any] | HTMLResponse:
             {"rel": "data", "href": _url(request, "get_collections"), "type": "application/json"},
         ],
     }
-    return html.landing_page(doc) if html.wants_html(request) else doc
+    return html.landing_page(request, doc) if html.wants_html(request) else doc
 
 
 @router.get("/api", name="openapi")
@@ -126,7 +126,7 @@ def api_description() -> RedirectResponse:
 def conformance(request: Request) -> dict[str, list[str]] | HTMLResponse:
     """Conformance classes implemented."""
     doc = {"conformsTo": CONFORMANCE}
-    return html.conformance_page(doc) if html.wants_html(request) else doc
+    return html.conformance_page(request, doc) if html.wants_html(request) else doc
 
 
 @router.get("/collections", name="get_collections", response_model=None)
@@ -138,7 +138,7 @@ def collections(request: Request, platform: PlatformDep) -> dict[str, Any] | HTM
             _collection_doc(request, fc) for fc in platform.feature_registry.all(visible(request))
         ],
     }
-    return html.collections_page(doc) if html.wants_html(request) else doc
+    return html.collections_page(request, doc) if html.wants_html(request) else doc
 
 
 @router.get("/collections/{collection_id}", name="get_feature_collection", response_model=None)
@@ -147,7 +147,7 @@ def collection(
 ) -> dict[str, Any] | HTMLResponse:
     """One feature collection."""
     doc = _collection_doc(request, platform.feature_registry.get(collection_id, visible(request)))
-    return html.collection_page(doc) if html.wants_html(request) else doc
+    return html.collection_page(request, doc) if html.wants_html(request) else doc
 
 
 @router.get("/collections/{collection_id}/queryables", name="get_queryables")
@@ -276,8 +276,31 @@ def items(
         "links": links,
     }
     if html.wants_html(request):
-        return html.items_page(fc.title, doc)
+        doc["links"] = _html_links(links)
+        return html.items_page(request, fc.title, doc)
     return _geojson(doc)
+
+
+def _html_links(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # On the HTML page, self and paging links lead to HTML pages; the GeoJSON of the
+    # same page is the "alternate".
+    out = []
+    for link in links:
+        if link["rel"] in ("self", "next", "prev"):
+            href = _with_format(link["href"], "html")
+            out.append({**link, "href": href, "type": "text/html"})
+            if link["rel"] == "self":
+                geojson = _with_format(link["href"], "json")
+                out.append({"rel": "alternate", "href": geojson, "type": GEOJSON})
+        else:
+            out.append(link)
+    return out
+
+
+def _with_format(href: str, f: str) -> str:
+    base, _, query = href.partition("?")
+    params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "f"]
+    return f"{base}?{urlencode([*params, ('f', f)])}"
 
 
 def _sort_keys(fc: FeatureCollection, sortby: str | None, max_keys: int) -> list[tuple[str, bool]]:
@@ -380,6 +403,7 @@ def feature(
     ]
     if html.wants_html(request):
         return html.page(
+            request,
             f"{fc.title}: feature {feature_id}",
             html.table([doc["properties"]]),
             {"type": "FeatureCollection", "features": [doc]},

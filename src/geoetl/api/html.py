@@ -9,7 +9,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-LEAFLET = "https://unpkg.com/leaflet@1.9.4/dist/leaflet"
+
+def static_url(request: Request, path: str) -> str:
+    """URL of a file shipped in ``geoetl/api/static`` (served at ``/static``)."""
+    return str(request.url_for("static", path=path))
 
 
 def wants_html(request: Request) -> bool:
@@ -43,8 +46,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def page(title: str, body: str, geojson: dict[str, Any] | None = None) -> HTMLResponse:
-    """A page; with ``geojson`` it shows the features on a map."""
+def page(
+    request: Request, title: str, body: str, geojson: dict[str, Any] | None = None
+) -> HTMLResponse:
+    """A page; with ``geojson`` it shows the features on a map.
+
+    Leaflet comes from geoetl itself (no CDN): the map draws without internet access;
+    the OpenStreetMap background only shows where it can be reached.
+    """
+    leaflet = static_url(request, "vendor/leaflet/leaflet")
     map_html = ""
     if geojson is not None:
         # Inside <script> nothing of the data may read as markup: '<', '>' and '&'
@@ -57,7 +67,7 @@ def page(title: str, body: str, geojson: dict[str, Any] | None = None) -> HTMLRe
         )
         map_html = f"""
 <div id="map" style="height:420px"></div>
-<script src="{LEAFLET}.js"></script>
+<script src="{leaflet}.js"></script>
 <script>
   const map = L.map("map");
   L.tileLayer("https://tile.openstreetmap.org/{{z}}/{{x}}/{{y}}.png",
@@ -69,25 +79,25 @@ def page(title: str, body: str, geojson: dict[str, Any] | None = None) -> HTMLRe
     return HTMLResponse(
         f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)} - geoetl</title>
-<link rel="stylesheet" href="{LEAFLET}.css">
+<link rel="stylesheet" href="{static_url(request, "vendor/leaflet/leaflet.css")}">
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%}}</style></head>
 <body><h1>{escape(title)}</h1>{map_html}{body}</body></html>"""
     )
 
 
-def landing_page(doc: dict[str, Any]) -> HTMLResponse:
+def landing_page(request: Request, doc: dict[str, Any]) -> HTMLResponse:
     """The landing page."""
-    return page(doc["title"], f"<p>{escape(doc['description'])}</p>{_links(doc['links'])}")
+    return page(request, doc["title"], f"<p>{escape(doc['description'])}</p>{_links(doc['links'])}")
 
 
-def conformance_page(doc: dict[str, Any]) -> HTMLResponse:
+def conformance_page(request: Request, doc: dict[str, Any]) -> HTMLResponse:
     """The conformance classes."""
     items = "".join(f"<li>{escape(c)}</li>" for c in doc["conformsTo"])
-    return page("Conformance", f"<ul>{items}</ul>")
+    return page(request, "Conformance", f"<ul>{items}</ul>")
 
 
-def collections_page(doc: dict[str, Any]) -> HTMLResponse:
+def collections_page(request: Request, doc: dict[str, Any]) -> HTMLResponse:
     """Every collection."""
     rows = [
         {
@@ -98,10 +108,10 @@ def collections_page(doc: dict[str, Any]) -> HTMLResponse:
         }
         for c in doc["collections"]
     ]
-    return page("Collections", table(rows))
+    return page(request, "Collections", table(rows))
 
 
-def collection_page(doc: dict[str, Any]) -> HTMLResponse:
+def collection_page(request: Request, doc: dict[str, Any]) -> HTMLResponse:
     """One collection, its extent on the map."""
     bbox = (doc["extent"]["spatial"]["bbox"] or [None])[0]
     outline = None
@@ -110,14 +120,15 @@ def collection_page(doc: dict[str, Any]) -> HTMLResponse:
         ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
         outline = {"type": "Polygon", "coordinates": [ring]}
     return page(
+        request,
         doc["title"],
         f"<p>{doc.get('geoetl:feature_count', '')} features</p>{_links(doc['links'])}",
         outline,
     )
 
 
-def items_page(title: str, doc: dict[str, Any]) -> HTMLResponse:
+def items_page(request: Request, title: str, doc: dict[str, Any]) -> HTMLResponse:
     """A page of features on a map, with their properties."""
     rows = [{"id": f["id"], **f["properties"]} for f in doc["features"]]
     summary = f"<p>{doc['numberReturned']} of {doc['numberMatched']} features</p>"
-    return page(title, summary + _links(doc["links"]) + table(rows), doc)
+    return page(request, title, summary + _links(doc["links"]) + table(rows), doc)
