@@ -7,11 +7,16 @@ cd "$ROOT"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# System packages: PostgreSQL with PostGIS (pgSTAC is installed into it by pypgstac later).
+# System packages: PostgreSQL with PostGIS (pgSTAC is installed into it by pypgstac later),
+# and Debian's Chromium for the browser tests (Playwright drives it; no browser download).
 if command -v apt-get >/dev/null 2>&1; then
-  if ! dpkg -s postgresql-15-postgis-3 >/dev/null 2>&1; then
+  missing=()
+  for pkg in postgresql-15-postgis-3 chromium; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
     as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql-15-postgis-3 >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 fi
 
