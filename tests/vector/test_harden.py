@@ -12,7 +12,7 @@ from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from geoetl.errors import InputError
 from geoetl.vector.archive import safe_extract
 from geoetl.vector.columns import sanitize_columns
-from geoetl.vector.harden import harden, split_antimeridian
+from geoetl.vector.harden import drop_m, harden, split_antimeridian
 
 BOWTIE = Polygon([(0, 0), (2, 2), (2, 0), (0, 2), (0, 0)])
 
@@ -59,6 +59,34 @@ def test_z_is_dropped_unless_kept() -> None:
     _, kept, _ = harden([line], keep_z=True, geographic=True)
     assert kept[0] is not None
     assert shapely.has_z(kept[0])
+
+
+def test_m_is_always_dropped_and_counted_z_only_kept_when_asked() -> None:
+    geoms = shapely.from_wkt(
+        [
+            "LINESTRING M (0 0 5, 1 1 6)",
+            "LINESTRING ZM (0 0 10 5, 1 1 20 6)",
+            "POLYGON M ((0 0 1, 1 0 2, 1 1 3, 0 0 1))",
+            "LINESTRING Z (0 0 1, 1 1 2)",
+            "POINT M EMPTY",
+        ]
+    )
+    assert shapely.has_m(geoms[:3]).all()  # control: shapely keeps what the WKB carries
+    flat, dropped = drop_m(geoms)
+    assert dropped == 3  # the empty point has no measure to lose
+    assert not shapely.has_m(flat).any()
+    # XYZM loses M, not Z (shapely's force_3d would keep M's slot, transform would NaN Z).
+    assert shapely.get_coordinates(flat[1], include_z=True)[:, 2].tolist() == [10, 20]
+    assert shapely.has_m(geoms[0])  # the caller's array is left alone
+    _, out, report = harden(geoms, keep_z=True, geographic=True)
+    assert report.m_dropped == 3
+    assert report.z_dropped == 0
+    assert not shapely.has_m(out[:3]).any()
+    assert shapely.has_z(out[1])
+    assert shapely.get_coordinates(out[1], include_z=True)[:, 2].tolist() == [10, 20]
+    _, out, report = harden(geoms, keep_z=False, geographic=True)
+    assert (report.m_dropped, report.z_dropped) == (3, 2)
+    assert not (shapely.has_m(out[:4]) | shapely.has_z(out[:4])).any()
 
 
 def test_antimeridian_polygon_is_split_on_both_sides() -> None:

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import warnings
 import zipfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 import pytest
 import shapely
+from fastapi.testclient import TestClient
+from pyproj import Transformer
 from shapely.geometry import Point, Polygon
 
+from geoetl.api.app import create_app
 from geoetl.engine.janitor import Janitor
 from geoetl.engine.models import JobStatus
 from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
+from geoetl.settings import Settings
 from tests.engine.helpers import expire_lease, make_runnable_now
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
@@ -316,3 +324,132 @@ def test_chunks_with_empty_columns_make_one_table_and_geoparquet(
     geo = json.loads(pq.read_schema(platform.objects.gdal_path(key)).metadata[b"geo"])
     assert geo["columns"]["geometry"]["bbox"] == [0.0, 0.0, 4.0, 4.0]
     assert geo["columns"]["geometry"]["geometry_types"] == ["MultiPoint"]
+
+
+# --- measures (M) and Z: every output agrees --------------------------------------------
+
+
+def measured_shapefile(path: Path, wkts: list[str], shape_type: str, crs: str) -> Path:
+    """A real XYM / XYZM shapefile written by GDAL (``SHPT`` picks the measured type)."""
+    geoms = shapely.from_wkt(wkts)
+    table = pa.table(
+        {
+            "route": pa.array([f"r{i}" for i in range(len(geoms))]),
+            "geometry": pa.array(shapely.to_wkb(geoms, flavor="iso"), pa.binary()),
+        }
+    )
+    pyogrio.write_arrow(
+        table,
+        path,
+        geometry_name="geometry",
+        geometry_type="Unknown",
+        crs=crs,
+        layer_options={"SHPT": shape_type},
+    )
+    # Control: GDAL's Arrow stream hands the measures on (ISO WKB with M).
+    _, back = pyogrio.read_arrow(path)
+    assert shapely.has_m(shapely.from_wkb(back["wkb_geometry"].to_numpy(False))).all()
+    return path
+
+
+def api_client(settings: Settings) -> TestClient:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        return TestClient(create_app(settings))
+
+
+def outputs(client: TestClient, job_id: str, collection: str) -> dict[str, Any]:
+    """The geometries as the GeoPackage, the GeoParquet and the OGC API publish them."""
+    platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
+    result = platform.queries.job(job_id).result
+    fc = platform.feature_registry.get(collection)
+    gpkg = platform.features.path(fc.dataset_id)
+    with closing(sqlite3.connect(gpkg)) as conn:
+        declared = conn.execute(
+            "SELECT geometry_type_name, z, m FROM gpkg_geometry_columns WHERE table_name = ?",
+            (fc.table_name,),
+        ).fetchone()
+    _, table = pyogrio.read_arrow(gpkg, layer=fc.table_name)
+    parquet = pq.read_table(platform.objects.gdal_path(result["urls"]["geoparquet"][collection]))
+    body = client.get(f"/collections/{collection}/items", params={"limit": 100})
+    assert body.status_code == 200, body.text
+    return {
+        "report": result["report"],
+        "warnings": result["warnings"],
+        "gpkg_declared": declared,
+        "gpkg": shapely.from_wkb(table["geom"].to_numpy(False)),
+        "parquet_types": json.loads(parquet.schema.metadata[b"geo"])["columns"]["geometry"][
+            "geometry_types"
+        ],
+        "parquet": shapely.from_wkb(parquet["geometry"].to_numpy(False)),
+        "api": [f["geometry"]["coordinates"] for f in body.json()["features"]],
+    }
+
+
+@pytest.mark.parametrize("crs", ["EPSG:4326", "EPSG:3857"])
+def test_xym_shapefile_measures_are_dropped_and_reported_everywhere(
+    settings: Settings, tmp_path: Path, crs: str
+) -> None:
+    # EPSG:3857: the same lines in metres, which the load reprojects.
+    wkts = [
+        line_wkt("M", [(6.0, 49.6, 0), (6.1, 49.7, 10)], crs),
+        line_wkt("M", [(6.2, 49.6, 3), (6.3, 49.8, 7)], crs),
+    ]
+    shp = measured_shapefile(tmp_path / "routes.shp", wkts, "ARCM", crs)
+    with api_client(settings) as client:
+        platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
+        job_id, status = run(platform, {"source": put(platform, shp), "access_level": "public"})
+        assert status == JobStatus.succeeded, platform.queries.job(job_id).error
+        out = outputs(client, job_id, "routes")
+    assert out["report"]["m_dropped"] == 2
+    assert out["report"]["z_dropped"] == 0
+    assert any("M (measure) values" in w for w in out["warnings"])
+    assert out["gpkg_declared"] == ("MULTILINESTRING", 0, 0)
+    assert out["parquet_types"] == ["MultiLineString"]
+    for geoms in (out["gpkg"], out["parquet"]):
+        assert not shapely.has_m(geoms).any()
+        assert not shapely.has_z(geoms).any()
+    # GeoJSON positions are [x, y]: no measure passed off as a height.
+    assert [[len(p) for p in line[0]] for line in out["api"]] == [[2, 2], [2, 2]]
+    assert out["api"][0][0][0] == pytest.approx([6.0, 49.6])
+
+
+@pytest.mark.parametrize("crs", ["EPSG:4326", "EPSG:3857"])
+@pytest.mark.parametrize("keep_z", [False, True])
+def test_xyzm_shapefile_keeps_z_only_when_asked(
+    settings: Settings, tmp_path: Path, crs: str, keep_z: bool
+) -> None:
+    wkt = line_wkt("ZM", [(6.0, 49.6, 100, 0), (6.1, 49.7, 200, 10)], crs)
+    shp = measured_shapefile(tmp_path / "tracks.shp", [wkt], "ARCZM", crs)
+    with api_client(settings) as client:
+        platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
+        params = {"source": put(platform, shp), "access_level": "public", "keep_z": keep_z}
+        job_id, status = run(platform, params)
+        assert status == JobStatus.succeeded, platform.queries.job(job_id).error
+        out = outputs(client, job_id, "tracks")
+    assert out["report"]["m_dropped"] == 1
+    assert out["report"]["z_dropped"] == (0 if keep_z else 1)
+    for geoms in (out["gpkg"], out["parquet"]):
+        assert not shapely.has_m(geoms).any()
+        assert shapely.has_z(geoms).all() == keep_z
+    [line] = out["api"]
+    if keep_z:
+        assert out["gpkg_declared"] == ("MULTILINESTRING", 1, 0)
+        assert out["parquet_types"] == ["MultiLineString Z"]
+        # The heights survive (also through reprojection), not the measures.
+        assert [p[2] for p in line[0]] == pytest.approx([100, 200])
+        assert shapely.get_coordinates(out["parquet"], include_z=True)[:, 2] == pytest.approx(
+            [100, 200]
+        )
+    else:
+        assert out["gpkg_declared"] == ("MULTILINESTRING", 0, 0)
+        assert out["parquet_types"] == ["MultiLineString"]
+        assert [len(p) for p in line[0]] == [2, 2]
+    assert line[0][1][:2] == pytest.approx([6.1, 49.7])
+
+
+def line_wkt(dims: str, points: list[tuple[float, ...]], crs: str) -> str:
+    """``LINESTRING {dims} (…)`` of lon/lat ``points`` (x, y, then Z and/or M) in ``crs``."""
+    to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    moved = [(*to_crs.transform(p[0], p[1]), *p[2:]) for p in points]
+    return f"LINESTRING {dims} ({', '.join(' '.join(repr(v) for v in p) for p in moved)})"

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import geopandas as gpd
     import pyarrow as pa
     import shapely
+    from shapely.geometry.base import BaseGeometry
 
 CHUNK_COLUMN = "_chunk"
 # Spatial filters (features/cql.py) name the table's geometry, fid and R-tree with these
@@ -277,7 +278,7 @@ class GeoPackageStore:
             record.pop(CHUNK_COLUMN, None)
             geometry = None
             if blob:
-                geometry = shapely.geometry.mapping(shapely.from_wkb(gpkg_geometry_to_wkb(blob)))
+                geometry = shapely.geometry.mapping(_without_m(gpkg_geometry_to_wkb(blob)))
             features.append(
                 {"type": "Feature", "id": fid, "geometry": geometry, "properties": record}
             )
@@ -299,6 +300,19 @@ def _known_count(conn: sqlite3.Connection, table: str) -> int | None:
     except sqlite3.OperationalError:  # a GeoPackage written without that table
         return None
     return None if row is None or row[0] is None else int(row[0])
+
+
+def _without_m(wkb: bytes) -> BaseGeometry:
+    """The geometry of ``wkb`` without M values (GeoJSON reads a third number as Z).
+
+    The pipeline drops M before it writes; this keeps files published earlier honest.
+    """
+    import shapely
+
+    geom = shapely.from_wkb(wkb)
+    if shapely.has_m(geom):
+        geom = shapely.from_wkb(shapely.to_wkb(geom, output_dimension=3 if geom.has_z else 2))
+    return geom
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> tuple[str, str]:

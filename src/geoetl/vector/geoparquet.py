@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -27,13 +27,19 @@ COMPRESSION = "zstd"
 def part_table(
     attributes: pa.Table, geoms: npt.NDArray[np.object_], crs: CRS, geometry_type: str
 ) -> pa.Table:
-    """``attributes`` plus WKB geometry and bbox columns, with GeoParquet metadata."""
+    """``attributes`` plus WKB geometry and bbox columns, with GeoParquet metadata.
+
+    The WKB (ISO) has the dimensions ``geometry_type`` declares: XY, or XYZ for a
+    ``… Z`` type; nothing else (no M) reaches the GeoParquet file or the GeoPackage.
+    """
     bounds = shapely.bounds(geoms)
     covering = pa.StructArray.from_arrays(
         [pa.array(bounds[:, i]) for i in range(4)], names=["xmin", "ymin", "xmax", "ymax"]
     )
+    dimensions: Literal[2, 3] = 3 if geometry_type.endswith(" Z") else 2
+    wkb = shapely.to_wkb(geoms, output_dimension=dimensions, flavor="iso")
     table = pa.Table.from_arrays(
-        [*attributes.columns, pa.array(shapely.to_wkb(geoms), pa.binary()), covering],
+        [*attributes.columns, pa.array(wkb, pa.binary()), covering],
         names=[*attributes.column_names, GEOMETRY, COVERING],
     )
     column: dict[str, Any] = {

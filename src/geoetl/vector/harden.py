@@ -1,6 +1,10 @@
 """Clean features before loading: repair, 2D, dedupe vertices, antimeridian, winding, families.
 
 Every step counts what it changed, so the job's validation report can say it.
+
+Measures (M) are always dropped: GeoJSON (RFC 7946, the OGC API output) has no place
+for them — a fourth or third number is read as altitude — and GeoParquet 1.1 declares
+Z only; published data keeps X, Y and, with ``keep_z``, Z.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class HardenReport(BaseModel):
     repaired: int = 0
     dropped: dict[str, int] = Field(default_factory=dict, description="Count by reason.")
     z_dropped: int = 0
+    m_dropped: int = Field(default=0, description="Features whose M (measure) values were dropped.")
     antimeridian_split: int = 0
     families: dict[str, int] = Field(default_factory=dict)
 
@@ -189,20 +194,38 @@ def as_multi(geoms: _GeomArray, family: str) -> _GeomArray:
     return promoted
 
 
+def drop_m(geoms: Sequence[BaseGeometry | None] | _GeomArray) -> tuple[_GeomArray, int]:
+    """``geoms`` without M values (XYM → XY, XYZM → XYZ) and how many had them.
+
+    Done before reprojection: shapely's transform keeps neither M nor, on XYZM, Z.
+    """
+    arr: _GeomArray = np.empty(len(geoms), dtype=object)
+    arr[:] = list(geoms)
+    measured = shapely.has_m(arr)
+    if measured.any():
+        z = measured & shapely.has_z(arr)
+        flat = measured & ~z
+        arr[flat] = shapely.force_2d(arr[flat])
+        # WKB of at most three dimensions drops M and keeps Z (force_3d would not).
+        arr[z] = shapely.from_wkb(shapely.to_wkb(arr[z], output_dimension=3))
+    # An empty geometry has no measure to lose.
+    return arr, int((measured & ~shapely.is_empty(arr)).sum())
+
+
 def harden(
     geoms: Sequence[BaseGeometry | None] | _GeomArray, *, keep_z: bool, geographic: bool
 ) -> tuple[dict[str, list[int]], _GeomArray, HardenReport]:
     """Clean ``geoms`` (already in the target CRS), array-wise with shapely.
 
     Returns the row indices per family, the cleaned geometries (an object array, None
-    where dropped) and the report. Every kept geometry is valid, of one family,
+    where dropped) and the report. M values are dropped (:func:`drop_m`), Z too unless
+    ``keep_z``. Every kept geometry is valid, of one family,
     promoted to its Multi* type, polygons counter-clockwise (RFC 7946). Only the
     rare cases go geometry by geometry: collections, candidates for an antimeridian
     split (wider than 180 degrees) and invalid geometries.
     """
-    arr: _GeomArray = np.empty(len(geoms), dtype=object)
-    arr[:] = list(geoms)  # a copy: the caller's geometries are left alone
-    report = HardenReport(read=len(arr))
+    arr, m_dropped = drop_m(geoms)  # a copy: the caller's geometries are left alone
+    report = HardenReport(read=len(arr), m_dropped=m_dropped)
     type_id = shapely.get_type_id(arr)
     missing = (type_id < 0) | shapely.is_empty(arr)
     report.drop("empty or missing geometry", int(missing.sum()))

@@ -30,7 +30,7 @@ from geoetl.vector.geoparquet import (
     part_table,
     write_part,
 )
-from geoetl.vector.harden import HardenReport, as_multi, harden
+from geoetl.vector.harden import HardenReport, as_multi, drop_m, harden
 from geoetl.vector.read import CsvOptions, find_dataset, list_layers, read_chunk
 from geoetl.workflows.process_raster import slug
 
@@ -213,11 +213,13 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     source = layer_crs or params.input_crs
     assert source is not None  # inspect refused layers without either
     source_crs = _parse_crs(source, "input_crs")
+    geoms, m_dropped = drop_m(geoms)  # before reprojecting: transform loses M (and XYZM's Z)
     reprojected = 0
     if not source_crs.equals(target):
         geoms = _reproject(geoms, source_crs, target)
         reprojected = len(geoms)
     families, geoms, report = harden(geoms, keep_z=params.keep_z, geographic=target.is_geographic)
+    report.m_dropped += m_dropped
     _intent, steps = params.recipe()
     if "simplify" in steps:
         geoms = shapely.simplify(geoms, params.tolerance(), preserve_topology=True)
@@ -258,6 +260,7 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
         report.read += part.read
         report.repaired += part.repaired
         report.z_dropped += part.z_dropped
+        report.m_dropped += part.m_dropped
         report.antimeridian_split += part.antimeridian_split
         for reason, n in part.dropped.items():
             report.drop(reason, n)
@@ -336,6 +339,12 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
     warnings = []
     if intent != params.intent:
         warnings.append(f"unknown intent {params.intent!r}: used the {intent} recipe")
+    if report.m_dropped:
+        warnings.append(
+            f"{report.m_dropped:,} feature(s) had M (measure) values; they were dropped "
+            "(GeoJSON and GeoParquet carry no measures — keep them as an attribute column "
+            "if you need them)"
+        )
     return {
         "tables": out,
         "report": {**report.model_dump(), "reprojected": reprojected},
