@@ -151,3 +151,12 @@ def bearer(settings: Settings, role: str = "admin", clearance: str = "restricted
     finally:
         platform.close()
     return {"Authorization": f"Bearer {secret}"}
+
+
+def serve_pid(base: str) -> int:
+    """The pid of the ``geoetl serve`` child of this process listening at ``base`` (``serving``)."""
+    import psutil
+
+    port = base.rsplit(":", 1)[1]
+    [proc] = [p for p in psutil.Process().children() if {"serve", port} <= set(p.cmdline())]
+    return int(proc.pid)

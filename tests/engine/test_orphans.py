@@ -8,7 +8,6 @@ lease runs out and the janitor re-queues it for another worker, so no task is lo
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -24,20 +23,11 @@ from geoetl.engine.models import JobStatus, TaskStatus
 from geoetl.engine.worker import ORPHAN_GRACE_SECONDS
 from geoetl.platform import Platform
 from geoetl.settings import Settings
-from tests.conftest import geoetl_cmd, serving, settings_env, start_geoetl
+from tests.conftest import geoetl_cmd, serve_pid, serving, settings_env, start_geoetl
 from tests.engine.helpers import task_rows, wait_for
 
 # The grace period, then a few seconds for the process to wind down and be seen gone.
 GONE_WITHIN = ORPHAN_GRACE_SECONDS + 5.0
-
-
-def _serve_process(base: str) -> psutil.Process:
-    """The ``geoetl serve`` subprocess started by ``serving`` (found by its port)."""
-    port = base.rsplit(":", 1)[1]
-    [proc] = [
-        p for p in psutil.Process().children() if "serve" in p.cmdline() and port in p.cmdline()
-    ]
-    return proc
 
 
 def _is_worker(proc: psutil.Process) -> bool:
@@ -86,6 +76,13 @@ def _gone(proc: psutil.Process) -> bool:
         return True
 
 
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {proc.status()} ppid {proc.ppid()} {' '.join(proc.cmdline())[-60:]}"
+    except psutil.NoSuchProcess:
+        return f"{proc.pid} gone"
+
+
 def _kill_and_expect_gone(serve: psutil.Process, procs: list[psutil.Process]) -> float:
     """SIGKILL ``serve``; every process in ``procs`` must be gone within GONE_WITHIN s."""
     started = time.monotonic()
@@ -93,10 +90,11 @@ def _kill_and_expect_gone(serve: psutil.Process, procs: list[psutil.Process]) ->
     deadline = started + GONE_WITHIN
     while time.monotonic() < deadline and not all(_gone(p) for p in procs):
         time.sleep(0.05)
-    alive = [p.pid for p in procs if not _gone(p)]
-    for pid in alive:  # never leave them behind, whatever the outcome
-        os.kill(pid, signal.SIGKILL)
-    assert alive == [], f"processes outlived geoetl serve by {GONE_WITHIN}s: {alive}"
+    alive = [p for p in procs if not _gone(p)]
+    described = [_describe(p) for p in alive]
+    for p in alive:  # never leave them behind, whatever the outcome
+        p.kill()
+    assert described == [], f"processes outlived geoetl serve by {GONE_WITHIN}s: {described}"
     return time.monotonic() - started
 
 
@@ -159,7 +157,7 @@ def _running_work(platform: Platform, job_id: str, count: int) -> list[str] | No
 
 def test_idle_workers_exit_when_serve_is_killed(settings: Settings, tmp_path: Path) -> None:
     with serving(settings, tmp_path / "serve.log", "--workers", "2") as base:
-        serve = _serve_process(base)
+        serve = psutil.Process(serve_pid(base))
         workers = _workers(serve, 2, settings)
         # Everything serve started (the workers and multiprocessing's resource tracker).
         everything = serve.children(recursive=True)
@@ -172,7 +170,7 @@ def test_idle_workers_exit_when_serve_is_killed(settings: Settings, tmp_path: Pa
 def test_worker_started_just_before_serve_dies_exits(settings: Settings, tmp_path: Path) -> None:
     """Killed while its workers are still starting up (before or around their prctl call)."""
     with serving(settings, tmp_path / "serve.log", "--workers", "2") as base:
-        serve = _serve_process(base)
+        serve = psutil.Process(serve_pid(base))
         workers = _workers(serve, 2, settings)
         # Kill the workers: the pool's supervisor restarts them within a second; kill serve as
         # soon as the replacements exist, while they are still importing.
@@ -199,7 +197,7 @@ def test_ctrl_c_stops_serve_after_a_worker_was_restarted(
     waiting on it left the Event counting a sleeper that never wakes: stopping hung.)
     """
     with serving(settings, tmp_path / "serve.log", "--workers", "2") as base:
-        serve = _serve_process(base)
+        serve = psutil.Process(serve_pid(base))
         first = _workers(serve, 2, settings)[0]
         first.send_signal(signal.SIGKILL)
         wait_for(
@@ -228,7 +226,7 @@ def test_slow_tasks_of_a_killed_serve_are_retried_elsewhere(
     # Each task runs well past the grace period: the orphaned workers abandon them.
     sleep_s = ORPHAN_GRACE_SECONDS + 10
     with serving(settings, tmp_path / "serve.log", "--workers", "2") as base:
-        serve = _serve_process(base)
+        serve = psutil.Process(serve_pid(base))
         workers = _workers(serve, 2, settings)
         job_id = _submit(settings, {"n": 2, "sleep_ms": sleep_s * 1000})
         held = wait_for(
@@ -276,7 +274,7 @@ def test_short_tasks_are_finished_by_orphaned_workers(
     # (A quarter: should one worker hold both in one batch, it runs them one after the other.)
     sleep_ms = ORPHAN_GRACE_SECONDS * 1000 / 4
     with serving(settings, tmp_path / "serve.log", "--workers", "2") as base:
-        serve = _serve_process(base)
+        serve = psutil.Process(serve_pid(base))
         workers = _workers(serve, 2, settings)
         job_id = _submit(settings, {"n": 2, "sleep_ms": sleep_ms})
         held = wait_for(

@@ -149,10 +149,22 @@ def _child(
     # The parent decides when children stop; a terminal's Ctrl+C must not kill a task midway.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     local = threading.Event()
+    # SIGTERM stops the worker after its batch. The handler only writes to a pipe that a
+    # thread turns into ``local.set()``: a dying parent sends several SIGTERMs in a row,
+    # and a handler that set the Event itself could run again inside its own set(), on
+    # the Event's lock, and hang the process for good.
+    term_r, term_w = os.pipe()
+    os.set_blocking(term_w, False)
 
     def _on_term(*_: Any) -> None:
+        with contextlib.suppress(OSError):  # the pipe is full: a stop is pending already
+            os.write(term_w, b"t")
+
+    def _term_relay() -> None:
+        os.read(term_r, 1)
         local.set()
 
+    threading.Thread(target=_term_relay, name="geoetl-sigterm", daemon=True).start()
     signal.signal(signal.SIGTERM, _on_term)
     # Die with the parent, even when it is killed with SIGKILL: the kernel sends SIGTERM
     # (Linux; handled above: finish the batch), and the watcher notices the parent's pipe
