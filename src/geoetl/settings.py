@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         default="",
         description="Path prefix the API is served under behind a reverse proxy (e.g. /geo).",
     )
+    max_image_px: int = Field(
+        default=2048, ge=1, description="Largest side, in pixels, of a raster preview."
+    )
+    max_statistics_px: int = Field(
+        default=1024, ge=1, description="Largest side, in pixels, read for raster statistics."
+    )
 
     @field_validator("audience", "anonymous_clearance", "oidc_default_clearance", mode="before")
     @classmethod
