@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import attr
+import jinja2
 from fastapi import Depends, FastAPI, Path, Query, Request
 from rasterio.vrt import WarpedVRT
 from rio_tiler.errors import InvalidExpression, PointOutsideBounds
@@ -28,6 +29,7 @@ from rio_tiler.expression import parse_expression
 from rio_tiler.io import Reader
 from rio_tiler.models import ImageData, PointData
 from rio_tiler.utils import cast_to_sequence, output_size
+from starlette.templating import Jinja2Templates
 from titiler.core.dependencies import (
     BidxExprParams,
     DefaultDependency,
@@ -411,6 +413,21 @@ def part_size(
     return params
 
 
+# geoetl's own map viewer (map.html, on Leaflet shipped with geoetl: no CDN) first;
+# titiler's templates for the rest.
+TEMPLATES = Jinja2Templates(
+    env=jinja2.Environment(
+        autoescape=jinja2.select_autoescape(["html"]),
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.PackageLoader("geoetl.api", "templates"),
+                jinja2.PackageLoader("titiler.core", "templates"),
+            ]
+        ),
+    )
+)
+
+
 def install(app: FastAPI) -> None:
     """Add the ``/raster/…`` routes and titiler's error-to-status table."""
     factory = TilerFactory(
@@ -424,6 +441,7 @@ def install(app: FastAPI) -> None:
         img_preview_dependency=preview_size,  # type: ignore[arg-type]
         img_part_dependency=part_size,  # type: ignore[arg-type]
         add_part=False,
+        templates=TEMPLATES,
     )
     app.include_router(
         factory.router,
