@@ -143,7 +143,9 @@ def serving(settings: Settings, log: Path, *extra: str) -> Iterator[str]:
             proc.wait()
 
 
-def bearer(settings: Settings, role: str = "admin", clearance: str = "restricted") -> dict[str, str]:
+def bearer(
+    settings: Settings, role: str = "admin", clearance: str = "restricted"
+) -> dict[str, str]:
     """Headers carrying a new API token of ``role`` for the home of ``settings``."""
     platform = Platform.from_settings(settings)
     try:
