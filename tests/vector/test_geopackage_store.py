@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import geopandas as gpd
+import pyarrow as pa
 import pyogrio
 import pytest
+import shapely
 from shapely.geometry import Point
 
 from geoetl.errors import NotFound
@@ -69,3 +73,33 @@ def test_new_load_replaces_the_published_dataset_atomically(tmp_path: Path) -> N
     assert store.drop("ds")
     with pytest.raises(NotFound):
         store.tables("ds")
+
+
+def test_items_carry_booleans_and_no_measures(tmp_path: Path) -> None:
+    # A table as a load before M was dropped published it: GDAL keeps the measures.
+    store = GeoPackageStore(tmp_path)
+    store.begin_load("ds")
+    lines = shapely.from_wkt(["LINESTRING M (0 0 5, 1 1 6)", "LINESTRING ZM (0 0 10 5, 1 1 20 6)"])
+    table = pa.table(
+        {
+            "open": pa.array([True, None]),
+            "geometry": pa.array(shapely.to_wkb(lines, flavor="iso"), pa.binary()),
+        }
+    )
+    store.write_table(
+        "ds",
+        "lines",
+        table.to_reader(),
+        geometry_column="geometry",
+        geometry_type="Unknown",
+        crs="EPSG:4326",
+    )
+    store.finish_load("ds", {})
+    with closing(sqlite3.connect(store.path("ds"))) as conn:
+        assert conn.execute('SELECT "open" FROM lines').fetchall() == [(1,), (None,)]
+    features, _ = store.features("ds", "lines")
+    assert [f["properties"]["open"] for f in features] == [True, None]
+    assert [f["geometry"]["coordinates"] for f in features] == [
+        ((0.0, 0.0), (1.0, 1.0)),  # x, y: the measure is no height
+        ((0.0, 0.0, 10.0), (1.0, 1.0, 20.0)),  # x, y, z
+    ]

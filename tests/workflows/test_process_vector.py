@@ -25,6 +25,7 @@ from geoetl.api.app import create_app
 from geoetl.engine.janitor import Janitor
 from geoetl.engine.models import JobStatus
 from geoetl.engine.runner import Runner
+from geoetl.engine.workflow import ParamsError
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from tests.engine.helpers import expire_lease, make_runnable_now
@@ -189,16 +190,19 @@ def test_empty_layer_is_refused(platform: Platform, tmp_path: Path) -> None:
 def test_csv_with_bad_coordinates_reports_dropped_rows(platform: Platform, tmp_path: Path) -> None:
     path = tmp_path / "places.csv"
     path.write_text("name,lat,lon\nok,50.1,6.1\nbad,abc,xyz\nmissing,,\nalso ok,49.9,5.9\n")
+    # lat/lon columns are WGS 84 degrees: no input_crs needed, and the job says so.
     job_id, status = run(platform, {"source": put(platform, path)})
-    assert status == JobStatus.failed
-    assert "pass input_crs" in platform.queries.job(job_id).error.message
-    job_id, status = run(platform, {"source": put(platform, path), "input_crs": "EPSG:4326"})
     view = platform.queries.job(job_id)
     assert status == JobStatus.succeeded, view.error
     assert view.result["tables"][0]["features"] == 2
     assert view.result["report"]["dropped"] == {"empty or missing geometry": 2}
+    assert view.result["warnings"] == [
+        "places.csv: columns 'lat' and 'lon' were read as WGS 84 latitude and longitude "
+        "(EPSG:4326); pass input_crs if they are in another CRS"
+    ]
     out = published(platform, "places")
     assert sorted(out["name"]) == ["also ok", "ok"]
+    assert out.crs.to_epsg() == 4326
 
 
 def test_killed_chunk_is_retried_without_duplicates(platform: Platform) -> None:
@@ -453,3 +457,166 @@ def line_wkt(dims: str, points: list[tuple[float, ...]], crs: str) -> str:
     to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     moved = [(*to_crs.transform(p[0], p[1]), *p[2:]) for p in points]
     return f"LINESTRING {dims} ({', '.join(' '.join(repr(v) for v in p) for p in moved)})"
+
+
+# --- CSV: lat/lon means WGS 84, columns keep their types ---------------------------------
+
+CSV_ROWS = [
+    # name, Latitude, Longitude, pop, area, open, founded, seen, zip, ref, note
+    ("Alpha", "50.1", "6.1", "100", "1.5", "true", "2024-01-02", "2024-01-02T10:00:00", "01234"),
+    ("Beta", "49.9", "5.9", "", "2.25", "FALSE", "2024-02-29", "2024-02-03 11:30:00", "98765"),
+    ("Gamma", "49.8", "6.0", "3000000000", "3", "True", "", "", "00012"),
+    ("Delta", "49.7", "6.2", "-7", "-0.5", "false", "1999-12-31", "1999-12-31T23:59:59", "4"),
+]
+
+
+def typed_csv(path: Path, geometry: str = "latlon") -> Path:
+    """A CSV whose columns are numbers, booleans, dates and codes; ``ref`` turns to text in
+    the last row (a later chunk than the one that looked numeric)."""
+    rows = []
+    for i, (name, lat, lon, *rest) in enumerate(CSV_ROWS):
+        ref = "n/a" if i == len(CSV_ROWS) - 1 else str(i + 1)
+        where = [lat, lon] if geometry == "latlon" else [f'"POINT ({lon} {lat})"']
+        rows.append(",".join([name, *where, *rest, ref]))
+    head = ["name", "Latitude", "Longitude"] if geometry == "latlon" else ["name", "shape"]
+    header = [*head, "pop", "area", "open", "founded", "seen", "zip", "ref"]
+    path.write_text("\n".join([",".join(header), *rows]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("geometry", ["latlon", "wkt"])
+def test_csv_columns_are_published_with_their_types(
+    settings: Settings, tmp_path: Path, geometry: str
+) -> None:
+    source = typed_csv(tmp_path / "towns.csv", geometry)
+    params: dict[str, Any] = {"access_level": "public", "chunk_size": 2}
+    if geometry == "latlon":  # named in another case than the header's
+        params |= {"csv_lat": "latitude", "csv_lon": "LONGITUDE"}
+    else:
+        params |= {"csv_wkt": "shape", "input_crs": "EPSG:4326"}
+    with api_client(settings) as client:
+        platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
+        job_id, status = run(platform, {"source": put(platform, source), **params})
+        view = platform.queries.job(job_id)
+        assert status == JobStatus.succeeded, view.error
+        body = client.get("/collections/towns/items", params={"limit": 10}).json()
+        queryables = client.get("/collections/towns/queryables").json()["properties"]
+        fc = platform.feature_registry.get("towns")
+        key = view.result["urls"]["geoparquet"]["towns"]
+        parquet = pq.read_table(platform.objects.gdal_path(key))
+        local = published(platform, "towns")
+    props = {f["properties"]["name"]: f["properties"] for f in body["features"]}
+    assert props["Alpha"] == {
+        "name": "Alpha",
+        "pop": 100,
+        "area": 1.5,
+        "open": True,
+        "founded": "2024-01-02",
+        "seen": "2024-01-02T10:00:00",
+        "zip": "01234",  # a code with a leading zero stays text
+        "ref": "1",  # text: the last row holds "n/a"
+    }
+    assert props["Beta"]["pop"] is None
+    assert props["Beta"]["open"] is False
+    assert props["Gamma"]["pop"] == 3_000_000_000
+    assert props["Gamma"]["area"] == 3.0
+    assert props["Delta"]["ref"] == "n/a"
+    assert {f["geometry"]["coordinates"][0][0] for f in body["features"]} == {6.1, 5.9, 6.0, 6.2}
+    types = {name: queryables[name]["type"] for name in ("pop", "area", "open", "zip", "ref")}
+    assert types == {
+        "pop": "integer",
+        "area": "number",
+        "open": "boolean",
+        "zip": "string",
+        "ref": "string",
+    }
+    assert fc.fields["founded"].startswith("datetime64")
+    assert fc.fields["seen"].startswith("datetime64")
+    schema = {f.name: str(f.type) for f in parquet.schema}
+    assert schema["pop"] == "int64"
+    assert schema["area"] == "double"
+    assert schema["open"] == "bool"
+    assert schema["founded"] == "date32[day]"
+    assert schema["seen"] == "timestamp[ms]"
+    assert schema["zip"] == schema["ref"] == "string"
+    assert "latitude" not in local.columns  # the coordinate columns became the geometry
+    if geometry == "latlon":
+        assert "WGS 84" in view.result["warnings"][0]
+        assert "'Latitude' and 'Longitude'" in view.result["warnings"][0]
+    else:
+        assert view.result["warnings"] == []
+
+
+def test_csv_lat_lon_in_metres_ask_for_input_crs(platform: Platform, tmp_path: Path) -> None:
+    path = tmp_path / "swiss.csv"
+    path.write_text("name,lat,lon\nBern,1199700,2600600\nZurich,1247200,2683100\n")
+    job_id, status = run(platform, {"source": put(platform, path)})
+    assert status == JobStatus.failed
+    assert platform.queries.job(job_id).error.message == (
+        "swiss.csv: 2 row(s) have 'lon'/'lat' values outside longitude ±180 / latitude ±90 "
+        "(the first: 2.6006e+06, 1.1997e+06), so they are not WGS 84 degrees; pass input_crs "
+        "naming their coordinate reference system (input_crs EPSG:4326 loads them as they are)"
+    )
+    job_id, status = run(platform, {"source": put(platform, path), "input_crs": "EPSG:2056"})
+    view = platform.queries.job(job_id)
+    assert status == JobStatus.succeeded, view.error
+    assert view.result["warnings"] == []
+    bern = published(platform, "swiss").sort_values("name").geometry.iloc[0].geoms[0]
+    assert (bern.x, bern.y) == (pytest.approx(7.44, abs=0.01), pytest.approx(46.95, abs=0.01))
+
+
+# --- tables without geometry: say so first, and what to do ----------------------------
+
+
+def test_csv_without_geometry_says_so_before_asking_for_a_crs(
+    platform: Platform, tmp_path: Path
+) -> None:
+    path = tmp_path / "budget.csv"
+    path.write_text("office,amount,year\nNorth,1200.5,2024\nSouth,900,2024\n")
+    expected = (
+        "budget.csv has no geometry: name its coordinate columns with csv_lat and csv_lon "
+        "(or a column of WKT geometries with csv_wkt); its columns are: 'office', 'amount', "
+        "'year'"
+    )
+    for extra in ({}, {"input_crs": "EPSG:4326"}):
+        job_id, status = run(platform, {"source": put(platform, path), **extra})
+        assert status == JobStatus.failed
+        assert platform.queries.job(job_id).error.message == expected
+    job_id, status = run(
+        platform, {"source": put(platform, path), "csv_lat": "lat", "csv_lon": "office"}
+    )
+    assert status == JobStatus.failed
+    assert platform.queries.job(job_id).error.message == (
+        "csv_lat names column 'lat', which budget.csv does not have; its columns are: "
+        "'office', 'amount', 'year'"
+    )
+    with pytest.raises(ParamsError, match="give both csv_lat and csv_lon"):
+        platform.store.submit("process_vector", {"source": put(platform, path), "csv_lat": "y"})
+
+
+def test_attribute_tables_of_a_geopackage(platform: Platform, tmp_path: Path) -> None:
+    path = tmp_path / "registry.gpkg"
+    pyogrio.write_arrow(
+        pa.table({"code": ["a", "b"], "label": ["A", "B"]}), path, layer="codes", driver="GPKG"
+    )
+    key = put(platform, path)
+    job_id, status = run(platform, {"source": key})
+    assert status == JobStatus.failed
+    assert platform.queries.job(job_id).error.message == (
+        "layer 'codes' of registry.gpkg has no geometry (a table of attributes only, columns: "
+        "'code', 'label'); geoetl publishes features with a geometry"
+    )
+    sites = gpd.GeoDataFrame({"code": ["a"]}, geometry=[Point(6, 49)], crs="EPSG:4326")
+    pyogrio.write_dataframe(sites, path, layer="sites", append=True)
+    key = put(platform, path)
+    job_id, status = run(platform, {"source": key, "layer": "codes"})
+    assert status == JobStatus.failed
+    assert platform.queries.job(job_id).error.message.endswith(
+        "geoetl publishes features with a geometry — choose a layer that has one with "
+        "layer: 'sites'"
+    )
+    job_id, status = run(platform, {"source": key})  # every layer: the table is left out
+    view = platform.queries.job(job_id)
+    assert status == JobStatus.succeeded, view.error
+    assert [t["features"] for t in view.result["tables"]] == [1]
+    assert view.result["warnings"] == ["layer 'codes' of registry.gpkg has no geometry: not loaded"]

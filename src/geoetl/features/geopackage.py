@@ -239,6 +239,7 @@ class GeoPackageStore:
             raise NotFound(f"no dataset {dataset_id!r}")
         with self._sqlite(path) as conn:
             geom_col, fid_col = _columns(conn, table)
+            booleans = _boolean_columns(conn, table)
             clauses: list[str] = []
             args: list[Any] = []
             if bbox is not None:
@@ -276,6 +277,9 @@ class GeoPackageStore:
             blob = record.pop(geom_col)
             fid = record.pop(fid_col)
             record.pop(CHUNK_COLUMN, None)
+            for column in booleans:  # SQLite stores them as 0/1
+                if record.get(column) is not None:
+                    record[column] = bool(record[column])
             geometry = None
             if blob:
                 geometry = shapely.geometry.mapping(_without_m(gpkg_geometry_to_wkb(blob)))
@@ -313,6 +317,15 @@ def _without_m(wkb: bytes) -> BaseGeometry:
     if shapely.has_m(geom):
         geom = shapely.from_wkb(shapely.to_wkb(geom, output_dimension=3 if geom.has_z else 2))
     return geom
+
+
+def _boolean_columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    # GDAL declares a GeoPackage boolean column BOOLEAN and stores 0/1.
+    return [
+        str(r[1])
+        for r in conn.execute(f"PRAGMA table_info({_ident(table)})")
+        if str(r[2]).upper() == "BOOLEAN"
+    ]
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -13,13 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 import shapely
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pyogrio.errors import DataLayerError, DataSourceError
 
 from geoetl import gdalsafe
 from geoetl.errors import InputError
 from geoetl.vector.archive import check_archive, safe_extract
 from geoetl.vector.columns import check_column_count
+from geoetl.vector.csvtypes import apply_types, detect_types
 
 # Files that are a dataset on their own (a .gdb folder is one too).
 DATASET_SUFFIXES = {
@@ -44,10 +46,19 @@ class LayerInfo(BaseModel):
     """One layer of a dataset."""
 
     name: str
-    geometry_type: str | None
+    geometry_type: str | None = Field(description="None: the layer has no geometry.")
     features: int
     crs: str | None
     fields: list[str]
+    default_crs: str | None = Field(
+        default=None, description="The CRS assumed without crs or input_crs (CSV lat/lon)."
+    )
+    geometry_columns: list[str] = Field(
+        default_factory=list, description="CSV columns the geometry is read from."
+    )
+    column_types: dict[str, str] = Field(
+        default_factory=dict, description="Types detected for a CSV's text columns."
+    )
 
 
 class CsvOptions(BaseModel):
@@ -56,6 +67,23 @@ class CsvOptions(BaseModel):
     lat: str | None = None
     lon: str | None = None
     wkt: str | None = None
+
+
+# Column names a CSV's geometry is found by when none is named (any case). Latitude and
+# longitude are WGS 84 degrees unless input_crs says otherwise; x/y and WKT need a CRS.
+LAT_NAMES = ("lat", "latitude")
+LON_NAMES = ("lon", "long", "lng", "longitude")
+X_NAMES, Y_NAMES = ("x",), ("y",)
+WKT_NAMES = ("wkt", "geometry", "geom")
+LATLON_CRS = "EPSG:4326"
+
+
+class CsvGeometry(NamedTuple):
+    """Where a CSV's geometry comes from: GDAL open options, the columns, the assumed CRS."""
+
+    options: dict[str, str]
+    columns: list[str]
+    default_crs: str | None
 
 
 def find_dataset(path: Path, scratch: Path) -> Path:
@@ -104,20 +132,74 @@ def _sidecar(shp: Path, suffix: str) -> Path:
     return shp.with_suffix(suffix)
 
 
-def _open_options(path: Path, csv: CsvOptions | None) -> dict[str, Any]:
+def _is_csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def _open_options(path: Path, csv: CsvGeometry | None = None) -> dict[str, Any]:
     if path.suffix.lower() == ".gml":
         return {"WRITE_GFS": "NO"}  # GDAL would write a .gfs file next to the source
-    if path.suffix.lower() != ".csv":
-        return {}
+    return dict(csv.options) if csv else {}
+
+
+def _shown(names: list[str], most: int = 50) -> str:
+    listed = ", ".join(repr(n) for n in names[:most])
+    return listed + (f", … ({len(names)} in all)" if len(names) > most else "") or "none"
+
+
+def csv_geometry(src: gdalsafe.UserFile, csv: CsvOptions | None) -> CsvGeometry:
+    """The columns a CSV's geometry is read from: those named in ``csv``, else found by name.
+
+    Call inside :func:`geoetl.gdalsafe.reading_vector`. An InputError names what is
+    missing and lists the file's columns when no geometry can be found.
+    """
     csv = csv or CsvOptions()
+    info = gdalsafe.vector_info(src)  # no geometry options: every column is a field
+    header = [str(f) for f in info.get("fields", [])]
+    by_name = {h.lower(): h for h in reversed(header)}  # the first of names alike in case
+    columns = f"its columns are: {_shown(header)}"
+
+    def named(option: str, value: str) -> str:
+        found = by_name.get(value.lower())
+        if found is None:
+            raise InputError(
+                f"{option} names column {value[:100]!r}, which {src.name} does not have; {columns}"
+            )
+        if "," in found:  # GDAL takes a comma-separated list of names
+            raise InputError(
+                f"{src.name}: column {found[:100]!r} has a comma in its name; rename it to use "
+                "it as the geometry"
+            )
+        return found
+
+    def first(names: tuple[str, ...]) -> str | None:
+        return next((by_name[n] for n in names if n in by_name), None)
+
     if csv.wkt:
-        return {"GEOM_POSSIBLE_NAMES": csv.wkt, "KEEP_GEOM_COLUMNS": "NO"}
-    return {
-        "X_POSSIBLE_NAMES": csv.lon or "lon,longitude,x,lng",
-        "Y_POSSIBLE_NAMES": csv.lat or "lat,latitude,y",
-        "GEOM_POSSIBLE_NAMES": "wkt,geometry,geom",
-        "KEEP_GEOM_COLUMNS": "NO",
-    }
+        return _wkt_geometry(named("csv_wkt", csv.wkt))
+    if csv.lat or csv.lon:
+        if not (csv.lat and csv.lon):
+            raise InputError("give both csv_lat and csv_lon (or csv_wkt)")
+        return _point_geometry(named("csv_lon", csv.lon), named("csv_lat", csv.lat), LATLON_CRS)
+    lon, lat = first(LON_NAMES), first(LAT_NAMES)
+    if lon and lat:
+        return _point_geometry(lon, lat, LATLON_CRS)
+    x, y = first(X_NAMES), first(Y_NAMES)
+    if x and y:
+        return _point_geometry(x, y, None)
+    wkt = first(WKT_NAMES)
+    if wkt:
+        return _wkt_geometry(wkt)
+    raise InputError(no_geometry(src.name, src.name, header))
+
+
+def _point_geometry(lon: str, lat: str, crs: str | None) -> CsvGeometry:
+    options = {"X_POSSIBLE_NAMES": lon, "Y_POSSIBLE_NAMES": lat, "KEEP_GEOM_COLUMNS": "NO"}
+    return CsvGeometry(options, [lat, lon], crs)
+
+
+def _wkt_geometry(column: str) -> CsvGeometry:
+    return CsvGeometry({"GEOM_POSSIBLE_NAMES": column, "KEEP_GEOM_COLUMNS": "NO"}, [column], None)
 
 
 def _is_parquet(path: Path) -> bool:
@@ -140,7 +222,8 @@ def _parquet_layer(path: Path) -> LayerInfo:
     check_column_count(len(fields), path.name)
     return LayerInfo(
         name=path.stem,
-        geometry_type=",".join(column.get("geometry_types", [])) or None,
+        # No types listed: any type (GeoParquet 1.1), not "no geometry".
+        geometry_type=",".join(column.get("geometry_types", [])) or "Unknown",
         features=meta.num_rows,
         crs=None if crs is None else json.dumps(crs) if isinstance(crs, dict) else str(crs),
         fields=fields,
@@ -157,11 +240,14 @@ def list_layers(path: Path, csv: CsvOptions | None = None) -> list[LayerInfo]:
     if _is_parquet(path):
         gdalsafe.user_file(path)
         return [_parquet_layer(path)]
-    options = _open_options(path, csv)
     with gdalsafe.reading_vector(path) as src:
-        if path.suffix.lower() == ".csv":
+        geometry = None
+        if _is_csv(path):
             check_column_count(csv_header_columns(path), path.name)
         try:
+            if _is_csv(path):
+                geometry = csv_geometry(src, csv)
+            options = _open_options(path, geometry)
             gdalsafe.vector_info(src, **options)
             layers = pyogrio.list_layers(src.path)
         except (DataSourceError, DataLayerError) as exc:
@@ -174,16 +260,30 @@ def list_layers(path: Path, csv: CsvOptions | None = None) -> list[LayerInfo]:
             info = gdalsafe.vector_info(src, layer=name, force_feature_count=True, **options)
             fields = [str(f) for f in info.get("fields", [])]
             check_column_count(len(fields), f"layer {name!r} of {path.name}")
-            out.append(
-                LayerInfo(
-                    name=str(name),
-                    geometry_type=info.get("geometry_type") or geometry_type,
-                    features=int(info.get("features") or 0),
-                    crs=info.get("crs"),
-                    fields=fields,
-                )
+            layer = LayerInfo(
+                name=str(name),
+                geometry_type=info.get("geometry_type") or geometry_type,
+                features=int(info.get("features") or 0),
+                crs=info.get("crs"),
+                fields=fields,
             )
+            if geometry is not None:
+                layer.default_crs = geometry.default_crs
+                layer.geometry_columns = geometry.columns
+                layer.column_types = _csv_types(src, layer.name, options)
+            out.append(layer)
     return out
+
+
+def _csv_types(src: gdalsafe.UserFile, layer: str, options: dict[str, Any]) -> dict[str, str]:
+    """The types of a CSV's text columns, over the whole file (one streamed pass)."""
+    try:
+        with pyogrio.open_arrow(
+            src.path, layer=layer, read_geometry=False, use_pyarrow=True, **options
+        ) as (_meta, reader):
+            return detect_types(reader)
+    except (DataSourceError, DataLayerError) as exc:
+        raise InputError(f"cannot read layer {layer!r} of {src.name}: {exc}") from None
 
 
 # CSV separators GDAL's CSV driver detects on its own.
@@ -258,18 +358,21 @@ def read_chunk(
     *,
     skip: int = 0,
     limit: int | None = None,
+    column_types: dict[str, str] | None = None,
 ) -> Chunk:
     """Read (part of) a layer through GDAL's Arrow interface.
 
     The attribute schema comes from the layer definition, so every chunk of a layer
     has the same Arrow schema whatever its values (an all-null column stays typed).
+    A CSV's text columns are converted to ``column_types`` (:attr:`LayerInfo.column_types`,
+    detected over the whole file by :func:`list_layers`).
     """
     if _is_parquet(path):
         gdalsafe.user_file(path)
         return _parquet_chunk(path, skip, limit)
-    options = _open_options(path, csv)
     with gdalsafe.reading_vector(path) as src:
         try:
+            options = _open_options(path, csv_geometry(src, csv) if _is_csv(path) else None)
             gdalsafe.vector_info(src, layer=layer, **options)  # the driver, before any data
             meta, table = pyogrio.read_arrow(
                 src.path, layer=layer, skip_features=skip, max_features=limit, **options
@@ -278,9 +381,25 @@ def read_chunk(
             raise InputError(f"cannot read layer {layer!r} of {path.name}: {exc}") from None
     geometry = meta.get("geometry_name") or "wkb_geometry"
     if geometry not in table.column_names:
-        raise InputError(
-            f"layer {layer!r} of {path.name} has no geometry; for a CSV give csv_lat/csv_lon "
-            "or csv_wkt naming the coordinate columns"
-        )
+        raise InputError(no_geometry(path.name, layer, [str(f) for f in meta.get("fields", [])]))
     geoms = shapely.from_wkb(table[geometry].to_numpy(zero_copy_only=False))
-    return Chunk(table.drop_columns([geometry]), geoms, meta.get("crs"))
+    attributes = table.drop_columns([geometry])
+    if column_types:
+        attributes = apply_types(attributes, column_types)
+    return Chunk(attributes, geoms, meta.get("crs"))
+
+
+def no_geometry(dataset: str, layer: str, fields: list[str], others: Sequence[str] = ()) -> str:
+    """What to say about a layer without geometry (a table of attributes only)."""
+    if dataset.lower().endswith(".csv"):
+        return (
+            f"{dataset} has no geometry: name its coordinate columns with csv_lat and csv_lon "
+            f"(or a column of WKT geometries with csv_wkt); its columns are: {_shown(fields)}"
+        )
+    message = (
+        f"layer {layer!r} of {dataset} has no geometry (a table of attributes only, columns: "
+        f"{_shown(fields, 20)}); geoetl publishes features with a geometry"
+    )
+    if others:
+        message += f" — choose a layer that has one with layer: {_shown(list(others), 20)}"
+    return message

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow.parquet as pq
 import shapely
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pyproj import CRS, Transformer
 
 from geoetl import gdalsafe
@@ -31,7 +31,7 @@ from geoetl.vector.geoparquet import (
     write_part,
 )
 from geoetl.vector.harden import HardenReport, as_multi, drop_m, harden
-from geoetl.vector.read import CsvOptions, find_dataset, list_layers, read_chunk
+from geoetl.vector.read import CsvOptions, find_dataset, list_layers, no_geometry, read_chunk
 from geoetl.workflows.process_raster import slug
 
 FAMILY_SUFFIX = {"points": "points", "lines": "lines", "polygons": "polygons"}
@@ -85,6 +85,14 @@ class ProcessVectorParams(BaseModel):
             raise ValueError("source must be a key in the bronze zone (bronze/…)")
         return v
 
+    @model_validator(mode="after")
+    def _csv_columns(self) -> ProcessVectorParams:
+        if bool(self.csv_lat) != bool(self.csv_lon):
+            raise ValueError("give both csv_lat and csv_lon (the latitude and longitude columns)")
+        if self.csv_wkt and self.csv_lat:
+            raise ValueError("give either csv_wkt or csv_lat and csv_lon, not both")
+        return self
+
     def csv(self) -> CsvOptions:
         """CSV geometry options."""
         return CsvOptions(lat=self.csv_lat, lon=self.csv_lon, wkt=self.csv_wkt)
@@ -133,7 +141,8 @@ def inspect(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     if params.input_crs:
         _parse_crs(params.input_crs, "input_crs")
     path = _dataset(params, ctx)
-    layers = list_layers(path, params.csv())
+    layers = list_layers(path, params.csv())  # a CSV without geometry columns: InputError
+    with_geometry = [layer.name for layer in layers if layer.geometry_type is not None]
     if params.layer:
         layers = [layer for layer in layers if layer.name == params.layer]
         if not layers:
@@ -141,20 +150,34 @@ def inspect(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     if not layers:
         raise InputError(f"{path.name} has no feature layers")
     out = []
+    warnings = []
     for layer in layers:
+        # Before the CRS: a table without geometry needs no CRS, it cannot be loaded.
+        if layer.geometry_type is None:
+            message = no_geometry(path.name, layer.name, layer.fields, with_geometry)
+            if params.layer or not with_geometry:
+                raise InputError(message)
+            warnings.append(f"layer {layer.name!r} of {path.name} has no geometry: not loaded")
+            continue
         if layer.features == 0:
             if params.layer:
                 raise InputError(f"layer {layer.name!r} of {path.name} is empty")
             continue
         if not layer.crs and not params.input_crs:
-            raise InputError(
-                f"layer {layer.name!r} of {path.name} has no coordinate reference system; "
-                "pass input_crs (for example EPSG:4326)"
+            if not layer.default_crs:
+                raise InputError(
+                    f"layer {layer.name!r} of {path.name} has no coordinate reference system; "
+                    "pass input_crs (for example EPSG:4326)"
+                )
+            lat, lon = layer.geometry_columns
+            warnings.append(
+                f"{path.name}: columns {lat!r} and {lon!r} were read as WGS 84 latitude and "
+                f"longitude ({layer.default_crs}); pass input_crs if they are in another CRS"
             )
         out.append(layer.model_dump())
     if not out:
         raise InputError(f"every layer of {path.name} is empty")
-    return {"dataset": path.name, "layers": out}
+    return {"dataset": path.name, "layers": out, "warnings": warnings}
 
 
 def plan(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
@@ -194,6 +217,24 @@ def _reproject(geoms: npt.NDArray[np.object_], source: CRS, target: CRS) -> Any:
     return shapely.transform(geoms, move, include_z=per_geometry)
 
 
+def _check_degrees(geoms: npt.NDArray[np.object_], dataset: str, columns: list[str]) -> None:
+    """InputError unless the points are longitude/latitude degrees (|lon| ≤ 180, |lat| ≤ 90)."""
+    bounds = shapely.bounds(geoms)
+    bounds = bounds[~np.isnan(bounds[:, 0])]
+    outside = (np.abs(bounds[:, [0, 2]]) > 180).any(axis=1) | (np.abs(bounds[:, [1, 3]]) > 90).any(
+        axis=1
+    )
+    if outside.any():
+        x, y = bounds[outside][0, :2]
+        lat, lon = columns
+        raise InputError(
+            f"{dataset}: {int(outside.sum()):,} row(s) have {lon!r}/{lat!r} values outside "
+            f"longitude ±180 / latitude ±90 (the first: {x:g}, {y:g}), so they are not WGS 84 "
+            "degrees; pass input_crs naming their coordinate reference system (input_crs "
+            "EPSG:4326 loads them as they are)"
+        )
+
+
 def _part_key(job_id: str, table: str, chunk_id: int) -> str:
     return f"tmp/{job_id}/parts/{table}/{chunk_id:05d}.parquet"
 
@@ -206,12 +247,21 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     """
     item = ctx.item
     path = _dataset(params, ctx)
+    layer = next(x for x in ctx.results["inspect"]["layers"] if x["name"] == item["layer"])
     attributes, geoms, layer_crs = read_chunk(
-        path, item["layer"], params.csv(), skip=item["skip"], limit=params.chunk_size
+        path,
+        item["layer"],
+        params.csv(),
+        skip=item["skip"],
+        limit=params.chunk_size,
+        column_types=layer.get("column_types"),
     )
     target = _parse_crs(params.target_crs, "target_crs")
     source = layer_crs or params.input_crs
-    assert source is not None  # inspect refused layers without either
+    if source is None:  # CSV latitude/longitude columns: WGS 84 unless input_crs says
+        source = layer.get("default_crs")
+        _check_degrees(geoms, path.name, layer.get("geometry_columns") or ["lat", "lon"])
+    assert source is not None  # inspect refused layers without any
     source_crs = _parse_crs(source, "input_crs")
     geoms, m_dropped = drop_m(geoms)  # before reprojecting: transform loses M (and XYZM's Z)
     reprojected = 0
@@ -336,7 +386,7 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
         )
     report.families = {t["family"]: t["features"] for t in out}
     intent, steps = params.recipe()
-    warnings = []
+    warnings = list(ctx.results["inspect"].get("warnings", []))
     if intent != params.intent:
         warnings.append(f"unknown intent {params.intent!r}: used the {intent} recipe")
     if report.m_dropped:
