@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import warnings
 import zipfile
 from contextlib import closing
 from pathlib import Path
@@ -357,9 +356,8 @@ def measured_shapefile(path: Path, wkts: list[str], shape_type: str, crs: str) -
 
 
 def api_client(settings: Settings) -> TestClient:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-        return TestClient(create_app(settings))
+    """The OGC API app on ``settings`` (anonymous: it reads public collections)."""
+    return TestClient(create_app(settings))
 
 
 def outputs(client: TestClient, job_id: str, collection: str) -> dict[str, Any]:
