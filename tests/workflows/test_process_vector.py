@@ -499,6 +499,8 @@ def test_csv_columns_are_published_with_their_types(
         assert status == JobStatus.succeeded, view.error
         body = client.get("/collections/towns/items", params={"limit": 10}).json()
         queryables = client.get("/collections/towns/queryables").json()["properties"]
+        opened = client.get("/collections/towns/items", params={"open": "true"}).json()
+        closed = client.get("/collections/towns/items", params={"open": "false"}).json()
         fc = platform.feature_registry.get("towns")
         key = view.result["urls"]["geoparquet"]["towns"]
         parquet = pq.read_table(platform.objects.gdal_path(key))
@@ -516,6 +518,11 @@ def test_csv_columns_are_published_with_their_types(
     }
     assert props["Beta"]["pop"] is None
     assert props["Beta"]["open"] is False
+    # Property equality filters take booleans as true/false.
+    assert {f["properties"]["name"] for f in opened["features"]} == {
+        n for n, p in props.items() if p["open"] is True
+    }
+    assert "Beta" in {f["properties"]["name"] for f in closed["features"]}
     assert props["Gamma"]["pop"] == 3_000_000_000
     assert props["Gamma"]["area"] == 3.0
     assert props["Delta"]["ref"] == "n/a"

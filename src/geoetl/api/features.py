@@ -369,6 +369,11 @@ def _typed(value: str, dtype: str) -> Any:
             if not -(2**63) <= number < 2**63:
                 raise InputError(f"{value!r} is outside the range of a 64-bit integer")
             return number
+        if dtype == "bool":  # stored as 0/1
+            lowered = value.strip().lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise InputError(f"{value!r} is not a boolean (true or false)")
+            return int(lowered in ("true", "1"))
         if dtype.startswith("float"):
             return float(value)
     except ValueError:
