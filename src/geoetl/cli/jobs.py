@@ -114,9 +114,12 @@ def resubmit(
     state = get_state(ctx)
     new_id = state.platform.store.resubmit(resolve_job_id(state.platform.queries, job))
     if wait:
-        finish(run_in_process(state, new_id, quiet=as_json), as_json=as_json)
+        view = run_in_process(state, new_id, quiet=as_json)
+        view.idempotent = False  # a new run, always
+        finish(view, as_json=as_json)
         return
     view = state.platform.queries.job(new_id)
+    view.idempotent = False
     if as_json:
         typer.echo(view.model_dump_json(indent=2))
     else:

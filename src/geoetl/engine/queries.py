@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -262,7 +263,10 @@ class JobQueries:
             finished, fraction, message = len(stages), 0.0, "done"
         duration = None
         if row.started_at is not None:
-            duration = (row.finished_at or row.updated_at) - row.started_at
+            # A job still going has been running until now (updated_at moves only when a
+            # stage ends, so it says nothing about a long task that is still running).
+            end = row.finished_at if row.finished_at is not None else time.time()
+            duration = max(0.0, end - row.started_at)
         return JobView(
             job_id=row.job_id,
             workflow=row.workflow,
