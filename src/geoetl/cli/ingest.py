@@ -7,6 +7,9 @@ for a few hundred MB, and only one of them needs the interpreter lock.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,13 +22,26 @@ from geoetl.errors import InputError
 from geoetl.ingest import WORKFLOWS, detect_kind, job_request, store_in_bronze
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from geoetl.engine.models import JobView
+    from geoetl.storage.objectstore import ObjectStore
 
 
 def ingest_file(
-    state: State, path: Path, *, quiet: bool, options: dict[str, Any] | None = None
+    state: State,
+    path: Path,
+    *,
+    quiet: bool,
+    options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> JobView:
-    """Store ``path`` in bronze and run its workflow here; the finished job."""
+    """Store ``path`` in bronze and run its workflow here; the finished job.
+
+    The same file with the same options is the same job (``idempotent``), except that a
+    job that was cancelled runs again as its next run. Ctrl+C cancels the job
+    (:class:`geoetl.cli.main.Interrupted`). ``progress`` is a display for the stage bars.
+    """
     from geoetl.cli.main import run_in_process
     from geoetl.storage.objectstore import ObjectStore
 
@@ -33,24 +49,57 @@ def ingest_file(
     assert state.settings.storage_url is not None
     objects = ObjectStore(state.settings.storage_url)
     with ThreadPoolExecutor(1, thread_name_prefix="geoetl-bronze") as pool:
-        stored = pool.submit(store_in_bronze, objects, path)
+        stored = pool.submit(_store, objects, path, state.settings.scratch_dir)
         platform = state.platform  # imports, connects and migrates meanwhile,
         platform.workflows.get(WORKFLOWS[kind])  # and imports the workflow's libraries
         source = stored.result()
     workflow, params = job_request(kind, source, options or {})
     from geoetl.auth.principal import LOCAL_ADMIN
+    from geoetl.engine.models import JobStatus
     from geoetl.publish import authorize
 
     params, level = authorize(platform, LOCAL_ADMIN, platform.workflows.get(workflow), params)
-    job_id, _ = platform.store.submit(
+    job_id, idempotent = platform.store.submit(
         workflow, params, submitted_by=LOCAL_ADMIN.name, access_level=level
     )
-    return run_in_process(state, job_id, quiet=quiet)
+    if idempotent and platform.store.job_status(job_id) == JobStatus.cancelled:
+        # Cancelled earlier (Ctrl+C, `geoetl jobs cancel`): asking again means run it again.
+        job_id = platform.store.resubmit(job_id, submitted_by=LOCAL_ADMIN.name)
+        idempotent = False
+    view = run_in_process(state, job_id, quiet=quiet, cancel_on_interrupt=True, progress=progress)
+    view.idempotent = idempotent
+    return view
+
+
+def _store(objects: ObjectStore, path: Path, scratch: Path) -> str:
+    """The bronze key of ``path``; a ``.gdb`` folder is stored as a zip of it.
+
+    The bronze store keeps files, not folders, and the vector pipeline unpacks a zip.
+    """
+    if not path.is_dir():
+        return store_in_bronze(objects, path)
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gdb-", dir=scratch) as tmp:
+        archive = Path(tmp) / f"{path.stem}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+            for member in sorted(p for p in path.rglob("*") if p.is_file()):
+                # Fixed times and order: the same geodatabase makes the same zip (and job).
+                info = zipfile.ZipInfo(f"{path.name}/{member.relative_to(path).as_posix()}")
+                info.external_attr = 0o644 << 16
+                with member.open("rb") as src, zf.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, 1024 * 1024)
+        return store_in_bronze(objects, archive)
 
 
 def ingest(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A raster or vector file (or .zip) to publish.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A raster or vector file (or .zip, or .gdb folder) to publish, or a folder: "
+            "every dataset in it, one job each."
+        ),
+    ],
     collection: Annotated[str | None, typer.Option(help="STAC collection id.")] = None,
     item_id: Annotated[str | None, typer.Option(help="Raster: STAC item id.")] = None,
     dataset_id: Annotated[str | None, typer.Option(help="Vector: dataset id.")] = None,
@@ -74,34 +123,35 @@ def ingest(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished job.")] = False,
 ) -> None:
-    """Publish a file: validate, convert to cloud-native form, catalog and serve it."""
+    """Publish a file, or every dataset in a folder: validate, convert, catalog, serve."""
     from geoetl.cli.main import finish
 
     if not path.exists():
-        raise InputError(f"{path} is not a file")
+        raise InputError(f"{path} is not a file or folder")
     state = get_state(ctx)
-    view = ingest_file(
-        state,
-        path,
-        quiet=as_json,
-        options={
-            "collection_id": collection,
-            "item_id": item_id,
-            "dataset_id": dataset_id,
-            "layer": layer,
-            "output_tier": tier,
-            "target_crs": target_crs,
-            "input_crs": input_crs,
-            "raster_type": raster_type,
-            "keep_z": keep_z or None,
-            "csv_lat": csv_lat,
-            "csv_lon": csv_lon,
-            "csv_wkt": csv_wkt,
-            "access_level": access_level,
-            "strict_mode": strict or None,
-            "replace": replace or None,
-        },
-    )
+    options: dict[str, Any] = {
+        "collection_id": collection,
+        "item_id": item_id,
+        "dataset_id": dataset_id,
+        "layer": layer,
+        "output_tier": tier,
+        "target_crs": target_crs,
+        "input_crs": input_crs,
+        "raster_type": raster_type,
+        "keep_z": keep_z or None,
+        "csv_lat": csv_lat,
+        "csv_lon": csv_lon,
+        "csv_wkt": csv_wkt,
+        "access_level": access_level,
+        "strict_mode": strict or None,
+        "replace": replace or None,
+    }
+    if path.is_dir() and path.suffix.lower() != ".gdb":
+        from geoetl.cli.folder import ingest_folder
+
+        ingest_folder(state, path, options, as_json=as_json)
+        return
+    view = ingest_file(state, path, quiet=as_json, options=options)
     if as_json or view.result is None:
         finish(view, as_json=as_json)
         return

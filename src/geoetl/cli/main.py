@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -14,14 +15,18 @@ import typer
 from geoetl.cli import ingest as ingest_cli
 from geoetl.cli import jobs as jobs_cli
 from geoetl.cli import tokens as tokens_cli
-from geoetl.cli.render import console, err_console, follow, show_job
+from geoetl.cli.render import JOB_ID_CHARS, console, err_console, follow, show_job
 from geoetl.cli.state import State, get_state
-from geoetl.errors import GeoEtlError, InputError
+from geoetl.engine.models import JobStatus
+from geoetl.errors import Conflict, GeoEtlError, InputError
 
 # The engine, the database layer and the geospatial stack are imported by the commands
 # that use them: `geoetl ingest` starts copying the file while they load (see ingest.py).
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from geoetl.engine.models import JobView
+    from geoetl.platform import Platform
 
 app = typer.Typer(
     name="geoetl",
@@ -52,8 +57,34 @@ def _root(
     ctx.obj = State(home=home)
 
 
-def run_in_process(state: State, job_id: str, *, quiet: bool) -> JobView:
-    """Run a job to completion here, with progress bars unless ``quiet``."""
+class Interrupted(Exception):
+    """Ctrl+C stopped a job run here: it was cancelled (or had just ended)."""
+
+    def __init__(self, job_id: str, status: JobStatus) -> None:
+        self.job_id = job_id
+        self.status = status
+        short = job_id[:JOB_ID_CHARS]
+        if status == JobStatus.cancelled:
+            message = f"cancelled: job {short} (Ctrl+C); run the same command to start it again"
+        else:
+            message = f"interrupted: job {short} had {status.value} already"
+        super().__init__(message)
+
+
+def run_in_process(
+    state: State,
+    job_id: str,
+    *,
+    quiet: bool,
+    cancel_on_interrupt: bool = False,
+    progress: Progress | None = None,
+) -> JobView:
+    """Run a job to completion here, with progress bars unless ``quiet``; its final view.
+
+    Ctrl+C cancels the job and raises :class:`Interrupted` when ``cancel_on_interrupt``
+    (``geoetl ingest``: the job is this command's own work); otherwise the job keeps its
+    state for a worker to finish. ``progress`` is a display to draw the stage bars in.
+    """
     from geoetl.engine.runner import Runner
     from geoetl.engine.worker import worker_id
 
@@ -73,30 +104,56 @@ def run_in_process(state: State, job_id: str, *, quiet: bool) -> JobView:
 
     thread = threading.Thread(target=work, name="geoetl-runner", daemon=True)
     thread.start()
+    cancelled = False  # the job was cancelled: the task running here should stop now
     try:
-        view = follow(platform.queries, job_id, done, quiet=quiet)
-    except KeyboardInterrupt:
-        stop.set()
-        err_console.print(
-            f"interrupted; job {job_id[:12]} keeps its state: "
-            f"`geoetl jobs show {job_id[:12]}`, or run `geoetl worker` to finish it"
-        )
-        raise typer.Exit(130) from None
+        try:
+            view = follow(platform.queries, job_id, done, quiet=quiet, progress=progress)
+        except KeyboardInterrupt:
+            if not cancel_on_interrupt:
+                err_console.print(
+                    f"interrupted; job {job_id[:12]} keeps its state: "
+                    f"`geoetl jobs show {job_id[:12]}`, or run `geoetl worker` to finish it"
+                )
+                raise typer.Exit(130) from None
+            status = _cancel(platform, job_id)
+            cancelled = status == JobStatus.cancelled
+            raise Interrupted(job_id, status) from None
+        cancelled = view.status == JobStatus.cancelled  # by `geoetl jobs cancel`, the API…
     finally:
         stop.set()
-        thread.join(timeout=30)
+        if cancelled:
+            # Its task learns of it now instead of at the next lease renewal, and stops
+            # at its next progress report or checkpoint.
+            runner.heartbeat.beat(renew=True)
+        # Ctrl+C again leaves without waiting: the task's lease runs out on its own.
+        with contextlib.suppress(KeyboardInterrupt):
+            thread.join(timeout=30)
         runner.close()
     if failure:
         raise failure[0]
     return view
 
 
+def _cancel(platform: Platform, job_id: str) -> JobStatus:
+    """Cancel the job; the status it ended with (``cancelled``, unless it had ended)."""
+    try:
+        return platform.store.cancel(job_id)
+    except Conflict:
+        return platform.store.job_status(job_id)
+
+
 def finish(view: JobView, *, as_json: bool) -> None:
     """Print a finished job and exit non-zero unless it succeeded."""
-    from geoetl.engine.models import JobStatus
-
     if as_json:
         typer.echo(view.model_dump_json(indent=2))
+    elif view.status == JobStatus.cancelled:
+        short = view.job_id[:JOB_ID_CHARS]
+        err_console.print(
+            f"[yellow]cancelled:[/] job {short} ({view.workflow}) was cancelled; "
+            f"`geoetl jobs resubmit {short}` runs it again",
+            highlight=False,
+            soft_wrap=True,
+        )
     else:
         show_job(view)
     if view.status != JobStatus.succeeded:
@@ -127,7 +184,9 @@ def submit(
         workflow, raw, submitted_by=LOCAL_ADMIN.name, access_level=level
     )
     if wait:
-        finish(run_in_process(state, job_id, quiet=as_json), as_json=as_json)
+        view = run_in_process(state, job_id, quiet=as_json)
+        view.idempotent = idempotent
+        finish(view, as_json=as_json)
         return
     view = state.platform.queries.job(job_id)
     view.idempotent = idempotent
@@ -248,9 +307,6 @@ def announce_admin_token(state: State) -> None:
 SAMPLE_DATA = Path(__file__).resolve().parents[3] / "examples" / "data"
 
 
-DEMO_SUFFIXES = (".tif", ".gpkg", ".shp")
-
-
 @app.command()
 def demo(
     ctx: typer.Context,
@@ -259,13 +315,11 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
 ) -> None:
     """Ingest the sample rasters and vectors on the embedded default, then serve them."""
+    from geoetl.cli.folder import find_datasets
     from geoetl.cli.ingest import ingest_file
-    from geoetl.engine.models import JobStatus
 
     state = get_state(ctx)
-    files = sorted(
-        p for p in (data.iterdir() if data.is_dir() else []) if p.suffix in DEMO_SUFFIXES
-    )
+    files = find_datasets(data)[0] if data.is_dir() else []
     if not files:
         raise InputError(f"no sample data in {data}; pass --data with a folder of files")
     console.print(f"geoetl home: {state.settings.home}")
@@ -328,6 +382,9 @@ def main() -> None:
     """Entry point: errors are one readable line, not a traceback."""
     try:
         app()
+    except Interrupted as exc:
+        err_console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
+        sys.exit(130)
     except GeoEtlError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, InputError) else 1)

@@ -15,7 +15,7 @@ from geoetl.engine.context import TaskContext
 from geoetl.engine.models import ClaimedTask, Completion, JobStatus
 from geoetl.engine.waker import Waker
 from geoetl.engine.workflow import StageResults, Workflow, to_json, validate_params
-from geoetl.errors import InputError, TaskCancelled, TransientError
+from geoetl.errors import InputError, StaleAttempt, TaskCancelled, TransientError
 from geoetl.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,19 @@ class Heartbeat:
         self.store = platform.store
         self.interval = interval
         self._held: dict[Key, TaskContext | None] = {}
+        self._job_of: dict[Key, str] = {}  # for the log: whose job a lost task was
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="geoetl-heartbeat", daemon=True)
         self._thread.start()
 
-    def hold(self, keys: list[Key]) -> None:
-        """Start renewing these leases."""
+    def hold(self, tasks: list[ClaimedTask]) -> None:
+        """Start renewing the leases of these claimed tasks."""
         with self._lock:
-            for key in keys:
+            for task in tasks:
+                key = (task.task_id, task.attempt)
                 self._held[key] = None
+                self._job_of[key] = task.job_id
 
     def attach(self, key: Key, ctx: TaskContext | None) -> None:
         """The context of a task that started running (for progress and cancellation)."""
@@ -60,6 +63,7 @@ class Heartbeat:
         with self._lock:
             for key in keys:
                 self._held.pop(key, None)
+                self._job_of.pop(key, None)
 
     def lost(self, key: Key) -> bool:
         """True when the lease of ``key`` was lost (cancelled, or taken over)."""
@@ -75,17 +79,20 @@ class Heartbeat:
             return
         keys = list(held) if renew else list(progress)
         lost = self.store.heartbeat(keys, progress)
-        if lost:
-            with self._lock:
-                # The runner releases a task before recording its end, so a task released
-                # meanwhile finished (or failed) here: it did not lose its lease.
-                lost = {key for key in lost if key in self._held}
-                for key in lost:
-                    ctx = self._held.pop(key)
-                    if ctx is not None:
-                        ctx.cancelled.set()
-        if lost:
-            log.warning("lost the lease of %d task(s): %s", len(lost), sorted(k[0] for k in lost))
+        if not lost:
+            return
+        jobs: dict[str, list[str]] = {}
+        with self._lock:
+            # The runner releases a task before recording its end, so a task released
+            # meanwhile finished (or failed) here: it did not lose its lease.
+            for key in sorted(k for k in lost if k in self._held):
+                ctx = self._held.pop(key)
+                if ctx is not None:
+                    ctx.cancelled.set()
+                jobs.setdefault(self._job_of.pop(key), []).append(key[0])
+        for job_id, task_ids in jobs.items():
+            level, message = _stopped(self.store.job_status(job_id), "stopping")
+            log.log(level, "[job %s task(s) %s] %s", job_id[:12], ", ".join(task_ids), message)
 
     def stop(self) -> None:
         """Stop the thread."""
@@ -137,7 +144,7 @@ class Runner:
         if not claimed:
             return 0
         keys = [(t.task_id, t.attempt) for t in claimed]
-        self.heartbeat.hold(keys)
+        self.heartbeat.hold(claimed)
         started = last_flush = time.monotonic()
         pending: list[Completion] = []
         self._ended_jobs = set()
@@ -225,13 +232,18 @@ class Runner:
             value = stage.handler(params, ctx)
             ctx.raise_if_cancelled()
             return Completion(task.task_id, task.attempt, to_json(value))
-        except TaskCancelled:
-            ctx.log.info("stopped: the job was cancelled or the lease lost")
+        except (TaskCancelled, StaleAttempt):
+            # Cancelled, or the lease was lost (a checkpoint found the attempt stale):
+            # nothing of this attempt is recorded, and there is nothing to retry here.
+            ctx.log.log(*_stopped(self.store.job_status(task.job_id), "stopped"))
         except InputError as exc:
             self._fail(ctx, pending, "input_error", str(exc), retryable=False)
         except TransientError as exc:
             self._fail(ctx, pending, "transient_error", str(exc), retryable=True)
         except Exception as exc:
+            if ctx.cancelled.is_set():  # what a handler raised when stopped midway (GDAL)
+                ctx.log.log(*_stopped(self.store.job_status(task.job_id), "stopped"))
+                return None
             detail = traceback.format_exc(limit=8)
             ctx.log.error("unexpected error: %s\n%s", exc, detail)
             message = f"{type(exc).__name__}: {exc}"
@@ -262,3 +274,14 @@ class Runner:
             # The job failed and its other tasks were cancelled: skip them in this batch.
             self._ended_jobs.add(ctx.job_id)
         ctx.log.warning("%s (%s): %s -> %s", kind, ctx.task.stage, message, status)
+
+
+def _stopped(status: JobStatus, verb: str) -> tuple[int, str]:
+    """The log level and line for tasks that stop because their attempt is gone.
+
+    A job that ended (cancelled, or failed in another task) is routine: INFO. A job that
+    still runs means the lease expired under a task that was still working: WARNING.
+    """
+    if status in TERMINAL:
+        return logging.INFO, f"{verb}: the job is {status.value}"
+    return logging.WARNING, f"{verb}: the lease was lost (it expired; the task runs again)"
