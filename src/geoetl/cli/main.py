@@ -289,7 +289,7 @@ def serve(
     run_server(state.settings, host=host, port=port, workers=workers)
 
 
-def announce_admin_token(state: State) -> None:
+def announce_admin_token(state: State) -> Path | None:
     """On a home without tokens, create the admin token file and say where it is."""
     from geoetl.auth.tokens import ensure_admin_token
 
@@ -302,6 +302,7 @@ def announce_admin_token(state: State) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    return path
 
 
 SAMPLE_DATA = Path(__file__).resolve().parents[3] / "examples" / "data"
@@ -347,9 +348,8 @@ def demo(
         from geoetl.cli.serve import run_server
 
         console.print(f"serving on {base} (API docs: {base}/docs); Ctrl+C stops")
-        announce_admin_token(state)
         token_file = state.settings.home / "admin-token"
-        if token_file.exists():
+        if announce_admin_token(state) is None and token_file.exists():
             console.print(f"admin token for writes (uploads, jobs): {token_file}")
         run_server(state.settings, host="127.0.0.1", port=port, workers=1)
 
