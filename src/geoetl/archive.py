@@ -1,5 +1,8 @@
 """Unpack uploaded archives safely: no path escapes, bounded size, no resource forks.
 
+Shared by the vector pipeline (a zipped shapefile, a .gdb) and the raster pipeline (a
+raster with its sidecar files); ``geoetl.vector.archive`` re-exports these names.
+
 Limits hold per member and for the whole archive: members, unpacked bytes, compression
 ratio (a member over :data:`RATIO_FLOOR_BYTES` may not expand more than
 :data:`MAX_RATIO` times: text and GIS data compress 5-20x, a zip bomb thousands of
@@ -101,6 +104,31 @@ def check_archive(
             max_ratio=max_ratio,
             max_members=max_members,
         )
+
+
+def member_names(
+    archive: Path,
+    *,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_ratio: float = MAX_RATIO,
+    max_members: int = MAX_MEMBERS,
+) -> list[str]:
+    """The names of the files :func:`safe_extract` would unpack, without unpacking.
+
+    The archive limits are applied first (InputError as for :func:`safe_extract`).
+    """
+    with _open(archive) as zf:
+        members = [m for m in zf.infolist() if not m.is_dir() and not _ignored(m.filename)]
+        _check_members(
+            archive,
+            members,
+            max_total_bytes=max_total_bytes,
+            max_member_bytes=max_member_bytes,
+            max_ratio=max_ratio,
+            max_members=max_members,
+        )
+    return [m.filename for m in members]
 
 
 def safe_extract(
