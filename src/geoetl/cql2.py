@@ -56,7 +56,7 @@ def geometry_literal(node: Any) -> BaseGeometry:
     """A shapely geometry from a spatial predicate's literal; InputError otherwise."""
     try:
         if isinstance(node, values.Geometry):
-            geom: BaseGeometry = shapely.geometry.shape(_plain(node.geometry))
+            geom: BaseGeometry = shapely.geometry.shape(plain_geojson(node.geometry))
             return geom
         if isinstance(node, values.Envelope):
             # pygeofilter's CQL2-JSON parser builds Envelope(*bbox): its x1, x2, y1, y2
@@ -75,10 +75,10 @@ def geometry_literal(node: Any) -> BaseGeometry:
     )
 
 
-def _plain(value: Any) -> Any:
-    # pygeofilter hands coordinates as nested tuples; shapely wants lists.
+def plain_geojson(value: Any) -> Any:
+    """GeoJSON with lists for tuples (pygeofilter hands coordinates as nested tuples)."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_geojson(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_geojson(v) for v in value]
     return value

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from pygeofilter import ast
 
 from geoetl.catalog.tables import stac_items
-from geoetl.cql2 import geometry_literal, parse
+from geoetl.cql2 import geometry_literal, parse, plain_geojson
 from geoetl.errors import InputError
 from geoetl.like import like_to_glob
 
@@ -233,7 +233,7 @@ class ItemSql:
         import shapely
 
         try:
-            shape = shapely.geometry.shape(_plain(geometry))
+            shape = shapely.geometry.shape(plain_geojson(geometry))
         except Exception as exc:
             raise InputError(f"not a valid GeoJSON geometry: {exc}") from None
         if shape.is_empty:
@@ -272,15 +272,6 @@ def _sql_type(value: Any) -> Any:
     if isinstance(value, int | float):
         return sa.Float
     return sa.Text
-
-
-def _plain(value: Any) -> Any:
-    # pygeofilter hands coordinates as nested tuples; shapely wants lists.
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _box(minx: float, miny: float, maxx: float, maxy: float) -> dict[str, Any]:
