@@ -11,7 +11,8 @@ which driver opens it, so every user file goes through this module:
   folder); network, ``/vsi…/`` and driver-prefixed paths (``vrt://``, ``PG:``,
   ``GPKG:…``) are refused unless the platform made them; the content is sniffed and
   reference formats are refused whatever the file is called, as is a GeoJSON ``"crs"``
-  link (GDAL fetches it over HTTP).
+  link (GDAL fetches it over HTTP). The same holds for the sidecar files next to it
+  (:func:`check_sidecars`: world files, ``.aux.xml``, ``.ovr``, ``.msk``, headers).
 * :func:`safe_gdal`: GDAL configuration while a user file is open, for both bundled
   GDALs (rasterio's and pyogrio's are different libraries with separate settings):
   no network, no external access from SQLite, no Python in VRTs.
@@ -225,6 +226,7 @@ def user_file(
         raise InputError(f"{label} is not a regular file")
     else:
         sniff(resolved, label)
+        check_sidecars(resolved, root, label)
     return UserFile(str(resolved), str(root), label)
 
 
@@ -258,6 +260,52 @@ def check_source_key(key: str) -> str:
             "(bronze/<sha256>/<name>)"
         )
     return parts[2]
+
+
+# Sidecar files GDAL opens as datasets of their own (with any driver): external
+# overviews and masks, which GDAL always writes as GeoTIFF, and old-style .aux files,
+# which are Erdas Imagine. Anything else under those names is refused.
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+SIDECAR_DATASETS: dict[str, tuple[tuple[bytes, ...], str]] = {
+    ".ovr": (_TIFF_MAGIC, "a GeoTIFF (external overviews)"),
+    ".msk": (_TIFF_MAGIC, "a GeoTIFF (external mask)"),
+    ".aux": ((b"EHFA_HEADER_TAG",), "an Erdas Imagine .aux file"),
+}
+
+
+def check_sidecars(main: Path, root: Path, name: str) -> None:
+    """Check the files next to ``main`` that GDAL may read with it (its sidecars).
+
+    GDAL looks for a raster's sidecar files by name (``x.tfw``, ``x.tif.aux.xml``,
+    ``x.tif.ovr``, ``x.hdr``, …, all named ``x.…`` after ``x.tif``) and opens some of
+    them as datasets with any driver. Every such file in the folder is sniffed like the
+    file itself (no VRT or other reference format under a sidecar's name), may not be a
+    link out of ``root``, and overviews, masks and ``.aux`` files must have the format
+    GDAL writes them in (:data:`SIDECAR_DATASETS`).
+    """
+    prefix = main.name.lower().rpartition(".")[0] or main.name.lower()
+    prefix += "."
+    for entry in main.parent.iterdir():
+        lower = entry.name.lower()
+        if not lower.startswith(prefix) or entry.name == main.name:
+            continue
+        if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+            raise InputError(
+                f"{entry.name} next to {name} is a link to a file outside its folder; "
+                "upload the sidecar file itself"
+            )
+        if not entry.is_file():
+            continue
+        sniff(entry, f"{entry.name} (a sidecar file of {name})")
+        for suffix, (magic, what) in SIDECAR_DATASETS.items():
+            if lower.endswith(suffix):
+                with entry.open("rb") as fh:
+                    head = fh.read(16)
+                if not head.startswith(magic):
+                    raise InputError(
+                        f"{entry.name} next to {name} is not {what}, and GDAL would open it "
+                        "as a dataset of its own; remove it, or upload the raster without it"
+                    )
 
 
 def check_path_text(path: str, name: str) -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from geoetl import gdalsafe
+from geoetl.raster.source import RASTER_SUFFIXES as RASTER_SUFFIXES  # re-exported
+from geoetl.raster.source import find_sidecars, holds_raster, takes_sidecars
 
 if TYPE_CHECKING:
     from geoetl.storage.objectstore import ObjectStore
 
 Kind = Literal["raster", "vector"]
 
-# Never ".vrt": a VRT reads other files and URLs, and is refused (geoetl.gdalsafe).
-RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".nc", ".png", ".jpg", ".jpeg"}
 SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")
 WORKFLOWS: dict[Kind, str] = {"raster": "process_raster", "vector": "process_vector"}
 
@@ -31,7 +31,11 @@ OPTIONS: dict[Kind, tuple[str, ...]] = {
 def store_in_bronze(objects: ObjectStore, path: Path) -> str:
     """Copy ``path`` into bronze under its content hash (the same file is stored once).
 
-    A loose shapefile goes with its sidecar files, in one folder.
+    A loose shapefile goes with its sidecar files, in one folder; so does a raster with
+    the sidecar files found next to it (world file, ``.aux.xml``, ``.ovr``, ``.msk``,
+    ``.prj``, the ``.gri`` of a ``.grd``, an ENVI/EHdr ``.hdr``:
+    :func:`geoetl.raster.source.find_sidecars`). The folder is then named by a hash
+    over all of them.
     """
     if path.suffix.lower() == ".shp":
         sidecars = [
@@ -41,6 +45,10 @@ def store_in_bronze(objects: ObjectStore, path: Path) -> str:
             if candidate.is_file()
         ]
         return objects.put_file_set(path, sidecars)
+    if takes_sidecars(path.name):
+        found = find_sidecars(path)
+        if found:
+            return objects.put_file_set(path, found)
     key, _digest = objects.put_content_addressed(path)
     return key
 
@@ -48,6 +56,9 @@ def store_in_bronze(objects: ObjectStore, path: Path) -> str:
 def detect_kind(name: str, gdal_path: str | gdalsafe.UserFile) -> Kind:
     """``raster`` for raster file types or what GDAL opens with bands, else ``vector``.
 
+    A ``.zip`` is a raster when it holds a raster (with or without sidecar files) and no
+    vector dataset (:func:`geoetl.raster.source.holds_raster`); its member names are
+    read, with the archive limits, and nothing is unpacked.
     ``name`` is the file's name (its suffix decides when it is a raster type);
     ``gdal_path`` is where GDAL can read it: a local path (checked here), or a
     :class:`~geoetl.gdalsafe.UserFile` (``gdalsafe.bronze_file``, also for a remote
@@ -60,8 +71,15 @@ def detect_kind(name: str, gdal_path: str | gdalsafe.UserFile) -> Kind:
         if isinstance(gdal_path, gdalsafe.UserFile)
         else gdalsafe.user_file(gdal_path, name)
     )
-    if Path(name).suffix.lower() in RASTER_SUFFIXES:
+    suffix = Path(name).suffix.lower()
+    if suffix in RASTER_SUFFIXES:
         return "raster"
+    if suffix == ".zip":
+        if source.remote:
+            return "vector"
+        from geoetl.archive import member_names
+
+        return "raster" if holds_raster(member_names(Path(source.path))) else "vector"
     from rasterio.errors import RasterioError
 
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +196,58 @@ def test_bad_access_level_is_a_params_error(platform: Platform) -> None:
         platform.store.submit(
             "process_raster", {"source": "bronze/x/a.tif", "access_level": "secret"}
         )
+
+
+def _running_write(platform: Platform, job_id: str) -> bool:
+    """Whether the cog task has reported that GDAL is writing (some progress, not done)."""
+    for task in platform.queries.tasks(job_id, stage="cog").items:
+        progress = task.progress
+        if task.status == "running" and progress is not None and 0 < progress.done < 1:
+            return True
+    return False
+
+
+def test_cancelling_stops_the_cog_write_within_seconds(platform: Platform, tmp_path: Path) -> None:
+    """A cancelled ingest stops GDAL's write (issue 14, item 13); nothing is published."""
+    size = 6000  # float32 noise: several seconds of warping and compressing on 2 cores
+    path = tmp_path / "noise.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=1,
+        dtype="float32",
+        crs="EPSG:32633",
+        transform=rasterio.transform.from_origin(300000, 5000000, 10, 10),
+        nodata=-1,
+    ) as ds:
+        ds.write(np.random.default_rng(5).random((1, size, size), dtype=np.float32))
+    job_id, _ = platform.store.submit("process_raster", {"source": put(platform, path)})
+    runner = Runner(platform, "cancel-test")
+    ended: list[JobStatus] = []
+    worker = threading.Thread(target=lambda: ended.append(runner.run_job(job_id)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not _running_write(platform, job_id):
+            assert worker.is_alive(), "the job ended without reporting the COG write's progress"
+            assert time.monotonic() < deadline, "the COG write never began"
+            time.sleep(0.02)
+        cancelled_at = time.monotonic()
+        platform.store.cancel(job_id)
+        worker.join(timeout=60)
+        stopped_after = time.monotonic() - cancelled_at
+    finally:
+        worker.join(timeout=60)
+        runner.close()
+    assert ended == [JobStatus.cancelled]
+    # The heartbeat (every 0.5 s here) sees the cancellation; GDAL stops at its next report.
+    assert stopped_after < 3.0, f"the write went on for {stopped_after:.1f} s after cancel"
+    assert silver_and_items(platform) == ([], 0)
+    assert platform.objects.list(f"tmp/{job_id}") == []
+    cog = platform.queries.tasks(job_id, stage="cog").items[0]
+    assert cog.status == "cancelled"
+    assert cog.progress is not None
+    assert cog.progress.done < 1

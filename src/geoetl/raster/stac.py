@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import rasterio
+from affine import Affine
 from pystac import Asset, Item, MediaType
 from pystac.extensions.projection import ProjectionExtension
+from rasterio.warp import transform_geom
 from rio_stac import create_stac_item
 from rio_stac.stac import bbox_to_geom
 
@@ -35,25 +38,66 @@ def file_fields(path: Path) -> dict[str, Any]:
     return {"file:size": path.stat().st_size, "file:checksum": "1220" + sha256_file(path)}
 
 
+def footprint(transform: Affine, width: int, height: int) -> dict[str, Any]:
+    """The grid's outline in its own CRS: a GeoJSON polygon through its four corners.
+
+    For a rotated or sheared grid this is the rotated rectangle, not its envelope; the
+    ring runs counter-clockwise (RFC 7946) whatever the sign of the pixel size.
+    """
+    corners = [transform * xy for xy in ((0, height), (width, height), (width, 0), (0, 0))]
+    ring = [*corners, corners[0]]
+    area2 = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in itertools.pairwise(ring))
+    if area2 < 0:
+        ring.reverse()
+    return {"type": "Polygon", "coordinates": [[[float(x), float(y)] for x, y in ring]]}
+
+
+def _envelope(geometry: dict[str, Any]) -> list[float]:
+    xs = [float(p[0]) for ring in geometry["coordinates"] for p in ring]
+    ys = [float(p[1]) for ring in geometry["coordinates"] for p in ring]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
 def add_projection(item: Item, cog: Path) -> None:
     """The projection extension: the CRS code (or WKT2), native bbox, footprint, shape, transform.
 
     rio-stac can add these too, but asks PROJ to identify the CRS twice per item, which
-    costs about 0.5 s for a CRS whose WKT has no EPSG authority; ``crs_string`` remembers
-    the identification made when the raster was validated.
+    costs about 0.25 s each for a CRS whose WKT has no EPSG authority; ``crs_string``
+    remembers the identification made when the raster was validated. A CRS without an
+    EPSG code is given as WKT2 (2019), as ``proj:wkt2`` requires. A rotated grid's
+    item geometry is its footprint (the rotated rectangle) in EPSG:4326, the bbox that
+    footprint's envelope; rio-stac gives the envelope of the bounds for both.
     """
     with rasterio.open(cog) as ds:
         if ds.crs is None:
             return
         identified = crs_string(ds.crs)
+        native = footprint(ds.transform, ds.width, ds.height)
+        rotated = not ds.transform.is_rectilinear
         ProjectionExtension.ext(item, add_if_missing=True).apply(
             code=identified if identified.startswith("EPSG:") else None,
-            wkt2=None if identified.startswith("EPSG:") else ds.crs.to_wkt(),
-            bbox=list(ds.bounds),
-            geometry=bbox_to_geom(ds.bounds),
+            wkt2=None if identified.startswith("EPSG:") else ds.crs.to_wkt(version="WKT2_2019"),
+            bbox=_envelope(native) if rotated else list(ds.bounds),
+            geometry=native if rotated else bbox_to_geom(ds.bounds),
             shape=[ds.height, ds.width],
             transform=list(ds.transform),
         )
+        if rotated:
+            geometry = transform_geom(ds.crs, "EPSG:4326", _densified(native))
+            item.geometry = geometry
+            item.bbox = _envelope(geometry)
+
+
+def _densified(polygon: dict[str, Any], points: int = 21) -> dict[str, Any]:
+    """``polygon`` with ``points`` vertices per edge, so a reprojected edge may curve."""
+    ring = polygon["coordinates"][0]
+    dense: list[list[float]] = []
+    for (x0, y0), (x1, y1) in itertools.pairwise(ring):
+        for step in range(points):
+            t = step / points
+            dense.append([x0 + (x1 - x0) * t, y0 + (y1 - y0) * t])
+    dense.append(list(ring[-1]))
+    return {"type": "Polygon", "coordinates": [dense]}
 
 
 def build_item(

@@ -12,7 +12,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from geoetl import gdalsafe
 from geoetl.catalog.models import AccessLevel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
@@ -21,6 +20,7 @@ from geoetl.publish import Target, ensure_target_free
 from geoetl.raster.cog import write_cog
 from geoetl.raster.inspect import DeclaredType, RasterInfo, inspect_raster, parse_crs
 from geoetl.raster.profiles import TierChoice, cog_profile, tiers_for
+from geoetl.raster.source import bronze_raster
 
 _SLUG = re.compile(r"[^a-z0-9_-]+")
 
@@ -50,7 +50,10 @@ class ProcessRasterParams(BaseModel):
     )
     output_tier: TierChoice = "analysis"
     target_crs: str | None = Field(default="EPSG:4326", description="null keeps the native CRS.")
-    input_crs: str | None = Field(default=None, description="Used only when the file has none.")
+    input_crs: str | None = Field(
+        default=None,
+        description="Used when the file has no CRS, or only a local (engineering) one.",
+    )
     raster_type: DeclaredType = "auto"
     jpeg_quality: int = Field(default=85, ge=1, le=100)
     strict_mode: bool = False
@@ -93,9 +96,10 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> RasterInfo:
     ctx.progress(0, 1, "inspecting")
     if params.target_crs is not None:
         parse_crs(params.target_crs, "target_crs")  # refused before any COG is written
+    source = bronze_raster(objects, params.source, ctx.scratch)
     return inspect_raster(
-        gdalsafe.bronze_file(objects, params.source),
-        PurePosixPath(params.source).name,
+        source,
+        source.name,
         input_crs=params.input_crs,
         declared_type=params.raster_type,
         strict=params.strict_mode,
@@ -146,17 +150,27 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         return dict(ctx.checkpoints["staged"])
     profile = cog_profile(info.raster_type, tier, info.dtype, params.jpeg_quality)  # type: ignore[arg-type]
     preload(AFTER_COG_MODULES)
-    ctx.progress(0, 1, f"writing {tier} COG")
+    message = f"writing {tier} COG"
+    ctx.progress(0, 1, message)
+    source = bronze_raster(ctx.platform.objects, params.source, ctx.scratch / "source")
     out = ctx.scratch / "cog.tif"
+
+    def report(fraction: float) -> None:
+        # Raises TaskCancelled once the job is cancelled: GDAL stops writing within moments.
+        # Reporting also makes the heartbeat ask about the task every tick.
+        ctx.progress(round(fraction, 3), 1, message)
+
     result = write_cog(
-        gdalsafe.bronze_file(ctx.platform.objects, params.source),
+        source,
         out,
         info,
         profile,
         params.target_crs,
         ctx.scratch / "work",
         warp_memory_bytes=ctx.platform.settings.raster_warp_memory_mb * 1024 * 1024,
+        progress=report,
     )
+    ctx.raise_if_cancelled()  # a finished COG of a cancelled job is not staged
     ctx.platform.objects.move_file(out, key)
     staged = {**result.model_dump(), "tier": tier, "tmp_key": key}
     ctx.checkpoint("staged", staged)
