@@ -375,7 +375,13 @@ def _is_engineering_wkt(wkt: str) -> bool:
 
 
 def is_engineering(crs: CRS) -> bool:
-    """True for a local (engineering) CRS: coordinates on a site grid, not on the Earth."""
+    """True for a local (engineering) CRS: coordinates on a site grid, not on the Earth.
+
+    Geographic and projected CRSs are answered by GDAL; only others are asked of PROJ
+    (pyproj is not imported for them).
+    """
+    if crs.is_geographic or crs.is_projected:
+        return False
     return _is_engineering_wkt(crs.to_wkt())
 
 
