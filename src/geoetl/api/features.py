@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from geoetl.api import html
 from geoetl.api.deps import PlatformDep
+from geoetl.api.params import parse_bbox_text, parse_datetime
 from geoetl.api.security import caller_levels
 from geoetl.errors import InputError, NotFound
 from geoetl.features.cql import SqliteFilter, parse_filter
@@ -175,15 +176,10 @@ def queryables(collection_id: str, request: Request, platform: PlatformDep) -> J
 def _bbox(value: str | None) -> tuple[float, float, float, float] | None:
     if value is None:
         return None
-    try:
-        parts = [float(v) for v in value.split(",")]
-    except ValueError:
-        raise InputError(f"bbox {value!r} must be four numbers: minx,miny,maxx,maxy") from None
-    if len(parts) == 6:
-        parts = [parts[0], parts[1], parts[3], parts[4]]
-    if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
-        raise InputError(f"bbox {value!r} must be minx,miny,maxx,maxy with min <= max")
-    return parts[0], parts[1], parts[2], parts[3]
+    bbox = parse_bbox_text(value)
+    if bbox[0] > bbox[2]:
+        raise InputError(f"bbox {value!r} crosses the antimeridian; ask for each side separately")
+    return bbox
 
 
 @router.get("/collections/{collection_id}/items", name="get_items", response_model=None)
@@ -328,33 +324,23 @@ def _datetime_condition(fc: FeatureCollection, value: str) -> tuple[str, list[An
     field = temporal_field(fc)
     if field is None:
         raise InputError(f"collection {fc.collection_id} has no temporal property to filter on")
-    start, _, end = value.partition("/")
-    bounds = [None if v in ("", "..") else _instant(v) for v in (start, end)]
+    start, end = parse_datetime(value)
     # Stored values are ISO 8601 text in several spellings ('…Z', '….000Z', no zone, a
     # date): SQLite's julianday() reads them all as instants, so equal instants match
-    # whatever their spelling.
+    # whatever their spelling. GeoPackage keeps UTC; a zone-less value is UTC.
     column = f'julianday("{field}")'
-    if not _:
-        return f"{column} = julianday(?)", [bounds[0]]
     clauses, params = [], []
-    if bounds[0] is not None:
+    if start is not None:
         clauses.append(f"{column} >= julianday(?)")
-        params.append(bounds[0])
-    if bounds[1] is not None:
+        params.append(_utc_text(start))
+    if end is not None:
         clauses.append(f"{column} <= julianday(?)")
-        params.append(bounds[1])
-    return (" AND ".join(clauses) or "1 = 1"), params
+        params.append(_utc_text(end))
+    return " AND ".join(clauses), params
 
 
-def _instant(value: str) -> str:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"datetime {value!r} is not an RFC 3339 date-time") from None
-    # GeoPackage stores date-times as ISO 8601 text in UTC; a zone-less instant is UTC.
-    if parsed.tzinfo:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed.isoformat(timespec="milliseconds")
+def _utc_text(when: datetime) -> str:
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
 
 
 def _page(base: str, params: dict[str, str], offset: int, limit: int) -> str:
