@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -62,14 +64,39 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def homes_outside_tmp() -> Path:
+    """Where test homes live: under the repository, never in the temporary folder.
+
+    The default home (``./geoetl-data``) is not under /tmp either, and paths there
+    behave differently (a bug once hid behind /tmp). If the checkout itself is in the
+    temporary folder, under the user's cache instead.
+    """
+    base = REPO / ".pytest-homes"
+    tmp = Path(tempfile.gettempdir()).resolve()
+    if base.is_relative_to(tmp) or base.is_relative_to("/tmp"):
+        base = Path.home() / ".cache" / "geoetl-test-homes"
+    return base
+
+
 @pytest.fixture
-def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+def home() -> Iterator[Path]:
+    """A fresh data home outside /tmp, removed afterwards."""
+    path = homes_outside_tmp() / f"h-{uuid.uuid4().hex[:12]}"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(backend: str, home: Path, request: pytest.FixtureRequest) -> Settings:
     """Settings for a fresh home on ``backend``, with short leases and retries for tests."""
     url = None
     if backend == "postgres":
         url = request.getfixturevalue("pg_schema_url")
     return Settings(
-        home=tmp_path / "home",
+        home=home,
         database_url=url,
         lease_seconds=3.0,
         heartbeat_seconds=0.5,

@@ -9,9 +9,6 @@ requests by GDAL's ``/vsicurl/`` and by pyarrow, and hidden items' assets are 40
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,21 +31,11 @@ REPO = Path(__file__).parents[2]
 DATA = REPO / "examples" / "data"
 
 
-def _outside_tmp() -> Path:
-    # Under the repository, unless the checkout itself lies in the temporary folder.
-    tmp = Path(tempfile.gettempdir()).resolve()
-    base = REPO / ".pytest-homes"
-    if base.resolve().is_relative_to(tmp) or base.resolve().is_relative_to("/tmp"):
-        base = Path.home() / ".cache" / "geoetl-test-homes"
-    return base
-
-
 @pytest.fixture
-def home_outside_tmp(settings: Settings) -> Iterator[Settings]:
-    home = _outside_tmp() / f"assets-{uuid.uuid4().hex[:8]}"
-    assert not str(home.resolve()).startswith("/tmp")
-    yield settings.model_copy(update={"home": home, "storage_url": (home / "storage").as_uri()})
-    shutil.rmtree(home, ignore_errors=True)
+def home_outside_tmp(settings: Settings) -> Settings:
+    # The shared settings put every test home outside /tmp (tests/conftest.py).
+    assert not str(settings.home.resolve()).startswith("/tmp")
+    return settings
 
 
 @pytest.fixture
