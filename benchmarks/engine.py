@@ -56,6 +56,7 @@ from geoetl.engine.models import JobStatus
 from geoetl.engine.schema import job_events, jobs, tasks
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from harness import BenchmarkError, git_revision, percentile
 
 PG_DSN = os.environ.get("GEOETL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -74,10 +75,6 @@ SUSPICIOUS = re.compile(
 )
 
 console = Console(width=None if sys.stdout.isatty() else 120)
-
-
-class BenchmarkError(RuntimeError):
-    """A run that did not do what it should (wrong result, retries, worker trouble)."""
 
 
 # -- measuring one job ------------------------------------------------------------------------
@@ -479,16 +476,6 @@ class OtherLoad:
 # -- one configuration -----------------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100)."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def diagnose(workers: Workers, url: str | None) -> str:
     """What the workers and the database are doing right now (for a stuck job)."""
     out: list[str] = []
@@ -680,23 +667,9 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(psycopg.Error), psycopg.connect(PG_DSN, connect_timeout=3) as conn:
         row = conn.execute("SHOW server_version").fetchone()
         info["postgresql"] = row[0] if row else None
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        root = Path(__file__).resolve().parent.parent
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        info["commit"] = rev + ("+dirty src" if dirty else "")
+    rev = git_revision()
+    if rev is not None:
+        info["commit"] = rev
     return info
 
 

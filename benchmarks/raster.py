@@ -48,16 +48,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import importlib
 import io
 import json
 import os
-import platform as pyplatform
 import shlex
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import threading
@@ -68,7 +65,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import (
+    ROOT,
+    BenchmarkError,
+    busy_cpu_s,
+    clean_env,
+    console_factory,
+    free_port,
+    launch,
+    machine_info,
+    median,
+    sha256_of,
+    time_baselines,
+    wait_quiet,
+    warm_cache,
+)
+
 DATA = ROOT / "examples" / "data"
 BIN = Path(sys.executable).parent
 
@@ -93,31 +105,6 @@ KIND_OPTIONS = {
 }
 TARGET_CRS = "EPSG:4326"
 WARP_RESAMPLING = "BILINEAR"
-
-# Started with ``python -S -c``: spawn argv[2:], wait4 it, write its rusage to argv[1].
-LAUNCHER = r"""
-import json, os, sys, time
-out, argv = sys.argv[1], sys.argv[2:]
-t_epoch = time.time()
-t0 = time.perf_counter()
-pid = os.posix_spawnp(argv[0], argv, os.environ)
-_, status, ru = os.wait4(pid, 0)
-wall = time.perf_counter() - t0
-with open(out, "w") as fh:
-    json.dump({"start_epoch": t_epoch, "wall_s": wall, "maxrss_kib": ru.ru_maxrss,
-               "utime_s": ru.ru_utime, "stime_s": ru.ru_stime,
-               "returncode": os.waitstatus_to_exitcode(status)}, fh)
-"""
-
-
-def console_factory() -> Any:
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 160)
-
-
-class BenchmarkError(RuntimeError):
-    """A run that failed or produced something it should not have."""
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -148,14 +135,6 @@ class InputFile:
             "description": self.description,
             "build_s": self.build_s,
         }
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def upsample(src_path: Path, dst: Path, size: int, bands: list[int], *, rgb: bool) -> None:
@@ -236,13 +215,6 @@ def build_inputs(work: Path, size: int, small_size: int, rebuild: bool) -> dict[
         spec.sha256 = sha256_of(spec.path)
         inputs[spec.name] = spec
     return inputs
-
-
-def warm_cache(path: Path) -> None:
-    """Read the file once so every tool starts with it in the page cache."""
-    with path.open("rb") as fh:
-        while fh.read(16 << 20):
-            pass
 
 
 # -- cases and commands ------------------------------------------------------------------------
@@ -378,56 +350,6 @@ class Run:
             "argv": self.argv,
             **({"geoetl": self.geoetl} if self.geoetl else {}),
         }
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds spent busy by the whole machine since boot (/proc/stat)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    ticks = [int(v) for v in fields]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_quiet(max_wait_s: float, threshold_cpu: float = 0.3) -> float:
-    """Wait (at most ``max_wait_s``) for a 1 s sample with < ``threshold_cpu`` CPUs busy.
-
-    Returns the last sample (busy CPUs, 0..cpu_count); other sessions may share the box.
-    """
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        b0 = busy_cpu_s()
-        time.sleep(1.0)
-        busy = busy_cpu_s() - b0
-        if busy < threshold_cpu or time.monotonic() >= deadline:
-            return busy
-
-
-def launch(argv: list[str], run_dir: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run ``argv`` through the wait4 launcher; its rusage, wall time and return code.
-
-    ``other_cpu_s`` is the CPU time the rest of the machine used meanwhile (noise).
-    """
-    result = run_dir / "rusage.json"
-    busy0 = busy_cpu_s()
-    with (run_dir / "stdout").open("wb") as out, (run_dir / "stderr").open("wb") as err:
-        subprocess.run(
-            [sys.executable, "-S", "-c", LAUNCHER, str(result), *argv],
-            stdout=out,
-            stderr=err,
-            env=env,
-            check=True,
-        )
-    busy = busy_cpu_s() - busy0
-    usage: dict[str, Any] = json.loads(result.read_text())
-    usage["other_cpu_s"] = max(0.0, busy - usage["utime_s"] - usage["stime_s"])
-    if usage["returncode"] != 0:
-        tail = (run_dir / "stderr").read_text(errors="replace")[-2000:]
-        raise BenchmarkError(f"{argv[0]} exited with {usage['returncode']}: {tail}")
-    return usage
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("GEOETL_")}
 
 
 def geoetl_split(home: Path, job: dict[str, Any], start: float, wall: float) -> dict[str, Any]:
@@ -736,36 +658,14 @@ def run_baselines(args: argparse.Namespace, runs_dir: Path, console: Any) -> dic
         "python -c 'import rasterio'": [sys.executable, "-c", "import rasterio"],
         "gdal_translate --version": ["gdal_translate", "--version"],
     }
-    out: dict[str, Any] = {}
-    for label, argv in commands.items():
-        if argv[0] == "gdal_translate" and "gdal_translate" not in args.tools:
-            continue
-        walls, rss = [], []
-        for i in range(3):
-            run_dir = runs_dir / "baselines" / f"{len(out)}-{i}"
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True)
-            wait_quiet(min(args.quiet_wait, 10.0))
-            usage = launch(argv, run_dir, clean_env())
-            walls.append(usage["wall_s"])
-            rss.append(usage["maxrss_kib"] / 1024.0)
-        out[label] = {"wall_s_median": median(walls), "peak_rss_mib_median": median(rss)}
-        console.print(f"  baseline {label:<38} {median(walls):5.2f} s {median(rss):6.0f} MiB")
-    return out
+    if "gdal_translate" not in args.tools:
+        del commands["gdal_translate --version"]
+    return time_baselines(commands, runs_dir, args.quiet_wait, console)
 
 
 # -- the ~27 MB input through a running service -------------------------------------------------
 
 SERVICE_POLL_S = 0.05
-
-
-def _free_port() -> int:
-    import socket
-
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _upload_and_wait(base: str, path: Path, params: dict[str, str]) -> dict[str, Any]:
@@ -822,7 +722,7 @@ def run_service(
     home = run_dir / "home"
     env["GEOETL_HOME"] = str(home)
     subprocess.run([str(BIN / "geoetl"), "db", "upgrade"], env=env, check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     argv = [str(BIN / "geoetl"), "serve", "--port", str(port), "--workers", "1"]
     results: dict[str, Any] = {"command": shlex.join(argv), "modes": {}}
@@ -884,10 +784,6 @@ def run_service(
 
 
 # -- one case ----------------------------------------------------------------------------------
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def print_run(console: Any, rep: int, run: Run, *, noisy: bool) -> None:
@@ -1078,41 +974,6 @@ def tool_versions() -> dict[str, Any]:
     }
     cli_version = gdal_cli.split(",")[0].removeprefix("GDAL ").strip()
     info["same_gdal"] = cli_version == rasterio.__gdal_version__
-    return info
-
-
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "python": pyplatform.python_version(),
-        "platform": pyplatform.platform(),
-    }
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["mem_total_gib"] = int(line.split()[1]) / 1024**2
-                break
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        info["git"] = rev + ("+dirty src" if dirty else "")
     return info
 
 

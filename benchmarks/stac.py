@@ -29,8 +29,6 @@ import os
 import random
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +44,7 @@ import psycopg
 from geoetl.catalog.models import SearchRequest
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from harness import free_port, summary
 
 FLOOR_P50_MS = 10.0
 PLATFORMS = ("landsat-8", "landsat-9", "sentinel-2a", "sentinel-2b")
@@ -105,25 +104,6 @@ def queries(kind: str, count: int, seed: int) -> list[dict[str, str]]:
             params["filter-lang"] = "cql2-text"
         out.append(params)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def summary(ms: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": statistics.median(ms),
-        "p95_ms": percentile(ms, 0.95),
-        "mean_ms": statistics.fmean(ms),
-    }
 
 
 def to_request(params: dict[str, str]) -> SearchRequest:
