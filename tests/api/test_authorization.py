@@ -116,6 +116,10 @@ def test_only_the_submitter_or_an_admin_steers_a_job(
     bob = token(client, "bob", "publisher", "ouo")
     job = anonymous.post("/jobs/fan_out_demo", json={"n": 2}, headers=alice).json()
     assert job["submitted_by"] == "token:alice"
+    # Who submitted a job is for that submitter and admins only.
+    assert anonymous.get(f"/jobs/{job['job_id']}", headers=bob).json()["submitted_by"] is None
+    assert anonymous.get("/jobs").json()["items"][0]["submitted_by"] is None
+    assert client.get(f"/jobs/{job['job_id']}").json()["submitted_by"] == "token:alice"
     for action in ("cancel", "resubmit"):
         refused = anonymous.post(f"/jobs/{job['job_id']}/{action}", headers=bob)
         assert refused.status_code == 403, refused.text

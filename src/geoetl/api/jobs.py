@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from geoetl.api.deps import PlatformDep
-from geoetl.api.security import LevelsDep, PublisherDep
+from geoetl.api.security import LevelsDep, PublisherDep, get_caller
 from geoetl.auth.principal import Principal
 from geoetl.engine.models import EventView, JobStatus, JobView, Page, TaskStatus, TaskView
 from geoetl.engine.workflow import Workflow, validate_params
@@ -35,7 +35,13 @@ class WorkflowInfo(BaseModel):
 
 
 def with_links(request: Request, view: JobView) -> JobView:
-    """``view`` with links to itself, its tasks and events, cancel and resubmit."""
+    """``view`` with links to itself, its tasks and events, cancel and resubmit.
+
+    Who submitted a job is shown to that submitter and to admins only.
+    """
+    caller = get_caller(request)
+    if not caller.is_admin and view.submitted_by != caller.name:
+        view.submitted_by = None
 
     def link(name: str) -> str:
         return str(request.url_for(name, job_id=view.job_id))
