@@ -52,6 +52,24 @@ if TYPE_CHECKING:
 # Rasterlite, KMLSUPEROVERLAY, PDF, PCIDSK, MRF, HDF5, Zarr, STACIT, STACTA, the
 # PostGIS/HTTP/cloud-service drivers or anything else that opens other datasets,
 # connection strings or URLs named inside a file.
+# Files that are a vector dataset on their own (a .gdb folder is one too): what the
+# vector pipeline looks for, and what makes a zip a vector upload.
+VECTOR_SUFFIXES = frozenset(
+    {
+        ".shp",
+        ".gpkg",
+        ".geojson",
+        ".json",
+        ".kml",
+        ".kmz",
+        ".csv",
+        ".fgb",
+        ".parquet",
+        ".geoparquet",
+        ".gml",
+    }
+)
+
 RASTER_DRIVERS: tuple[str, ...] = (
     "GTiff",
     "COG",

@@ -55,24 +55,9 @@ RASTER_SUFFIXES = frozenset(
         ".grib2",
     }
 )
-# The datasets the vector pipeline looks for in an archive (geoetl.vector.read's
-# DATASET_SUFFIXES, repeated here so that a raster ingest never imports the vector
-# stack; a test keeps the two equal). A zip holding one of them is a vector upload.
-VECTOR_SUFFIXES = frozenset(
-    {
-        ".shp",
-        ".gpkg",
-        ".geojson",
-        ".json",
-        ".kml",
-        ".kmz",
-        ".csv",
-        ".fgb",
-        ".parquet",
-        ".geoparquet",
-        ".gml",
-    }
-)
+# The datasets the vector pipeline looks for (one list, in gdalsafe, which both
+# pipelines import anyway). A zip holding one of them is a vector upload.
+VECTOR_SUFFIXES = gdalsafe.VECTOR_SUFFIXES
 # A format's second file, named after the first: RRASTER data (.gri) of a .grd header,
 # the SAGA header (.sgrd) of .sdat data, ER Mapper data (no suffix) of an .ers header.
 COMPANIONS: dict[str, tuple[str, ...]] = {".grd": (".gri",), ".sdat": (".sgrd",), ".ers": ("",)}

@@ -24,19 +24,7 @@ from geoetl.vector.columns import check_column_count
 from geoetl.vector.csvtypes import apply_types, detect_types
 
 # Files that are a dataset on their own (a .gdb folder is one too).
-DATASET_SUFFIXES = {
-    ".shp",
-    ".gpkg",
-    ".geojson",
-    ".json",
-    ".kml",
-    ".kmz",
-    ".csv",
-    ".fgb",
-    ".parquet",
-    ".geoparquet",
-    ".gml",
-}
+DATASET_SUFFIXES = set(gdalsafe.VECTOR_SUFFIXES)
 SHAPEFILE_SIDECARS = (".dbf", ".shx")
 # Layers GDAL reports that hold no features of the user's (GeoPackage metadata, etc.).
 METADATA_LAYERS = {"layer_styles", "gpkg_metadata", "gpkg_metadata_reference"}
