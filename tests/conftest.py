@@ -58,6 +58,54 @@ def pg_schema_url(pg_dsn: str) -> Iterator[str]:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+TEMPLATE_DB = "geoetl_test_template"
+
+
+def _admin_dsn(dsn: str, database: str) -> str:
+    base, _, _query = dsn.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_dsn: str) -> str:
+    """A database with PostGIS and pgSTAC installed by geoetl, cloned for each test.
+
+    Built once per session through geoetl's own installer (``geoetl db upgrade``'s
+    code), so every PostgreSQL test runs on the real pgSTAC and PostGIS.
+    """
+    from geoetl.catalog.pgstac_install import install
+    from geoetl.engine.db import make_engine
+
+    admin = _admin_dsn(pg_dsn, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_advisory_lock(hashtext('geoetl_test_template'))"  # parallel sessions
+        )
+        try:
+            conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+            engine = make_engine(_admin_dsn(pg_dsn, TEMPLATE_DB))
+            try:
+                install(engine)
+            finally:
+                engine.dispose()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext('geoetl_test_template'))")
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def pg_database_url(pg_dsn: str, pg_template: str) -> Iterator[str]:
+    """A fresh database cloned from the template (PostGIS + pgSTAC), dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = _admin_dsn(pg_dsn, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    yield _admin_dsn(pg_dsn, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     """The job store backend under test."""
@@ -94,7 +142,7 @@ def settings(backend: str, home: Path, request: pytest.FixtureRequest) -> Settin
     """Settings for a fresh home on ``backend``, with short leases and retries for tests."""
     url = None
     if backend == "postgres":
-        url = request.getfixturevalue("pg_schema_url")
+        url = request.getfixturevalue("pg_database_url")
     return Settings(
         home=home,
         database_url=url,

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from geoetl.auth.tokens import TokenStore
-from geoetl.catalog.store import SqlCatalog
-from geoetl.engine.db import make_engine
+from geoetl.catalog.backend import CatalogBackend, open_catalog
+from geoetl.engine.db import is_postgres, make_engine
 from geoetl.engine.migrate import ensure_schema
 from geoetl.engine.queries import JobQueries
 from geoetl.engine.store import JobStore
 from geoetl.engine.workflow import Registry
-from geoetl.features.geopackage import GeoPackageStore
 from geoetl.features.registry import FeatureRegistry
+from geoetl.features.store import FeatureStore, open_feature_store
 from geoetl.settings import Settings
 from geoetl.storage.objectstore import ObjectStore
 
@@ -25,8 +25,8 @@ class Platform:
     store: JobStore
     queries: JobQueries
     objects: ObjectStore
-    catalog: SqlCatalog
-    features: GeoPackageStore
+    catalog: CatalogBackend
+    features: FeatureStore
     feature_registry: FeatureRegistry
     tokens: TokenStore
 
@@ -47,6 +47,14 @@ class Platform:
         engine = make_engine(settings.db_url)
         if migrate:
             ensure_schema(engine)
+        if is_postgres(engine):
+            from geoetl.catalog import pgstac_install
+
+            # pgSTAC and PostGIS: installed on first use, and the version checked always.
+            if migrate:
+                pgstac_install.install(engine)
+            else:
+                pgstac_install.check_version(engine)
         store = JobStore(
             engine,
             workflows,
@@ -54,7 +62,7 @@ class Platform:
             retry_base_seconds=settings.retry_base_seconds,
             retry_max_seconds=settings.retry_max_seconds,
         )
-        catalog = SqlCatalog(engine)
+        catalog = open_catalog(engine)
         if migrate:
             catalog.ensure_system_collections()
         assert settings.storage_url is not None
@@ -64,7 +72,7 @@ class Platform:
             queries=JobQueries(store),
             objects=ObjectStore(settings.storage_url),
             catalog=catalog,
-            features=GeoPackageStore(settings.home / "features"),
+            features=open_feature_store(settings, engine),
             feature_registry=FeatureRegistry(engine),
             tokens=TokenStore(engine),
         )

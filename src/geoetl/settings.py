@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     max_statistics_px: int = Field(
         default=1024, ge=1, description="Largest side, in pixels, read for raster statistics."
     )
+    postgis_schema: str = Field(
+        default="geo",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema of published feature tables (the PostGIS backend).",
+    )
 
     @field_validator("audience", "anonymous_clearance", "oidc_default_clearance", mode="before")
     @classmethod

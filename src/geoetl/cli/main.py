@@ -356,16 +356,20 @@ def demo(
 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
-    """Create or upgrade the job store schema."""
-    from geoetl.engine.db import make_engine
+    """Create or upgrade the schema: job store and registry; on PostgreSQL also PostGIS and pgSTAC."""
+    from geoetl.engine.db import is_postgres, make_engine
     from geoetl.engine.migrate import upgrade
 
     settings = get_state(ctx).settings
     engine = make_engine(settings.db_url)
     revision = upgrade(engine)
-    console.print(
-        f"database {engine.url.render_as_string(hide_password=True)} at revision {revision}"
-    )
+    where = engine.url.render_as_string(hide_password=True)
+    console.print(f"database {where} at revision {revision}")
+    if is_postgres(engine):
+        from geoetl.catalog.pgstac_install import install
+
+        console.print(f"pgSTAC {install(engine)} and PostGIS ready in {where}")
+    engine.dispose()
 
 
 def _install_stop(stop: threading.Event) -> None:
