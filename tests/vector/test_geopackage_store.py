@@ -1,4 +1,4 @@
-"""The GeoPackage feature store: idempotent chunks, atomic publish, bbox queries."""
+"""Both feature stores (GeoPackage, PostGIS): idempotent chunks, atomic publish, queries."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from shapely.geometry import Point
 
 from geoetl.errors import NotFound
 from geoetl.features.geopackage import GeoPackageStore
+from geoetl.features.store import FeatureQuery, FeatureStore
+
+FIELDS = {"name": "object", "value": "int64"}
 
 
 def frame(start: int, n: int) -> gpd.GeoDataFrame:
@@ -28,40 +31,60 @@ def frame(start: int, n: int) -> gpd.GeoDataFrame:
     )
 
 
-def test_retried_chunk_does_not_duplicate_rows(tmp_path: Path) -> None:
-    store = GeoPackageStore(tmp_path)
+def test_retried_chunk_does_not_duplicate_rows(feature_store: FeatureStore) -> None:
+    store = feature_store
     store.begin_load("ds")
     store.write_chunk("ds", "points", 0, frame(0, 10))
     store.write_chunk("ds", "points", 1, frame(10, 10))
     store.write_chunk("ds", "points", 1, frame(10, 10))  # the retry of chunk 1
-    assert not store.path("ds").exists()  # nothing published before finish_load
+    with pytest.raises(NotFound):  # nothing published before finish_load
+        store.tables("ds")
     store.finish_load("ds", {"points": ["name"]})
     assert store.count("ds", "points") == 20
-    back = pyogrio.read_dataframe(store.path("ds"), layer="points")
+    back = store.read("ds", "points")
     assert sorted(back["value"]) == list(range(20))
     assert back.crs.to_epsg() == 4326
 
 
-def test_bbox_and_equality_queries(tmp_path: Path) -> None:
+def test_geopackage_file_is_plain_gdal(tmp_path: Path) -> None:
     store = GeoPackageStore(tmp_path)
+    store.begin_load("ds")
+    store.write_chunk("ds", "points", 0, frame(0, 10))
+    store.finish_load("ds", {"points": ["name"]})
+    back = pyogrio.read_dataframe(store.path("ds"), layer="points")
+    assert sorted(back["value"]) == list(range(10))
+    assert back.crs.to_epsg() == 4326
+
+
+def test_bbox_and_equality_queries(feature_store: FeatureStore) -> None:
+    store = feature_store
     store.begin_load("ds")
     store.write_chunk("ds", "points", 0, frame(0, 50))
     store.finish_load("ds", {})
-    features, total = store.features("ds", "points", bbox=(9.5, 9.5, 20.5, 20.5), limit=5)
+    box = (9.5, 9.5, 20.5, 20.5)
+    features, total = store.query("ds", "points", FeatureQuery(FIELDS, bbox=box, limit=5))
     assert total == 11
     assert [f["properties"]["value"] for f in features] == [10, 11, 12, 13, 14]
     assert features[0]["geometry"]["type"] in ("Point", "MultiPoint")
-    page2, _ = store.features("ds", "points", bbox=(9.5, 9.5, 20.5, 20.5), limit=5, offset=5)
+    page2, _ = store.query("ds", "points", FeatureQuery(FIELDS, bbox=box, limit=5, offset=5))
     assert [f["properties"]["value"] for f in page2] == [15, 16, 17, 18, 19]
-    one, n = store.features("ds", "points", where=[("name", "p7")])
+    one, n = store.query("ds", "points", FeatureQuery(FIELDS, equals=(("name", "p7"),)))
     assert n == 1
     assert one[0]["properties"] == {"name": "p7", "value": 7}
-    hostile, n = store.features("ds", "points", where=[("name", "x' OR '1'='1")])
-    assert (hostile, n) == ([], 0)
+    assert one[0]["id"] == 8  # feature ids count from 1 in load order
+    by_id, _ = store.query("ds", "points", FeatureQuery(FIELDS, feature_id=8))
+    assert by_id == one
+    hostile = FeatureQuery(FIELDS, equals=(("name", "x' OR '1'='1"),))
+    assert store.query("ds", "points", hostile) == ([], 0)
+    newest, _ = store.query(
+        "ds", "points", FeatureQuery(FIELDS, sortby=(("value", True),), properties=frozenset())
+    )
+    assert [f["id"] for f in newest] == list(range(50, 40, -1))
+    assert all(f["properties"] == {} for f in newest)
 
 
-def test_new_load_replaces_the_published_dataset_atomically(tmp_path: Path) -> None:
-    store = GeoPackageStore(tmp_path)
+def test_new_load_replaces_the_published_dataset_atomically(feature_store: FeatureStore) -> None:
+    store = feature_store
     store.begin_load("ds")
     store.write_chunk("ds", "points", 0, frame(0, 5))
     store.finish_load("ds", {})
@@ -77,7 +100,7 @@ def test_new_load_replaces_the_published_dataset_atomically(tmp_path: Path) -> N
 
 def test_items_carry_booleans_and_no_measures(tmp_path: Path) -> None:
     # A table as a load before M was dropped published it: GDAL keeps the measures.
-    store = GeoPackageStore(tmp_path)
+    store: GeoPackageStore = GeoPackageStore(tmp_path)
     store.begin_load("ds")
     lines = shapely.from_wkt(["LINESTRING M (0 0 5, 1 1 6)", "LINESTRING ZM (0 0 10 5, 1 1 20 6)"])
     table = pa.table(
@@ -97,7 +120,7 @@ def test_items_carry_booleans_and_no_measures(tmp_path: Path) -> None:
     store.finish_load("ds", {})
     with closing(sqlite3.connect(store.path("ds"))) as conn:
         assert conn.execute('SELECT "open" FROM lines').fetchall() == [(1,), (None,)]
-    features, _ = store.features("ds", "lines")
+    features, _ = store.query("ds", "lines", FeatureQuery({"open": "bool"}))
     assert [f["properties"]["open"] for f in features] == [True, None]
     assert [f["geometry"]["coordinates"] for f in features] == [
         ((0.0, 0.0), (1.0, 1.0)),  # x, y: the measure is no height

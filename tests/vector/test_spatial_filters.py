@@ -1,9 +1,9 @@
-"""Spatial CQL2 predicates on the GeoPackage store give GeoPandas' answers."""
+"""Spatial CQL2 predicates on both feature stores give GeoPandas' answers."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,29 +12,30 @@ import pyogrio
 import pytest
 import shapely
 
+from geoetl.cql2 import parse
 from geoetl.errors import InputError
-from geoetl.features.cql import SqliteFilter, parse_filter
-from geoetl.features.geopackage import GeoPackageStore
+from geoetl.features.store import FeatureQuery, FeatureStore
+from tests.vector.conftest import make_store
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 AREA = "POLYGON((-80 35, -78 35, -78 36.5, -80 36.5, -80 35))"
 RALEIGH = "POINT(-78.64 35.78)"
 
 
-@pytest.fixture(scope="module")
-def counties(tmp_path_factory: pytest.TempPathFactory) -> tuple[GeoPackageStore, gpd.GeoDataFrame]:
+@pytest.fixture(params=["geopackage", "postgis"])
+def counties(request: pytest.FixtureRequest) -> Iterator[tuple[FeatureStore, gpd.GeoDataFrame]]:
     nc = pyogrio.read_dataframe(DATA / "nc.gpkg").to_crs(4326)
     frame = gpd.GeoDataFrame({"name": nc["NAME"]}, geometry=nc.geometry.values, crs=4326)
-    store = GeoPackageStore(tmp_path_factory.mktemp("store"))
-    store.begin_load("nc")
-    store.write_chunk("nc", "nc_polygons", 0, frame)
-    store.finish_load("nc", {})
-    return store, store.read("nc", "nc_polygons")
+    for store in make_store(str(request.param), request):
+        store.begin_load("nc")
+        store.write_chunk("nc", "nc_polygons", 0, frame)
+        store.finish_load("nc", {})
+        yield store, store.read("nc", "nc_polygons")
 
 
-def _names(store: GeoPackageStore, text: str, lang: str = "cql2-text") -> set[str]:
-    condition = SqliteFilter({"name"}).build(parse_filter(text, lang))
-    features, total = store.features("nc", "nc_polygons", condition=condition, limit=1000)
+def _names(store: FeatureStore, text: str, lang: str = "cql2-text") -> set[str]:
+    query = FeatureQuery({"name": "object"}, filter=parse(text, lang), limit=1000)
+    features, total = store.query("nc", "nc_polygons", query)
     assert total == len(features)
     return {f["properties"]["name"] for f in features}
 
@@ -51,7 +52,7 @@ def _names(store: GeoPackageStore, text: str, lang: str = "cql2-text") -> set[st
     ],
 )
 def test_spatial_predicates_match_geopandas(
-    counties: tuple[GeoPackageStore, gpd.GeoDataFrame],
+    counties: tuple[FeatureStore, gpd.GeoDataFrame],
     text: str,
     predicate: Callable[..., Any],
     literal: str,
@@ -64,7 +65,7 @@ def test_spatial_predicates_match_geopandas(
 
 
 def test_cql2_json_bbox_and_combination_with_properties(
-    counties: tuple[GeoPackageStore, gpd.GeoDataFrame],
+    counties: tuple[FeatureStore, gpd.GeoDataFrame],
 ) -> None:
     store, frame = counties
     box = shapely.box(-80, 35, -78, 36.5)
@@ -101,7 +102,7 @@ def test_cql2_json_bbox_and_combination_with_properties(
     ],
 )
 def test_like_follows_cql2_wildcards(
-    counties: tuple[GeoPackageStore, gpd.GeoDataFrame], pattern: str, matches: Any
+    counties: tuple[FeatureStore, gpd.GeoDataFrame], pattern: str, matches: Any
 ) -> None:
     store, frame = counties
     expected = {n for n in frame["name"] if matches(n)}
@@ -118,6 +119,9 @@ def test_like_follows_cql2_wildcards(
         "S_INTERSECTS(geometry, 'POINT(1 2)')",
     ],
 )
-def test_bad_spatial_filters_are_input_errors(text: str) -> None:
+def test_bad_spatial_filters_are_input_errors(
+    counties: tuple[FeatureStore, gpd.GeoDataFrame], text: str
+) -> None:
+    store, _ = counties
     with pytest.raises(InputError):
-        SqliteFilter({"name"}).build(parse_filter(text, "cql2-text"))
+        _names(store, text)

@@ -14,9 +14,10 @@ from geoetl.api import html
 from geoetl.api.deps import PlatformDep
 from geoetl.api.params import parse_bbox_text, parse_datetime
 from geoetl.api.security import caller_levels
+from geoetl.cql2 import parse
 from geoetl.errors import InputError, NotFound
-from geoetl.features.cql import SqliteFilter, parse_filter
 from geoetl.features.registry import FeatureCollection
+from geoetl.features.store import FeatureQuery, TimeFilter
 from geoetl.limits import check_count, check_filter
 
 router = APIRouter(tags=["OGC API - Features"])
@@ -211,41 +212,32 @@ def items(
     """Features of a collection, filtered by bbox, properties and CQL2, paged."""
     fc = platform.feature_registry.get(collection_id, visible(request))
     settings = platform.settings
-    conditions: list[tuple[str, list[Any]]] = []
+    node = None
     if filter_:
         check_filter(
             filter_, max_depth=settings.max_filter_depth, max_terms=settings.max_filter_terms
         )
-        node = parse_filter(filter_, filter_lang)
-        conditions.append(SqliteFilter(set(fc.fields)).build(node))
-    if datetime_:
-        conditions.append(_datetime_condition(fc, datetime_))
-    condition = None
-    if conditions:
-        condition = (
-            " AND ".join(c[0] for c in conditions),
-            [p for c in conditions for p in c[1]],
-        )
-    where = [
-        (name, _typed(value, fc.fields[name]))
-        for name, value in request.query_params.items()
-        if name not in RESERVED_PARAMS and name in fc.fields
-    ]
-    features, total = platform.features.features(
-        fc.dataset_id,
-        fc.table_name,
+        node = parse(filter_, filter_lang)
+    keep = None
+    if properties is not None:
+        keep = frozenset(p.strip() for p in properties.split(",") if p.strip())
+        check_count("properties", len(keep), settings.max_fields_keys, "GEOETL_MAX_FIELDS_KEYS")
+    query = FeatureQuery(
+        fields=fc.fields,
         bbox=_bbox(bbox),
-        where=where,
-        condition=condition,
-        order=_sort_keys(fc, sortby, settings.max_sort_keys),
+        equals=tuple(
+            (name, _typed(value, fc.fields[name]))
+            for name, value in request.query_params.items()
+            if name not in RESERVED_PARAMS and name in fc.fields
+        ),
+        filter=node,
+        time=_time_filter(fc, datetime_) if datetime_ else None,
+        sortby=_sort_keys(fc, sortby, settings.max_sort_keys),
+        properties=keep,
         limit=limit,
         offset=offset,
     )
-    if properties is not None:
-        keep = {p.strip() for p in properties.split(",") if p.strip()}
-        check_count("properties", len(keep), settings.max_fields_keys, "GEOETL_MAX_FIELDS_KEYS")
-        for feat in features:
-            feat["properties"] = {k: v for k, v in feat["properties"].items() if k in keep}
+    features, total = platform.features.query(fc.dataset_id, fc.table_name, query)
     base = _url(request, "get_items", collection_id=collection_id)
     links = [
         {"rel": "self", "href": str(request.url), "type": GEOJSON},
@@ -299,20 +291,20 @@ def _with_format(href: str, f: str) -> str:
     return f"{base}?{urlencode([*params, ('f', f)])}"
 
 
-def _sort_keys(fc: FeatureCollection, sortby: str | None, max_keys: int) -> list[tuple[str, bool]]:
+def _sort_keys(
+    fc: FeatureCollection, sortby: str | None, max_keys: int
+) -> tuple[tuple[str, bool], ...]:
     keys = []
     given = [raw for raw in (sortby or "").split(",") if raw.strip()]
     check_count("sortby keys", len(given), max_keys, "GEOETL_MAX_SORT_KEYS")
     for raw in given:
         name = raw.strip()
-        if not name:
-            continue
         desc = name.startswith("-")
         name = name.lstrip("+-")
         if name not in fc.fields:
             raise InputError(f"cannot sort by {name!r}; sortable: {', '.join(sorted(fc.fields))}")
         keys.append((name, desc))
-    return keys
+    return tuple(keys)
 
 
 def temporal_field(fc: FeatureCollection) -> str | None:
@@ -320,27 +312,12 @@ def temporal_field(fc: FeatureCollection) -> str | None:
     return next((n for n, t in fc.fields.items() if t.startswith(("datetime", "date"))), None)
 
 
-def _datetime_condition(fc: FeatureCollection, value: str) -> tuple[str, list[Any]]:
+def _time_filter(fc: FeatureCollection, value: str) -> TimeFilter:
     field = temporal_field(fc)
     if field is None:
         raise InputError(f"collection {fc.collection_id} has no temporal property to filter on")
     start, end = parse_datetime(value)
-    # Stored values are ISO 8601 text in several spellings ('…Z', '….000Z', no zone, a
-    # date): SQLite's julianday() reads them all as instants, so equal instants match
-    # whatever their spelling. GeoPackage keeps UTC; a zone-less value is UTC.
-    column = f'julianday("{field}")'
-    clauses, params = [], []
-    if start is not None:
-        clauses.append(f"{column} >= julianday(?)")
-        params.append(_utc_text(start))
-    if end is not None:
-        clauses.append(f"{column} <= julianday(?)")
-        params.append(_utc_text(end))
-    return " AND ".join(clauses), params
-
-
-def _utc_text(when: datetime) -> str:
-    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
+    return TimeFilter(field, start, end)
 
 
 def _page(base: str, params: dict[str, str], offset: int, limit: int) -> str:
@@ -355,11 +332,11 @@ def _typed(value: str, dtype: str) -> Any:
             if not -(2**63) <= number < 2**63:
                 raise InputError(f"{value!r} is outside the range of a 64-bit integer")
             return number
-        if dtype == "bool":  # stored as 0/1
+        if dtype == "bool":
             lowered = value.strip().lower()
             if lowered not in ("true", "false", "1", "0"):
                 raise InputError(f"{value!r} is not a boolean (true or false)")
-            return int(lowered in ("true", "1"))
+            return lowered in ("true", "1")
         if dtype.startswith("float"):
             return float(value)
     except ValueError:
@@ -378,8 +355,8 @@ def feature(
 ) -> JSONResponse | HTMLResponse:
     """One feature by id."""
     fc = platform.feature_registry.get(collection_id, visible(request))
-    found, _ = platform.features.features(
-        fc.dataset_id, fc.table_name, where=[("fid", feature_id)], limit=1
+    found, _ = platform.features.query(
+        fc.dataset_id, fc.table_name, FeatureQuery(fields=fc.fields, feature_id=feature_id, limit=1)
     )
     if not found:
         raise NotFound(f"no feature {feature_id} in {collection_id}")

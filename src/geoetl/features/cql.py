@@ -1,4 +1,4 @@
-"""CQL2 (text or JSON) to a SQLite WHERE clause with bound parameters.
+"""CQL2 (text or JSON) to a SQLite WHERE clause with bound parameters (the GeoPackage backend).
 
 pygeofilter parses the filter; this module only walks its tree. Property names
 are checked against the collection's queryables and every value is a bound
@@ -21,16 +21,14 @@ from shapely.geometry.base import BaseGeometry
 
 from geoetl.cql2 import geometry_literal, parse
 from geoetl.errors import InputError
-from geoetl.features.geopackage import (
-    FID_TOKEN,
-    GEOMETRY_TOKEN,
-    PREDICATES,
-    RTREE_TOKEN,
-    SPATIAL_FUNCTION,
-)
+from geoetl.features.store import GEOMETRY_PROPERTY, PREDICATES
 from geoetl.like import like_to_glob
 
-GEOMETRY_PROPERTY = "geometry"
+# Spatial filters name the table's geometry, fid and R-tree with these placeholders
+# (GeoPackageStore fills them in) and compare geometries through this SQL function,
+# which the store registers on every connection.
+GEOMETRY_TOKEN, FID_TOKEN, RTREE_TOKEN = "{geom}", "{fid}", "{rtree}"
+SPATIAL_FUNCTION = "geoetl_spatial"
 
 COMPARISON = {
     ast.Equal: "=",

@@ -13,10 +13,19 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoetl.errors import InputError, NotFound, TransientError
+from geoetl.features.cql import (
+    FID_TOKEN,
+    GEOMETRY_TOKEN,
+    RTREE_TOKEN,
+    SPATIAL_FUNCTION,
+    SqliteFilter,
+)
+from geoetl.features.store import PREDICATES, FeatureQuery, TimeFilter
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -25,14 +34,6 @@ if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
 CHUNK_COLUMN = "_chunk"
-# Spatial filters (features/cql.py) name the table's geometry, fid and R-tree with these
-# placeholders and compare geometries through this SQL function of every connection.
-GEOMETRY_TOKEN, FID_TOKEN, RTREE_TOKEN = "{geom}", "{fid}", "{rtree}"
-SPATIAL_FUNCTION = "geoetl_spatial"
-# CQL2 spatial operators; each is the shapely function of the same name in lower case.
-PREDICATES = frozenset(
-    {"INTERSECTS", "DISJOINT", "CONTAINS", "WITHIN", "TOUCHES", "CROSSES", "OVERLAPS", "EQUALS"}
-)
 _GPKG_FLAGS_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
 
@@ -216,7 +217,46 @@ class GeoPackageStore:
         frame = pyogrio.read_dataframe(self.path(dataset_id), layer=table, use_arrow=True)
         return frame.drop(columns=[CHUNK_COLUMN], errors="ignore")
 
-    def features(
+    def query(
+        self, dataset_id: str, table: str, query: FeatureQuery
+    ) -> tuple[list[dict[str, Any]], int]:
+        """GeoJSON features matching ``query`` and how many match in all.
+
+        The bbox goes through the table's R-tree; CQL2 becomes a WHERE clause with
+        bound parameters (:class:`~geoetl.features.cql.SqliteFilter`); booleans are
+        stored 0/1 and dates as ISO 8601 text, compared as instants.
+        """
+        where = [(name, int(v) if isinstance(v, bool) else v) for name, v in query.equals]
+        conditions: list[tuple[str, list[Any]]] = []
+        if query.filter is not None:
+            conditions.append(SqliteFilter(set(query.fields)).build(query.filter))
+        if query.time is not None:
+            conditions.append(_time_condition(query.time))
+        condition = None
+        if conditions:
+            condition = (
+                " AND ".join(c[0] for c in conditions),
+                [p for c in conditions for p in c[1]],
+            )
+        features, total = self._features(
+            dataset_id,
+            table,
+            bbox=query.bbox,
+            where=where,
+            condition=condition,
+            order=list(query.sortby),
+            feature_id=query.feature_id,
+            limit=query.limit,
+            offset=query.offset,
+        )
+        if query.properties is not None:
+            for feat in features:
+                feat["properties"] = {
+                    k: v for k, v in feat["properties"].items() if k in query.properties
+                }
+        return features, total
+
+    def _features(
         self,
         dataset_id: str,
         table: str,
@@ -225,13 +265,10 @@ class GeoPackageStore:
         where: list[tuple[str, Any]] | None = None,
         condition: tuple[str, list[Any]] | None = None,
         order: list[tuple[str, bool]] | None = None,
+        feature_id: int | None = None,
         limit: int = 10,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
-        """GeoJSON features of a table and how many match in all.
-
-        The bbox goes through the table's R-tree; equality filters are bound parameters.
-        """
         import shapely.geometry
 
         path = self.path(dataset_id)
@@ -249,8 +286,11 @@ class GeoPackageStore:
                 )
                 args += [bbox[0], bbox[2], bbox[1], bbox[3]]
             for column, value in where or []:
-                clauses.append(f'"{column}" = ?')
+                clauses.append(f"{_ident(column)} = ?")
                 args.append(value)
+            if feature_id is not None:
+                clauses.append(f'"{fid_col}" = ?')
+                args.append(feature_id)
             if condition is not None:
                 sql = condition[0].replace(GEOMETRY_TOKEN, f'"{geom_col}"')
                 sql = sql.replace(FID_TOKEN, f'"{fid_col}"')
@@ -293,6 +333,25 @@ class GeoPackageStore:
         with closing(sqlite3.connect(path, timeout=60)) as conn:
             conn.create_function(SPATIAL_FUNCTION, 3, spatial_predicate, deterministic=True)
             yield conn
+
+
+def _time_condition(time: TimeFilter) -> tuple[str, list[Any]]:
+    # Stored values are ISO 8601 text in several spellings ('…Z', '….000Z', no zone, a
+    # date): SQLite's julianday() reads them all as instants, so equal instants match
+    # whatever their spelling. GeoPackage keeps UTC; a zone-less value is UTC.
+    column = f"julianday({_ident(time.field)})"
+    clauses, params = [], []
+    if time.start is not None:
+        clauses.append(f"{column} >= julianday(?)")
+        params.append(_utc_text(time.start))
+    if time.end is not None:
+        clauses.append(f"{column} <= julianday(?)")
+        params.append(_utc_text(time.end))
+    return " AND ".join(clauses) or "1 = 1", params
+
+
+def _utc_text(when: datetime) -> str:
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
 
 
 def _known_count(conn: sqlite3.Connection, table: str) -> int | None:
