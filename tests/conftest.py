@@ -73,7 +73,7 @@ def pg_template(pg_dsn: str) -> str:
     Built once per session through geoetl's own installer (``geoetl db upgrade``'s
     code), so every PostgreSQL test runs on the real pgSTAC and PostGIS.
     """
-    from geoetl.catalog.pgstac_install import install
+    from geoetl.catalog.pgstac_install import PGSTAC_MINOR, install
     from geoetl.engine.db import make_engine
 
     admin = _admin_dsn(pg_dsn, "postgres")
@@ -82,13 +82,22 @@ def pg_template(pg_dsn: str) -> str:
             "SELECT pg_advisory_lock(hashtext('geoetl_test_template'))"  # parallel sessions
         )
         try:
-            conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-            engine = make_engine(_admin_dsn(pg_dsn, TEMPLATE_DB))
-            try:
-                install(engine)
-            finally:
-                engine.dispose()
+            # Built once and kept: other test sessions may be cloning it right now.
+            ready = conn.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                (TEMPLATE_DB,),
+            ).fetchone()
+            if ready is None or ready[0] != f"geoetl template pgstac {PGSTAC_MINOR}":
+                conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+                conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+                engine = make_engine(_admin_dsn(pg_dsn, TEMPLATE_DB))
+                try:
+                    install(engine)
+                finally:
+                    engine.dispose()
+                conn.execute(
+                    f"COMMENT ON DATABASE {TEMPLATE_DB} IS 'geoetl template pgstac {PGSTAC_MINOR}'"
+                )
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext('geoetl_test_template'))")
     return TEMPLATE_DB
