@@ -356,7 +356,7 @@ def demo(
 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
-    """Create or upgrade the schema: job store and registry; on PostgreSQL also PostGIS and pgSTAC."""
+    """Create or upgrade the schema (on PostgreSQL also PostGIS and pgSTAC)."""
     from geoetl.engine.db import is_postgres, make_engine
     from geoetl.engine.migrate import upgrade
 
@@ -370,6 +370,52 @@ def db_upgrade(ctx: typer.Context) -> None:
 
         console.print(f"pgSTAC {install(engine)} and PostGIS ready in {where}")
     engine.dispose()
+
+
+@app.command("migrate-data")
+def migrate_data_command(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="Target database, postgresql://user@host/db.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Copy this deployment's catalog and feature tables into a PostgreSQL database.
+
+    Safe to run again; counts are checked at the end. Both deployments must share the
+    storage (GEOETL_STORAGE_URL): COGs and GeoParquet files are not copied.
+    """
+    from dataclasses import asdict
+
+    from geoetl.cli.render import progress_display
+    from geoetl.engine.db import normalize_url
+    from geoetl.migrate_data import migrate_data
+    from geoetl.platform import Platform
+
+    state = get_state(ctx)
+    if normalize_url(to).get_backend_name() != "postgresql":
+        raise InputError(f"--to must be a postgresql:// URL, got {to.split(':', 1)[0]}://…")
+    target = Platform.from_settings(state.settings.model_copy(update={"database_url": to}))
+    try:
+        bars: dict[str, Any] = {}
+        with progress_display() as progress:
+
+            def tell(what: str, done: int, total: int) -> None:
+                if what not in bars:
+                    bars[what] = progress.add_task(what, total=total, note="")
+                progress.update(bars[what], completed=done, total=total)
+
+            report = migrate_data(state.platform, target, tell)
+    finally:
+        target.close()
+    if as_json:
+        typer.echo(json.dumps(asdict(report)))
+        return
+    where = normalize_url(to).render_as_string(hide_password=True)
+    console.print(
+        f"copied {report.collections} collection(s), {report.items} item(s), "
+        f"{report.feature_tables} feature table(s) and {report.features:,} feature(s) "
+        f"to {where}; every count matches",
+        highlight=False,
+    )
 
 
 def _install_stop(stop: threading.Event) -> None:
