@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pyogrio
 import pytest
 import shapely
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pyproj import Transformer
 from shapely.geometry import Point, Polygon
@@ -50,7 +51,7 @@ def run(platform: Platform, params: dict[str, Any]) -> tuple[str, JobStatus]:
 
 def published(platform: Platform, collection_id: str) -> gpd.GeoDataFrame:
     fc = platform.feature_registry.get(collection_id)
-    return pyogrio.read_dataframe(platform.features.path(fc.dataset_id), layer=fc.table_name)
+    return platform.features.read(fc.dataset_id, fc.table_name)
 
 
 @pytest.mark.parametrize(
@@ -360,26 +361,40 @@ def api_client(settings: Settings) -> TestClient:
     return TestClient(create_app(settings))
 
 
+def declared_geometry(platform: Platform, dataset_id: str, table: str) -> tuple[str, int, int]:
+    """The geometry type a published table declares, and whether it has Z and M."""
+    if platform.store.engine.dialect.name == "sqlite":
+        with closing(sqlite3.connect(platform.features.path(dataset_id))) as conn:  # type: ignore[attr-defined]
+            row = conn.execute(
+                "SELECT geometry_type_name, z, m FROM gpkg_geometry_columns WHERE table_name = ?",
+                (table,),
+            ).fetchone()
+        return str(row[0]), int(row[1]), int(row[2])
+    with platform.store.engine.connect() as conn:
+        kind, dims = conn.execute(
+            sa.text(
+                "SELECT type, coord_dimension FROM geometry_columns "
+                "WHERE f_table_schema = :schema AND f_table_name = :table"
+            ),
+            {"schema": platform.settings.postgis_schema, "table": table},
+        ).one()
+    return str(kind).removesuffix("M"), int(dims >= 3 and not str(kind).endswith("M")), 0
+
+
 def outputs(client: TestClient, job_id: str, collection: str) -> dict[str, Any]:
     """The geometries as the GeoPackage, the GeoParquet and the OGC API publish them."""
     platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
     result = platform.queries.job(job_id).result
     fc = platform.feature_registry.get(collection)
-    gpkg = platform.features.path(fc.dataset_id)
-    with closing(sqlite3.connect(gpkg)) as conn:
-        declared = conn.execute(
-            "SELECT geometry_type_name, z, m FROM gpkg_geometry_columns WHERE table_name = ?",
-            (fc.table_name,),
-        ).fetchone()
-    _, table = pyogrio.read_arrow(gpkg, layer=fc.table_name)
+    stored = platform.features.read(fc.dataset_id, fc.table_name)
     parquet = pq.read_table(platform.objects.gdal_path(result["urls"]["geoparquet"][collection]))
     body = client.get(f"/collections/{collection}/items", params={"limit": 100})
     assert body.status_code == 200, body.text
     return {
         "report": result["report"],
         "warnings": result["warnings"],
-        "gpkg_declared": declared,
-        "gpkg": shapely.from_wkb(table["geom"].to_numpy(False)),
+        "gpkg_declared": declared_geometry(platform, fc.dataset_id, fc.table_name),
+        "gpkg": stored.geometry.values,
         "parquet_types": json.loads(parquet.schema.metadata[b"geo"])["columns"]["geometry"][
             "geometry_types"
         ],
