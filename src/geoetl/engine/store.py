@@ -79,6 +79,11 @@ class JobStore:
         ):
             yield conn
 
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        with self.read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     # -- submit, resubmit, cancel ---------------------------------------------------------
 
     def submit(
