@@ -40,6 +40,7 @@ app.add_typer(tokens_cli.app, name="tokens")
 app.command()(ingest_cli.ingest)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+db_app.command("create-reader-role")(__import__("geoetl.cli.db").cli.db.create_reader_role)
 
 
 @app.callback()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pyproj import CRS, Transformer
 
 from geoetl import gdalsafe
+from geoetl.auth.dbroles import sync_reader_grants
 from geoetl.catalog.models import AccessLevel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
@@ -384,6 +385,7 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
                 "geoparquet": key,
             }
         )
+    sync_reader_grants(ctx.platform)  # PostgreSQL reader roles: grants follow the registry
     report.families = {t["family"]: t["features"] for t in out}
     intent, steps = params.recipe()
     warnings = list(ctx.results["inspect"].get("warnings", []))
