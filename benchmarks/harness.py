@@ -214,3 +214,229 @@ def time_baselines(
         out[label] = {"wall_s_median": median(walls), "peak_rss_mib_median": median(rss)}
         console.print(f"  baseline {label:<38} {median(walls):5.2f} s {median(rss):6.0f} MiB")
     return out
+
+
+# -- process trees, servers and HTTP timing (the PostgreSQL data plane benchmarks) -------------
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks stop servers and drop databases."""
+    import signal
+
+    def _raise(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def launch_tree(
+    argv: list[str], run_dir: Path, env: dict[str, str], interval_s: float = 0.05
+) -> dict[str, Any]:
+    """:func:`launch`, plus the process tree sampled with psutil every ``interval_s``.
+
+    Adds ``tree_peak_rss_mib`` (the largest RSS any one process of the tree had in a
+    sample), ``tree_peak_sum_mib`` (the largest sum over the tree in one sample),
+    ``tree_peak_cmd`` (the process that had the largest RSS), ``tree_processes`` and
+    ``tree_samples``. ``maxrss_kib`` from ``wait4`` stays the exact per-process peak
+    (the kernel keeps the largest over the child and its waited-for descendants).
+    """
+    import psutil
+
+    result = run_dir / "rusage.json"
+    busy0 = busy_cpu_s()
+    peak_one = 0
+    peak_sum = 0
+    peak_cmd = ""
+    seen: set[int] = set()
+    samples = 0
+    with (run_dir / "stdout").open("wb") as out, (run_dir / "stderr").open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-c", LAUNCHER, str(result), *argv],
+            stdout=out,
+            stderr=err,
+            env=env,
+        )
+        try:
+            launcher = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                total = 0
+                with contextlib.suppress(psutil.Error):
+                    for child in launcher.children(recursive=True):
+                        with contextlib.suppress(psutil.Error):
+                            rss = child.memory_info().rss
+                            total += rss
+                            seen.add(child.pid)
+                            if rss > peak_one:
+                                peak_one = rss
+                                peak_cmd = " ".join(child.cmdline())[:200]
+                samples += 1
+                peak_sum = max(peak_sum, total)
+                time.sleep(interval_s)
+        finally:
+            if proc.poll() is None:  # interrupted: stop the launcher and what it runs
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+                proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise BenchmarkError(f"launcher for {argv[0]} exited with {proc.returncode}")
+    busy = busy_cpu_s() - busy0
+    usage: dict[str, Any] = json.loads(result.read_text())
+    usage["other_cpu_s"] = max(0.0, busy - usage["utime_s"] - usage["stime_s"])
+    usage["tree_peak_rss_mib"] = peak_one / 2**20
+    usage["tree_peak_sum_mib"] = peak_sum / 2**20
+    usage["tree_peak_cmd"] = peak_cmd
+    usage["tree_processes"] = len(seen)
+    usage["tree_samples"] = samples
+    if usage["returncode"] != 0:
+        tail = (run_dir / "stderr").read_text(errors="replace")[-2000:]
+        raise BenchmarkError(f"{argv[0]} exited with {usage['returncode']}: {tail}")
+    return usage
+
+
+def database_url(admin_url: str, name: str) -> str:
+    """``admin_url`` (``postgresql://…/db``) with its database replaced by ``name``."""
+    base, _, query = admin_url.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str = "geoetl_bench", *, keep: bool = False) -> Any:
+    """A fresh database with PostGIS and pgSTAC (geoetl's installer); dropped afterwards.
+
+    Yields its URL. ``admin_url`` names a database the role may connect to and run
+    ``CREATE DATABASE`` from (``postgres``).
+    """
+    import psycopg
+
+    from geoetl.catalog.pgstac_install import install
+    from geoetl.engine.db import make_engine
+
+    name = f"{prefix}_{os.getpid()}_{int(time.time()) % 100000}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = database_url(admin_url, name)
+    try:
+        engine = make_engine(url)
+        try:
+            install(engine)
+        finally:
+            engine.dispose()
+        yield url
+    finally:
+        if not keep:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def stop_process_group(proc: subprocess.Popen[bytes]) -> int | None:
+    """SIGINT, then SIGTERM after 20 s, then SIGKILL after 10 s more, to ``proc``'s group.
+
+    ``proc`` must have been started with ``start_new_session=True`` (its own group).
+    """
+    import signal
+
+    if proc.poll() is not None:
+        return proc.returncode
+    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=wait)
+    return proc.poll()
+
+
+@contextlib.contextmanager
+def http_server(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    log: Path,
+    ready_path: str,
+    port: int,
+    timeout_s: float = 120.0,
+) -> Any:
+    """Start a web server, wait for ``GET ready_path`` to answer 200, yield its base URL.
+
+    The server runs in its own process group, stopped (and waited for) on exit, also
+    when the body raises. Its output goes to ``log``.
+    """
+    import httpx
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise BenchmarkError(f"{name} exited with {proc.returncode}: {tail}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(base + ready_path, timeout=5).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise BenchmarkError(f"{name}: {ready_path} not 200 in time: {tail}")
+                time.sleep(0.2)
+            yield base
+        finally:
+            stop_process_group(proc)
+
+
+def timed_get(client: Any, url: str, params: dict[str, str]) -> tuple[float, Any, int]:
+    """One GET: milliseconds until the whole body is read, the parsed JSON, its bytes."""
+    t0 = time.perf_counter()
+    response = client.get(url, params=params)
+    body = response.content
+    ms = (time.perf_counter() - t0) * 1000.0
+    if response.status_code != 200:
+        raise BenchmarkError(f"GET {response.url} -> {response.status_code}: {body[:500]!r}")
+    return ms, json.loads(body), len(body)
+
+
+def interleaved_latency(
+    targets: dict[str, tuple[Any, str]],
+    params_list: list[dict[str, str]],
+    warmup: int,
+    check: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """Time the same GETs against several servers, alternating between them.
+
+    ``targets`` maps a label to (httpx client with its base URL, path). Every request of
+    ``params_list`` goes to each target in turn (the first target alternates each round),
+    so background noise falls on all of them alike; ``warmup`` untimed rounds first.
+    ``check(label, params, doc)`` may return a value kept per request (``checks``).
+    Returns per label: p50/p95/mean/min/max, response sizes and the kept values.
+    """
+    labels = list(targets)
+    for params in params_list[:warmup]:
+        for label in labels:
+            client, path = targets[label]
+            timed_get(client, path, params)
+    ms: dict[str, list[float]] = {label: [] for label in labels}
+    kept: dict[str, list[Any]] = {label: [] for label in labels}
+    sizes: dict[str, list[int]] = {label: [] for label in labels}
+    for i, params in enumerate(params_list):
+        order = labels if i % 2 == 0 else labels[::-1]
+        for label in order:
+            client, path = targets[label]
+            elapsed, doc, size = timed_get(client, path, params)
+            ms[label].append(elapsed)
+            sizes[label].append(size)
+            kept[label].append(check(label, params, doc) if check else None)
+    return {
+        label: {
+            "requests": len(ms[label]),
+            **summary(ms[label]),
+            "min_ms": min(ms[label]),
+            "max_ms": max(ms[label]),
+            "mean_response_bytes": statistics.fmean(sizes[label]),
+            "checks": kept[label],
+        }
+        for label in labels
+    }
