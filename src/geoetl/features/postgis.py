@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +41,13 @@ if TYPE_CHECKING:
 
 FID = "fid"
 CHUNK_COLUMN = "_chunk"
+# A table's comment: this first line names its dataset (readers find tables by it); a
+# published table's second line is its row count, so unfiltered pages need no count(*).
 COMMENT = "geoetl dataset {}"
+COUNT_LINE = "{} features"
 MAX_IDENTIFIER = 63  # bytes; PostgreSQL silently truncates longer names
-BATCH_ROWS = 65_536
+# Rows turned into Python objects at a time: a bound on the loader's memory.
+SLICE_ROWS = 8_192
 # OGR geometry type names (as the pipeline declares them) -> PostGIS typmod names.
 GEOMETRY_TYPES = {
     name.lower(): name
@@ -240,6 +244,7 @@ class Table:
     srid: int
     has_z: bool
     chunked: bool
+    rows: int | None = None  # the row count stored at publication
 
     def layout(self) -> Layout:
         """What a CQL2 filter needs of this table."""
@@ -302,7 +307,7 @@ class PostgisStore:
             )
             with _copy_errors(table), conn.cursor() as cur, cur.copy(copy_sql) as copy:
                 copy.set_types(types)
-                for batch in batches:
+                for batch in _slices(batches):
                     n = batch.num_rows
                     values = [
                         column_values(batch.column(name), kind) for name, kind in attributes.items()
@@ -400,13 +405,18 @@ class PostgisStore:
         for table, layout in sorted(staged.items()):
             wanted = [c for c in index_columns.get(table, []) if c in layout.columns]
             with self._connect() as conn:
-                self._index(conn, table, layout, wanted)
+                self._index(conn, dataset_id, table, layout, wanted)
         with self._connect() as conn:
             self._lock(conn, dataset_id)
             self._publish(conn, dataset_id, sorted(staged))
 
     def _index(
-        self, conn: psycopg.Connection[Any], table: str, layout: Table, columns: list[str]
+        self,
+        conn: psycopg.Connection[Any],
+        dataset_id: str,
+        table: str,
+        layout: Table,
+        columns: list[str],
     ) -> None:
         target = self._staged(table)
         if layout.chunked:  # the chunk ids served retries; readers have no use for them
@@ -433,6 +443,9 @@ class PostgisStore:
                 )
             )
         conn.execute(sql.SQL("ANALYZE {}").format(target))
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()
+        comment = "\n".join([COMMENT.format(dataset_id), COUNT_LINE.format(row[0] if row else 0)])
+        conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(comment)))
 
     def _publish(self, conn: psycopg.Connection[Any], dataset_id: str, tables: list[str]) -> None:
         published = set(self._owned(conn, self.schema, dataset_id))
@@ -473,12 +486,14 @@ class PostgisStore:
             tables = self._owned(conn, self.schema, dataset_id)
         if not tables:
             raise NotFound(f"no dataset {dataset_id!r}")
-        return tables
+        return sorted(tables)
 
     def count(self, dataset_id: str, table: str) -> int:
         """Rows in a published table."""
         with self._connect() as conn:
-            self._published_layout(conn, dataset_id, table)
+            layout = self._published_layout(conn, dataset_id, table)
+            if layout.rows is not None:
+                return layout.rows
             row = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.schema, table))
             ).fetchone()
@@ -534,6 +549,7 @@ class PostgisStore:
         with self._connect() as conn:
             layout = self._published_layout(conn, dataset_id, table)
             where, params = self._where(layout, query)
+            filtered = where != sql.SQL("")
             source = sql.Identifier(self.schema, table)
             properties = [
                 c for c in layout.columns if query.properties is None or c in query.properties
@@ -553,9 +569,12 @@ class PostgisStore:
             )
             with _query_errors():
                 rows = conn.execute(select, [*params, query.limit, query.offset]).fetchall()
-                total_row = conn.execute(
-                    sql.SQL("SELECT count(*) FROM {}{}").format(source, where), params
-                ).fetchone()
+                total = None if filtered else layout.rows
+                if total is None:
+                    counted = conn.execute(
+                        sql.SQL("SELECT count(*) FROM {}{}").format(source, where), params
+                    ).fetchone()
+                    total = int(counted[0]) if counted else 0
         types = [layout.columns[c] for c in properties]
         features = []
         for fid, wkb, *values in rows:
@@ -565,7 +584,7 @@ class PostgisStore:
                 for name, value, typname in zip(properties, values, types, strict=True)
             }
             features.append({"type": "Feature", "id": fid, "geometry": geom, "properties": props})
-        return features, int(total_row[0]) if total_row else 0
+        return features, total
 
     def _where(self, layout: Table, query: FeatureQuery) -> tuple[sql.Composable, list[Any]]:
         clauses: list[sql.Composable] = []
@@ -653,15 +672,19 @@ class PostgisStore:
     def _staged(self, table: str) -> sql.Composable:
         return sql.Identifier(self.staging, table)
 
-    def _owned(self, conn: psycopg.Connection[Any], schema: str, dataset_id: str) -> list[str]:
-        """Tables of ``schema`` whose comment names ``dataset_id``, by name."""
+    def _owned(
+        self, conn: psycopg.Connection[Any], schema: str, dataset_id: str
+    ) -> dict[str, int | None]:
+        """Tables of ``schema`` whose comment names ``dataset_id``, by name, and their counts."""
         rows = conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "SELECT c.relname, split_part(obj_description(c.oid, 'pg_class'), E'\\n', 2) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relkind = 'r' "
-            "AND obj_description(c.oid, 'pg_class') = %s ORDER BY c.relname",
+            "AND split_part(obj_description(c.oid, 'pg_class'), E'\\n', 1) = %s "
+            "ORDER BY c.relname",
             [schema, COMMENT.format(dataset_id)],
         ).fetchall()
-        return [str(r[0]) for r in rows]
+        return {str(name): _stored_count(str(line)) for name, line in rows}
 
     def _layout(self, conn: psycopg.Connection[Any], schema: str, table: str) -> Table:
         rows = conn.execute(
@@ -689,11 +712,12 @@ class PostgisStore:
     def _published_layout(
         self, conn: psycopg.Connection[Any], dataset_id: str, table: str
     ) -> Table:
-        if table not in self._owned(conn, self.schema, dataset_id):
-            if not self._owned(conn, self.schema, dataset_id):
+        owned = self._owned(conn, self.schema, dataset_id)
+        if table not in owned:
+            if not owned:
                 raise NotFound(f"no dataset {dataset_id!r}")
             raise NotFound(f"no feature table {table!r}")
-        return self._layout(conn, self.schema, table)
+        return replace(self._layout(conn, self.schema, table), rows=owned[table])
 
     def _staged_layout(
         self, conn: psycopg.Connection[Any], dataset_id: str, table: str
@@ -749,6 +773,21 @@ class PostgisStore:
                 self._staged(table), sql.Identifier(layout.geometry), _geometry_sql(wider)
             )
         )
+
+
+def _stored_count(line: str) -> int | None:
+    number, _, rest = line.partition(" ")
+    return int(number) if number.isdigit() and rest == "features" else None
+
+
+def _slices(batches: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The batches cut to at most :data:`SLICE_ROWS` rows (slices share their buffers)."""
+    for batch in batches:
+        for start in range(0, batch.num_rows, SLICE_ROWS):
+            yield batch.slice(start, SLICE_ROWS)
+        del batch
+        # Arrow's allocator keeps what the reader freed; a long load would hold its peak.
+        pa.default_memory_pool().release_unused()
 
 
 def _geometry_sql(layout: Table) -> sql.Composable:
