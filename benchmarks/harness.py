@@ -230,7 +230,11 @@ def exit_on_sigterm() -> None:
 
 
 def launch_tree(
-    argv: list[str], run_dir: Path, env: dict[str, str], interval_s: float = 0.05
+    argv: list[str],
+    run_dir: Path,
+    env: dict[str, str],
+    interval_s: float = 0.05,
+    server_match: str | None = None,
 ) -> dict[str, Any]:
     """:func:`launch`, plus the process tree sampled with psutil every ``interval_s``.
 
@@ -239,6 +243,12 @@ def launch_tree(
     ``tree_peak_cmd`` (the process that had the largest RSS), ``tree_processes`` and
     ``tree_samples``. ``maxrss_kib`` from ``wait4`` stays the exact per-process peak
     (the kernel keeps the largest over the child and its waited-for descendants).
+
+    ``server_match``: processes outside the tree whose command line contains it (the
+    PostgreSQL backends of the tool's database: ``postgres: … <dbname> …``) are sampled
+    too; ``server_cpu_s`` is the CPU time they used (from their last sample: a backend
+    that lives under ``interval_s`` is missed), ``server_peak_rss_mib`` their largest
+    RSS, and ``other_cpu_s`` no longer counts them as noise.
     """
     import psutil
 
@@ -249,6 +259,30 @@ def launch_tree(
     peak_cmd = ""
     seen: set[int] = set()
     samples = 0
+    server_cpu: dict[int, float] = {}
+    server_cpu0: dict[int, float] = {}
+    server_rss = 0
+
+    servers: dict[int, Any] = {}
+
+    def sample_servers(discover: bool = True) -> None:
+        nonlocal server_rss
+        if discover:  # a scan of every process: not at every sample
+            for p in psutil.process_iter(["cmdline"]):
+                if server_match and server_match in " ".join(p.info["cmdline"] or []):
+                    servers.setdefault(p.pid, p)
+        for pid, p in list(servers.items()):
+            try:
+                cpu = p.cpu_times()
+                server_cpu[pid] = cpu.user + cpu.system
+                server_rss = max(server_rss, p.memory_info().rss)
+            except psutil.Error:
+                del servers[pid]  # gone: its last sample stays in server_cpu
+
+    if server_match is not None:  # what the database's backends had used before
+        sample_servers()
+        server_cpu0.update(server_cpu)
+    own0 = sum(os.times()[:2])  # this process's sampling is not the machine's noise
     with (run_dir / "stdout").open("wb") as out, (run_dir / "stderr").open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-S", "-c", LAUNCHER, str(result), *argv],
@@ -269,6 +303,8 @@ def launch_tree(
                             if rss > peak_one:
                                 peak_one = rss
                                 peak_cmd = " ".join(child.cmdline())[:200]
+                if server_match is not None:
+                    sample_servers(discover=samples % 10 == 0)
                 samples += 1
                 peak_sum = max(peak_sum, total)
                 time.sleep(interval_s)
@@ -281,9 +317,18 @@ def launch_tree(
             proc.wait()
     if proc.returncode != 0:
         raise BenchmarkError(f"launcher for {argv[0]} exited with {proc.returncode}")
+    if server_match is not None:
+        sample_servers()
     busy = busy_cpu_s() - busy0
     usage: dict[str, Any] = json.loads(result.read_text())
-    usage["other_cpu_s"] = max(0.0, busy - usage["utime_s"] - usage["stime_s"])
+    server_s = sum(cpu - server_cpu0.get(pid, 0.0) for pid, cpu in server_cpu.items())
+    own = sum(os.times()[:2]) - own0
+    usage["other_cpu_s"] = max(0.0, busy - usage["utime_s"] - usage["stime_s"] - server_s - own)
+    usage["sampler_cpu_s"] = own
+    if server_match is not None:
+        usage["server_cpu_s"] = server_s
+        usage["server_processes"] = len(server_cpu)
+        usage["server_peak_rss_mib"] = server_rss / 2**20
     usage["tree_peak_rss_mib"] = peak_one / 2**20
     usage["tree_peak_sum_mib"] = peak_sum / 2**20
     usage["tree_peak_cmd"] = peak_cmd

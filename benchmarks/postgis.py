@@ -30,7 +30,8 @@ around (583,000 E, 4,507,000 N), in a seeded random row order, with attributes
    scratch database, ``TIPG_DB_SCHEMAS=["geo"]``) run at the same time; one keep-alive
    httpx client per server sends the same requests, alternating between the servers:
    ``/collections/{id}/items?limit=10`` and ``…?bbox=…&limit=100`` (20 boxes of 600 m,
-   about 144 polygons each, cycled). numberMatched must agree between the servers.
+   about 144 polygons each, cycled). Where numberMatched differs between the servers it
+   is reported (``differences``), not judged.
 
 Targets (exit code 0 only when all are met): geoetl wall ≤ 0.7 x ogr2ogr (200k,
 medians); geoetl peak RSS ≤ 300 MiB (200k) and, for the large input, within ±10 % of
@@ -408,6 +409,7 @@ class Run:
     tree_sum_mib: float
     tree_peak_cmd: str
     cpu_s: float
+    db_cpu_s: float
     other_cpu_s: float
     busy_before: float
     run_dir: Path
@@ -447,7 +449,8 @@ def run_tool(
         argv = ogr2ogr_then_analyze(spec, url, ogr_table)
     checkpoint(url)
     busy_before = wait_quiet(quiet_wait)
-    usage = launch_tree(argv, run_dir, env)
+    dbname = url.rsplit("/", 1)[1].split("?")[0]
+    usage = launch_tree(argv, run_dir, env, server_match=f" {dbname} ")
     if tool == "geoetl":
         job = json.loads((run_dir / "stdout").read_text())
         if job.get("status") != "succeeded":
@@ -477,6 +480,7 @@ def run_tool(
         tree_sum_mib=usage["tree_peak_sum_mib"],
         tree_peak_cmd=usage["tree_peak_cmd"],
         cpu_s=usage["utime_s"] + usage["stime_s"],
+        db_cpu_s=usage["server_cpu_s"],
         other_cpu_s=usage["other_cpu_s"],
         busy_before=busy_before,
         run_dir=run_dir,
@@ -491,7 +495,8 @@ def print_run(console: Any, run: Run, noisy: bool) -> None:
     console.print(
         f"  {run.size:>5} #{run.rep + 1} {run.tool:<8} {run.wall_s:7.2f} s  "
         f"peak RSS {run.rss_mib:5.0f} MiB (tree sampled {run.tree_rss_mib:5.0f}, "
-        f"sum {run.tree_sum_mib:5.0f})  cpu {run.cpu_s:6.2f} s (others {run.other_cpu_s:5.2f})  "
+        f"sum {run.tree_sum_mib:5.0f})  cpu {run.cpu_s:6.2f} s, database {run.db_cpu_s:5.2f} s "
+        f"(others {run.other_cpu_s:5.2f})  "
         f"{t['rows']} rows {t['geometry_type']} SRID {t['srid']} "
         f"gist={t['gist_index']} analyzed={t['analyzed']}" + ("  NOISY" if noisy else ""),
         highlight=False,
@@ -630,7 +635,8 @@ def items_latency(
             "tipg": (tipg_client, f"/collections/{tipg_collection}/items"),
         }
         results: dict[str, Any] = {}
-        problems: list[str] = []
+        # Not failures: a difference in what the servers match is reported, not judged.
+        differences: list[str] = []
         for name, params_list in cases.items():
             wait_quiet(min(args.quiet_wait, 10.0))
             timed = interleaved_latency(targets, params_list, args.warmup, matched)
@@ -642,7 +648,7 @@ def items_latency(
                     for p, g, t in zip(params_list, geo_checks, tipg_checks, strict=True)
                     if g != t
                 )
-                problems.append(
+                differences.append(
                     f"{name}: numberReturned/numberMatched differ in {differ} of {n} requests, "
                     f"first {first[0]}: geoetl {first[1]}, tipg {first[2]}"
                 )
@@ -673,7 +679,7 @@ def items_latency(
             "tipg": "DATABASE_URL=<db> TIPG_DB_SCHEMAS='[\"geo\"]' " + shlex.join(tipg_argv),
         },
         "cases": results,
-        "problems": problems,
+        "differences": differences,
     }
 
 
@@ -712,6 +718,7 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
                 "tree_sampled_rss_mib_max": max(r.tree_rss_mib for r in mine),
                 "tree_sum_mib_max": max(r.tree_sum_mib for r in mine),
                 "cpu_s_median": median([r.cpu_s for r in mine]),
+                "db_cpu_s_median": median([r.db_cpu_s for r in mine]),
                 "other_cpu_s_median": median([r.other_cpu_s for r in mine]),
                 "table_bytes": mine[-1].table.get("total_bytes"),
             }
@@ -764,7 +771,8 @@ def print_tables(
     from rich.table import Table
 
     table = Table(title="load into PostGIS (medians; ratio = geoetl / ogr2ogr)")
-    for col in ("input", "tool", "wall s", "min-max s", "peak RSS MiB", "CPU s", "wall ratio"):
+    columns = ("input", "tool", "wall s", "min-max s", "peak RSS MiB", "CPU s", "DB CPU s")
+    for col in (*columns, "wall ratio"):
         table.add_column(col, justify="left" if col in ("input", "tool") else "right")
     for size, per in summary.items():
         for tool in TOOLS:
@@ -778,6 +786,7 @@ def print_tables(
                 f"{s['wall_s_min']:.2f}-{s['wall_s_max']:.2f}",
                 f"{s['peak_rss_mib_max']:.0f}",
                 f"{s['cpu_s_median']:.2f}",
+                f"{s['db_cpu_s_median']:.2f}",
                 f"{per['ratio_wall']:.2f}x" if tool == "geoetl" and "ratio_wall" in per else "",
             )
     console.print(table)
@@ -883,7 +892,8 @@ def main(argv: list[str] | None = None) -> int:
             console.rule("OGC API Features latency")
             try:
                 latency = items_latency(specs[0], last, url, args, runs_dir / "serve", console)
-                problems += latency["problems"]
+                for difference in latency["differences"]:
+                    console.print(f"  [yellow]difference:[/] {difference}", highlight=False)
             except BenchmarkError as exc:
                 problems.append(f"items latency: {exc}")
                 console.print(f"[red]items latency failed:[/] {exc}")
@@ -916,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
             "order": "tools rotated every repeat; CHECKPOINT and a quiet machine before each run",
             "peak_rss": "ru_maxrss from os.wait4 (largest single process of the tool's tree)",
             "tree": "psutil samples every 50 ms: largest single process and largest sum",
+            "db_cpu_s": "CPU of the database's backends (psutil, sampled), not noise",
             "noise_limit": args.noise_limit,
         },
         "inputs": [s.as_dict() for s in specs],
