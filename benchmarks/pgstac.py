@@ -431,9 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     console = console_factory()
     machine = machine_info()
+    import geoetl
+
     versions = {
         p: version(p) for p in ("geoetl", "pypgstac", "stac-fastapi-pgstac", "psycopg", "uvicorn")
     }
+    versions["geoetl_source"] = str(Path(geoetl.__file__).parent)
     console.print(f"machine: {machine}", highlight=False)
     console.print(f"versions: {versions}", highlight=False)
     load_start = os.getloadavg()

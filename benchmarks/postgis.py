@@ -689,8 +689,11 @@ def items_latency(
 def tool_versions() -> dict[str, Any]:
     from importlib.metadata import version
 
+    import geoetl
+
     cli = subprocess.run(["ogr2ogr", "--version"], capture_output=True, text=True, check=True)
     return {
+        "geoetl_source": str(Path(geoetl.__file__).parent),
         "ogr2ogr": cli.stdout.strip(),
         "geoetl": version("geoetl"),
         "tipg": version("tipg"),
