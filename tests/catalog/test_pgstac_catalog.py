@@ -438,3 +438,12 @@ def test_both_backends_answer_alike(home: Path, pg_database_url: str) -> None:
     finally:
         sql.engine.dispose()
         pg.engine.dispose()
+
+
+def test_datetime_interval_includes_both_ends(loaded: CatalogBackend) -> None:
+    item = ITEMS[12][0]
+    when = _when(item)
+    assert item["id"] in _ids(loaded, start=when, end=when)
+    assert item["id"] in _ids(loaded, end=when)
+    assert item["id"] in _ids(loaded, start=when)
+    assert item["id"] not in _ids(loaded, start=when + timedelta(microseconds=1))
