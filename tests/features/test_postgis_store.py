@@ -298,6 +298,15 @@ def test_types_and_values_match_the_geopackage_store(
     assert got[0]["geometry"] == {"type": "MultiPoint", "coordinates": ((0.0, 0.0, 1.0),)}
     assert got[3]["geometry"] == expected[3]["geometry"]
     assert got[2]["geometry"]["coordinates"] == ((2.0, 2.0, 0.0),)
+    # read() gives the frame pyogrio gives for the GeoPackage (GDAL reads JSON lists back).
+    mine, reference = store.read("t", "things"), gpkg.read("t", "things")
+    assert (
+        mine.drop(columns="tags").dtypes.to_dict()
+        == reference.drop(columns="tags").dtypes.to_dict()
+    )
+    assert mine.drop(columns=["tags", "geometry"]).equals(
+        reference.drop(columns=["tags", "geometry"])
+    )
 
 
 def test_time_filters_are_inclusive_instants(store: PostgisStore, gpkg: GeoPackageStore) -> None:

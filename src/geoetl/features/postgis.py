@@ -763,9 +763,7 @@ class PostgisStore:
         self, conn: psycopg.Connection[Any], table: str, layout: Table, chunk: Table
     ) -> None:
         """Let the staged geometry column take a chunk of another geometry type."""
-        if chunk.geometry_type in (layout.geometry_type, "Geometry") and (
-            layout.geometry_type == "Geometry" or chunk.geometry_type == layout.geometry_type
-        ):
+        if layout.geometry_type in ("Geometry", chunk.geometry_type):
             return
         wider = Table(layout.columns, layout.geometry, "Geometry", layout.srid, layout.has_z, True)
         conn.execute(
