@@ -8,10 +8,11 @@ cd "$ROOT"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # System packages: PostgreSQL with PostGIS (pgSTAC is installed into it by pypgstac later),
-# and Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download), and
+# GDAL's command-line tools (ogr2ogr reads the PostGIS tables as an independent client).
 if command -v apt-get >/dev/null 2>&1; then
   missing=()
-  for pkg in postgresql-15-postgis-3 chromium; do
+  for pkg in postgresql-15-postgis-3 chromium gdal-bin; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
