@@ -1,6 +1,6 @@
 """eoAPI side by side: geoetl publishes into PostgreSQL, eoAPI's servers read the same data.
 
-One database per test module, cloned from the PostGIS + pgSTAC template, holds what
+One database for the package's tests, cloned from the PostGIS + pgSTAC template, holds what
 ``geoetl ingest`` published: a public and an ouo raster (each in its own collection),
 and public and ouo vector datasets. stac-fastapi-pgstac, titiler-pgstac and TiPG run
 as subprocesses (``uvicorn``, loopback, free ports) configured by environment
@@ -162,7 +162,7 @@ def eoapi_servers(
                 proc.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def deployment(pg_dsn: str, pg_template: str) -> Iterator[Deployment]:
     """geoetl's samples published into a fresh database, and eoAPI's servers on it."""
     require_tools()
