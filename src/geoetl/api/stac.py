@@ -3,7 +3,7 @@
 Search (GET and POST) takes ``bbox``/``intersects``, ``datetime``, ``collections``,
 ``ids``, ``limit`` and a ``token`` for the next page, plus the filter (CQL2 text or
 JSON), sort and fields extensions. The catalog store does the work (see
-:meth:`geoetl.catalog.store.SqlCatalog.search`); this module parses requests, applies
+:meth:`geoetl.catalog.backend.CatalogBackend.search`); this module parses requests, applies
 the deployment's audience and writes the links. Links are built from the forwarded
 scheme, host and prefix when a reverse proxy sends them, so they stay right behind one.
 """
@@ -27,8 +27,8 @@ from geoetl.api.deps import PlatformDep
 from geoetl.api.middleware import PREFIX_KEY
 from geoetl.api.params import parse_bbox, parse_datetime
 from geoetl.api.security import caller_levels
+from geoetl.catalog.documents import STAC_VERSION
 from geoetl.catalog.models import SearchRequest, SortKey
-from geoetl.catalog.store import STAC_VERSION
 from geoetl.errors import InputError, NotFound
 from geoetl.limits import check_count, check_filter, loads
 from geoetl.platform import Platform

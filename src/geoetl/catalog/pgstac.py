@@ -51,8 +51,14 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from geoetl.catalog.documents import (
+    item_row,
+    json_type,
+    new_collection,
+    searchable_text,
+    widened_extent,
+)
 from geoetl.catalog.models import ACCESS_ORDER, SYSTEM_COLLECTIONS, SearchRequest
-from geoetl.catalog.store import _item_row, _json_type, _searchable_text, new_collection
 from geoetl.errors import Conflict, InputError, NotFound
 
 if TYPE_CHECKING:
@@ -123,16 +129,6 @@ def _iso(value: datetime | date) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _iso_epoch(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
-def _epoch(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def _box(minx: float, miny: float, maxx: float, maxy: float) -> dict[str, Any]:
@@ -353,7 +349,7 @@ class PgstacCatalog:
             self._visible_extents(conn, docs, audience)
         if q:
             terms = [t.lower() for t in q if t.strip()]
-            docs = [d for d in docs if any(t in _searchable_text(d) for t in terms)]
+            docs = [d for d in docs if any(t in searchable_text(d) for t in terms)]
         return docs
 
     def delete_collection(self, collection_id: str) -> None:
@@ -380,7 +376,7 @@ class PgstacCatalog:
         """Create or replace many items (each with its access level) at once; idempotent."""
         if not items:
             return
-        rows = [_item_row(item, level) for item, level in items]
+        rows = [item_row(item, level) for item, level in items]
         docs: dict[tuple[str, str], dict[str, Any]] = {}
         for (item, level), row in zip(items, rows, strict=True):
             props = {**item.get("properties", {}), LEVEL: level}
@@ -517,7 +513,7 @@ class PgstacCatalog:
         for item in result.get("features", []):
             for name, value in (item.get("properties") or {}).items():
                 if name not in types and value is not None:
-                    types[name] = _json_type(value)
+                    types[name] = json_type(value)
         return types
 
     # -- internals --------------------------------------------------------------------
@@ -655,27 +651,7 @@ class PgstacCatalog:
     def _widen_extent(
         self, conn: Connection, doc: dict[str, Any], rows: list[dict[str, Any]]
     ) -> None:
-        # Merge the new items into the stored extent (a fresh collection has none yet).
-        interval = doc.get("extent", {}).get("temporal", {}).get("interval", [[None, None]])
-        boxes = [(r["minx"], r["miny"], r["maxx"], r["maxy"]) for r in rows]
-        times = [r["datetime"] for r in rows] + [r["end_datetime"] for r in rows]
-        if interval[0][0] is not None:
-            boxes.append(tuple(doc["extent"]["spatial"]["bbox"][0]))
-            times += [_epoch(interval[0][0]), _epoch(interval[0][1])]
-        known = [t for t in times if t is not None]
-        extent = {
-            "spatial": {
-                "bbox": [
-                    [
-                        min(b[0] for b in boxes),
-                        min(b[1] for b in boxes),
-                        max(b[2] for b in boxes),
-                        max(b[3] for b in boxes),
-                    ]
-                ]
-            },
-            "temporal": {"interval": [[_iso_epoch(min(known)), _iso_epoch(max(known))]]},
-        }
+        extent = widened_extent(doc, rows)
         if extent != doc.get("extent"):
             doc["extent"] = extent
             conn.exec_driver_sql("SELECT pgstac.update_collection(%s::jsonb)", (_j(doc),))

@@ -30,7 +30,7 @@ def dsn(engine: Engine) -> str:
 
 
 def installed_version(engine: Engine) -> str | None:
-    """pgSTAC's version in the database, or None when it is not installed."""
+    """PgSTAC's version in the database, or None when it is not installed."""
     with engine.connect() as conn:
         has_schema = conn.execute(
             sa.text("SELECT 1 FROM pg_namespace WHERE nspname = 'pgstac'")
@@ -45,7 +45,9 @@ def check_version(engine: Engine) -> str:
     """The installed pgSTAC version; PgstacVersionError unless it is the pinned minor."""
     version = installed_version(engine)
     if version is None:
-        raise PgstacVersionError("pgSTAC is not installed in this database; run `geoetl db upgrade`")
+        raise PgstacVersionError(
+            "pgSTAC is not installed in this database; run `geoetl db upgrade`"
+        )
     if not (version == PGSTAC_MINOR or version.startswith(PGSTAC_MINOR + ".")):
         raise PgstacVersionError(
             f"this database has pgSTAC {version}; geoetl needs {PGSTAC_MINOR}.x "

@@ -7,88 +7,25 @@ pgSTAC backend (same interface) replaces this one there.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from geoetl.catalog.documents import (
+    iso,
+    item_row,
+    json_type,
+    new_collection,
+    searchable_text,
+    widened_extent,
+)
 from geoetl.catalog.models import SYSTEM_COLLECTIONS, SearchRequest
 from geoetl.catalog.tables import stac_collections, stac_items
-from geoetl.errors import Conflict, InputError, NotFound
+from geoetl.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
     from geoetl.catalog.filters import ItemSql
-
-STAC_VERSION = "1.1.0"
-
-
-def _epoch(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def new_collection(collection_id: str, description: str, access_level: str) -> dict[str, Any]:
-    """A minimal valid STAC collection whose extent grows as items arrive."""
-    return {
-        "type": "Collection",
-        "stac_version": STAC_VERSION,
-        "id": collection_id,
-        "description": description,
-        "license": "other",
-        "extent": {
-            "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
-            "temporal": {"interval": [[None, None]]},
-        },
-        "links": [],
-        "geoetl:access_level": access_level,
-    }
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "string"
-
-
-def _searchable_text(doc: dict[str, Any]) -> str:
-    parts = [doc.get("id", ""), doc.get("title", ""), doc.get("description", "")]
-    parts += [str(k) for k in doc.get("keywords", [])]
-    return " ".join(str(p) for p in parts).lower()
-
-
-def _item_row(item: dict[str, Any], access_level: str) -> dict[str, Any]:
-    """The indexed columns of one item; InputError when it lacks what search needs."""
-    cid, iid = item.get("collection"), item.get("id")
-    if not cid or not iid:
-        raise InputError("a STAC item needs an id and a collection")
-    bbox = item.get("bbox")
-    if not bbox or len(bbox) < 4:
-        raise InputError(f"STAC item {iid} has no bbox")
-    minx, miny, maxx, maxy = (bbox[0], bbox[1], bbox[-2 if len(bbox) == 6 else 2], bbox[-1])
-    props = item.get("properties", {})
-    when = _epoch(props.get("datetime") or props.get("start_datetime"))
-    if when is None:
-        raise InputError(f"STAC item {iid} has no datetime")
-    return {
-        "collection_id": cid,
-        "item_id": iid,
-        "data": item,
-        "datetime": when,
-        "end_datetime": _epoch(props.get("end_datetime")) or when,
-        "minx": minx,
-        "miny": miny,
-        "maxx": maxx,
-        "maxy": maxy,
-        "access_level": access_level,
-    }
 
 
 class SqlCatalog:
@@ -172,7 +109,7 @@ class SqlCatalog:
             self._visible_extents(conn, docs, audience)
         if q:
             terms = [t.lower() for t in q if t.strip()]
-            docs = [d for d in docs if any(t in _searchable_text(d) for t in terms)]
+            docs = [d for d in docs if any(t in searchable_text(d) for t in terms)]
         return docs
 
     def upsert_item(self, item: dict[str, Any], access_level: str) -> None:
@@ -181,7 +118,7 @@ class SqlCatalog:
 
     def upsert_items(self, items: list[tuple[dict[str, Any], str]]) -> None:
         """Create or replace many items (each with its access level) in one transaction."""
-        rows = [_item_row(item, level) for item, level in items]
+        rows = [item_row(item, level) for item, level in items]
         now = time.time()
         with self.engine.begin() as conn:
             collections: dict[str, dict[str, Any]] = {}
@@ -317,7 +254,7 @@ class SqlCatalog:
             for data in conn.execute(query).scalars():
                 for name, value in (data.get("properties") or {}).items():
                     if name not in types and value is not None:
-                        types[name] = _json_type(value)
+                        types[name] = json_type(value)
         return types
 
     # -- internals ------------------------------------------------------------------------
@@ -441,10 +378,8 @@ class SqlCatalog:
             )
         }
 
-        def iso(ts: float | None) -> str | None:
-            if ts is None:
-                return None
-            return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+        def iso_or_none(ts: float | None) -> str | None:
+            return None if ts is None else iso(ts)
 
         for doc in docs:
             if doc["id"] not in recompute:
@@ -456,39 +391,14 @@ class SqlCatalog:
                 if r is None
                 else {
                     "spatial": {"bbox": [[r.minx, r.miny, r.maxx, r.maxy]]},
-                    "temporal": {"interval": [[iso(r.start), iso(r.end)]]},
+                    "temporal": {"interval": [[iso_or_none(r.start), iso_or_none(r.end)]]},
                 }
             )
 
     def _widen_extent(
         self, conn: Connection, cid: str, doc: dict[str, Any], rows: list[dict[str, Any]]
     ) -> None:
-        # Merge the new items into the stored extent (a fresh collection has none yet).
-        interval = doc.get("extent", {}).get("temporal", {}).get("interval", [[None, None]])
-        empty = interval[0][0] is None
-        boxes = [(r["minx"], r["miny"], r["maxx"], r["maxy"]) for r in rows]
-        times = [r["datetime"] for r in rows] + [r["end_datetime"] for r in rows]
-        if not empty:
-            boxes.append(tuple(doc["extent"]["spatial"]["bbox"][0]))
-            times += [_epoch(interval[0][0]), _epoch(interval[0][1])]
-
-        def iso(ts: float) -> str:
-            return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
-
-        known = [t for t in times if t is not None]
-        doc["extent"] = {
-            "spatial": {
-                "bbox": [
-                    [
-                        min(b[0] for b in boxes),
-                        min(b[1] for b in boxes),
-                        max(b[2] for b in boxes),
-                        max(b[3] for b in boxes),
-                    ]
-                ]
-            },
-            "temporal": {"interval": [[iso(min(known)), iso(max(known))]]},
-        }
+        doc["extent"] = widened_extent(doc, rows)
         conn.execute(
             sa.update(stac_collections)
             .where(stac_collections.c.collection_id == cid)
