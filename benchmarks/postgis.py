@@ -347,6 +347,38 @@ def geoetl_table(url: str, name: str) -> tuple[str, str]:
     raise BenchmarkError(f"no single PostGIS table for {name!r}: {rows}")
 
 
+def geoetl_split(url: str, job_id: str, start: float, wall: float) -> dict[str, Any]:
+    """Where a geoetl run's wall time went, from its job's and tasks' timestamps.
+
+    A runner claims several tasks at once and runs them in turn, so a task's
+    ``started_at`` is its claim time: a task's own time runs from the end of the one
+    before it in the same claim (or from the claim).
+    """
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        created, finished = conn.execute(
+            "SELECT created_at, finished_at FROM jobs WHERE job_id = %s", (job_id,)
+        ).fetchone()  # type: ignore[misc]
+        tasks = conn.execute(
+            "SELECT stage, started_at, finished_at FROM tasks WHERE job_id = %s "
+            "ORDER BY finished_at",
+            (job_id,),
+        ).fetchall()
+    stages: dict[str, float] = {}
+    previous_end: dict[float, float] = {}
+    for stage, started, done in tasks:
+        begin = max(started, previous_end.get(started, started))
+        previous_end[started] = done
+        stages[stage] = stages.get(stage, 0.0) + done - begin
+    return {
+        "before_job_s": created - start,
+        "stages_s": stages,
+        "job_overhead_s": finished - created - sum(stages.values()),
+        "after_job_s": start + wall - finished,
+    }
+
+
 def drop_table(url: str, schema: str, table: str) -> None:
     import psycopg
 
@@ -465,6 +497,7 @@ def run_tool(
             "features": published["features"],
             "report": result.get("report"),
             "home": str(run_dir / "home"),
+            "split": geoetl_split(url, job["job_id"], usage["start_epoch"], usage["wall_s"]),
         }
         described = describe_table(url, schema, table)
     else:
@@ -502,6 +535,13 @@ def print_run(console: Any, run: Run, noisy: bool) -> None:
         highlight=False,
         markup=False,
     )
+    if run.geoetl:
+        split = run.geoetl["split"]
+        parts = [f"before job {split['before_job_s']:.2f}"]
+        parts += [f"{k} {v:.2f}" for k, v in split["stages_s"].items()]
+        parts += [f"job overhead {split['job_overhead_s']:.2f}"]
+        parts += [f"after job {split['after_job_s']:.2f}"]
+        console.print("      geoetl split (s): " + ", ".join(parts), highlight=False, markup=False)
 
 
 def verify_load(spec: InputFile, run: Run) -> list[str]:
@@ -725,6 +765,16 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
                 "other_cpu_s_median": median([r.other_cpu_s for r in mine]),
                 "table_bytes": mine[-1].table.get("total_bytes"),
             }
+        geo = [r for r in runs if r.size == size and r.tool == "geoetl"]
+        if geo:
+            split = [r.geoetl["split"] for r in geo]
+            stages = list(dict.fromkeys(k for sp in split for k in sp["stages_s"]))
+            out[size]["geoetl"]["split_median_s"] = {
+                "before_job": median([sp["before_job_s"] for sp in split]),
+                **{k: median([sp["stages_s"].get(k, 0.0) for sp in split]) for k in stages},
+                "job_overhead": median([sp["job_overhead_s"] for sp in split]),
+                "after_job": median([sp["after_job_s"] for sp in split]),
+            }
         if "geoetl" in out[size] and "ogr2ogr" in out[size]:
             g, o = out[size]["geoetl"], out[size]["ogr2ogr"]
             out[size]["ratio_wall"] = g["wall_s_median"] / o["wall_s_median"]
@@ -793,6 +843,14 @@ def print_tables(
                 f"{per['ratio_wall']:.2f}x" if tool == "geoetl" and "ratio_wall" in per else "",
             )
     console.print(table)
+    for size, per in summary.items():
+        if "split_median_s" in per.get("geoetl", {}):
+            split = per["geoetl"]["split_median_s"]
+            console.print(
+                f"geoetl split {size} (medians, s): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in split.items()),
+                highlight=False,
+            )
     if latency:
         lt = Table(title=f"OGC API Features latency, {latency['table']} (ms)")
         for col in ("request", "server", "p50", "p95", "mean", "max", "p50 ratio"):
