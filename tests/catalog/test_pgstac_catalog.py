@@ -447,3 +447,17 @@ def test_datetime_interval_includes_both_ends(loaded: CatalogBackend) -> None:
     assert item["id"] in _ids(loaded, end=when)
     assert item["id"] in _ids(loaded, start=when)
     assert item["id"] not in _ids(loaded, start=when + timedelta(microseconds=1))
+
+
+def test_a_3d_bbox_is_found_and_widens_the_extent_by_x_and_y(catalog: CatalogBackend) -> None:
+    catalog.ensure_collection("dem3d", "public")
+    item = copy.deepcopy(ITEMS[0][0])
+    item.update(collection="dem3d", id="dem-3d", bbox=[10.0, 20.0, -5.0, 11.0, 21.0, 900.0])
+    item["geometry"] = {
+        "type": "Polygon",
+        "coordinates": [[[10, 20], [11, 20], [11, 21], [10, 21], [10, 20]]],
+    }
+    catalog.upsert_item(item, "public")
+    assert _ids(catalog, collections=["dem3d"], bbox=(10.5, 20.5, 10.6, 20.6)) == ["dem-3d"]
+    extent = catalog.get_collection("dem3d")["extent"]["spatial"]["bbox"][0]
+    assert extent == [10.0, 20.0, 11.0, 21.0]
