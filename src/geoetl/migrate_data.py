@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from geoetl.auth.dbroles import sync_reader_grants
 from geoetl.catalog.models import ACCESS_ORDER, SYSTEM_COLLECTIONS, SearchRequest
 from geoetl.errors import GeoEtlError
 
@@ -127,6 +128,7 @@ def migrate_data(
             report.feature_tables += 1
             tell("tables", done, len(tables))
 
+    sync_reader_grants(target)  # reader roles of the target see the tables they may
     for doc in collections:
         have, want = _count_items(target, doc["id"]), _count_items(source, doc["id"])
         report.checks.append({"collection": doc["id"], "source": want, "target": have})

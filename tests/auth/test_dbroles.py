@@ -397,3 +397,21 @@ def test_cli_on_sqlite_says_postgresql_is_needed(home: Path) -> None:
     done = geoetl(Settings(home=home), "db", "create-reader-role", "reader_pub")
     assert done.returncode == 2
     assert "reader roles need PostgreSQL" in done.stderr
+
+
+def test_db_upgrade_applies_reader_roles_again(
+    catalog_url: str, home: Path, role_names: list[str]
+) -> None:
+    name = new_role(role_names)
+    settings = Settings(home=home, database_url=catalog_url)
+    made = geoetl(settings, "db", "create-reader-role", name, "--clearance", "public")
+    assert made.returncode == 0, made.stderr
+    # What a pgSTAC migration may undo: the view read with the reader's rights.
+    with psycopg.connect(catalog_url, autocommit=True) as conn:
+        conn.execute("ALTER VIEW pgstac.collections_asitems RESET (security_invoker)")
+    assert "ouo" in _visible(_as(catalog_url, name))["collection_search"]
+    done = geoetl(settings, "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    assert f"reader role {name}: policies and grants applied again" in done.stdout
+    after = _visible(_as(catalog_url, name))["collection_search"]
+    assert after == ["pub", "system-rasters", "system-vectors"]

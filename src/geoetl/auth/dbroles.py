@@ -182,6 +182,19 @@ class ReaderRoles:
                     out[name] = self._apply_features(cur, name, visible_levels(clearance))
             return out
 
+    def reapply(self) -> list[str]:
+        """Apply every recorded reader role's policies and grants again (after an upgrade).
+
+        A pgSTAC migration may recreate the views and policies a reader relies on;
+        passwords are left as they are. Returns the roles re-applied.
+        """
+        done = []
+        for role in self.roles():
+            if role.exists:
+                self.create(role.name, role.clearance)
+                done.append(role.name)
+        return done
+
     def roles(self) -> list[ReaderRole]:
         """Every recorded reader role, with the feature tables it may read."""
         with self._transaction() as cur:

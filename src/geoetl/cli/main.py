@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from geoetl.cli import db as db_cli
 from geoetl.cli import ingest as ingest_cli
 from geoetl.cli import jobs as jobs_cli
 from geoetl.cli import tokens as tokens_cli
@@ -40,7 +41,7 @@ app.add_typer(tokens_cli.app, name="tokens")
 app.command()(ingest_cli.ingest)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-db_app.command("create-reader-role")(__import__("geoetl.cli.db").cli.db.create_reader_role)
+db_app.command("create-reader-role")(db_cli.create_reader_role)
 
 
 @app.callback()
@@ -367,9 +368,12 @@ def db_upgrade(ctx: typer.Context) -> None:
     where = engine.url.render_as_string(hide_password=True)
     console.print(f"database {where} at revision {revision}")
     if is_postgres(engine):
+        from geoetl.auth.dbroles import ReaderRoles
         from geoetl.catalog.pgstac_install import install
 
         console.print(f"pgSTAC {install(engine)} and PostGIS ready in {where}")
+        for name in ReaderRoles(engine, settings.postgis_schema).reapply():
+            console.print(f"reader role {name}: policies and grants applied again")
     engine.dispose()
 
 
