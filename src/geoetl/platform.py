@@ -62,7 +62,7 @@ class Platform:
             retry_base_seconds=settings.retry_base_seconds,
             retry_max_seconds=settings.retry_max_seconds,
         )
-        catalog = open_catalog(engine)
+        catalog = open_catalog(engine, settings.storage_url)
         if migrate:
             catalog.ensure_system_collections()
         assert settings.storage_url is not None

@@ -187,7 +187,9 @@ def test_gdal_stacit_opens_a_mosaic_of_the_cogs(
         assert abs(south - y0) < 1e-3
         assert abs(north - y1) < 1e-3
         # The mosaic read our asset URLs with range requests; the stored COG compares.
-        with rasterio.open(platform.objects.gdal_path(whole["assets"]["data"]["href"])) as cog:
+        key = platform.objects.key_of(whole["assets"]["data"]["href"])
+        assert key is not None
+        with rasterio.open(platform.objects.gdal_path(key)) as cog:
             original = cog.read(1, masked=True)
             window = from_bounds(*cog.bounds, transform=mosaic.transform)
             mosaicked = mosaic.read(1, window=window, out_shape=original.shape, masked=True)

@@ -199,8 +199,8 @@ def deployment(pg_dsn: str, pg_template: str) -> Iterator[Deployment]:
         storage = Path(settings.storage_url.removeprefix("file://"))
         deployed = Deployment(url=url, settings=settings, reader=reader, storage=storage)
         identities = {"postgres": ("postgres", "unused"), "reader": (reader, PASSWORD)}
-        # The servers run in the storage root: STAC assets hold object keys relative to it.
-        with eoapi_servers(url, identities, storage, home / "logs") as servers:
+        # The servers run outside the storage: pgSTAC items carry absolute asset hrefs.
+        with eoapi_servers(url, identities, home, home / "logs") as servers:
             deployed.servers = servers
             yield deployed
     finally:

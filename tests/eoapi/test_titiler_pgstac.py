@@ -118,14 +118,7 @@ def test_the_reader_renders_only_public_rasters(deployment: Deployment) -> None:
     assert httpx.get(f"{as_reader}/{search}", params=lc, timeout=30).status_code in (204, 404)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "geoetl writes object keys as asset hrefs; titiler-pgstac opens them relative to "
-        "its working directory, so only a server started in the storage root finds them"
-    ),
-)
-def test_relative_asset_hrefs_need_the_storage_root(
+def test_titiler_pgstac_opens_cogs_from_anywhere(
     deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     elsewhere = tmp_path_factory.mktemp("elsewhere")

@@ -64,3 +64,12 @@ def test_move_file_renames_into_a_local_store(tmp_path: Path) -> None:
     moved = Path(store.gdal_path("tmp/job/cog.tif"))
     assert moved.read_bytes() == b"cog bytes"
     assert moved.stat().st_ino == inode  # renamed, not copied
+
+
+def test_absolute_hrefs_map_back_to_keys(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path.as_uri())
+    assert store.key_of(f"{store.url}/silver/cogs/c/i.tif") == "silver/cogs/c/i.tif"
+    assert store.key_of("silver/cogs/c/i.tif") == "silver/cogs/c/i.tif"
+    assert store.key_of(f"{store.url}/../secret.tif") is None
+    assert store.key_of(f"{store.url}/etc/passwd") is None
+    assert store.key_of("file:///etc/passwd") is None

@@ -74,7 +74,10 @@ def item_cog_path(
     if asset not in assets:
         raise NotFound(f"item {item_id} has no asset {asset!r}; it has {sorted(assets)}")
     platform: Platform = request.app.state.platform
-    return platform.objects.gdal_path(assets[asset]["href"])
+    key = platform.objects.key_of(str(assets[asset].get("href", "")))
+    if key is None:
+        raise NotFound(f"asset {asset!r} of item {item_id} is not in this deployment's storage")
+    return platform.objects.gdal_path(key)
 
 
 def default_layers(

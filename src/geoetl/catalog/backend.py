@@ -71,12 +71,16 @@ class CatalogBackend(Protocol):
         """Item property names and JSON types (the queryables)."""
 
 
-def open_catalog(engine: Engine) -> CatalogBackend:
-    """The catalog for this deployment: pgSTAC on PostgreSQL, else the SQL catalog."""
+def open_catalog(engine: Engine, storage_url: str | None = None) -> CatalogBackend:
+    """The catalog for this deployment: pgSTAC on PostgreSQL, else the SQL catalog.
+
+    pgSTAC is read by other tools too, so its items carry absolute asset hrefs under
+    ``storage_url``; the SQL catalog keeps object keys (a home can move).
+    """
     if engine.dialect.name == "postgresql":
         from geoetl.catalog.pgstac import PgstacCatalog
 
-        return PgstacCatalog(engine)
+        return PgstacCatalog(engine, asset_base=storage_url)
     from geoetl.catalog.store import SqlCatalog
 
     return SqlCatalog(engine)

@@ -293,9 +293,18 @@ def property_name(name: str) -> str:
 class PgstacCatalog:
     """Collections and items in pgSTAC (the ``pgstac`` schema of the platform database)."""
 
-    def __init__(self, engine: Engine, partition_trunc: str | None = DEFAULT_PARTITION) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        partition_trunc: str | None = DEFAULT_PARTITION,
+        asset_base: str | None = None,
+    ) -> None:
         self.engine = engine
         self.partition_trunc = partition_trunc
+        # Other readers of pgSTAC (titiler-pgstac, stac-fastapi-pgstac's clients) open
+        # asset hrefs themselves: an object key is stored as the storage URL + key
+        # (``file:///…/silver/…``, ``s3://bucket/prefix/silver/…``).
+        self.asset_base = asset_base.rstrip("/") if asset_base else None
         # (collection, property) pairs known to be registered as number queryables.
         self._numbers: set[tuple[str, str]] = set()
         self._level_registered = False
@@ -380,7 +389,10 @@ class PgstacCatalog:
         docs: dict[tuple[str, str], dict[str, Any]] = {}
         for (item, level), row in zip(items, rows, strict=True):
             props = {**item.get("properties", {}), LEVEL: level}
-            docs[(row["collection_id"], row["item_id"])] = {**item, "properties": props}
+            stored = {**item, "properties": props}
+            if self.asset_base and "assets" in item:
+                stored["assets"] = {k: self._absolute(a) for k, a in item["assets"].items()}
+            docs[(row["collection_id"], row["item_id"])] = stored
         with self._write() as conn:
             self._register_level(conn)
             collections: dict[str, dict[str, Any]] = {}
@@ -396,6 +408,13 @@ class PgstacCatalog:
             )
             for cid, doc in collections.items():
                 self._widen_extent(conn, doc, [r for r in rows if r["collection_id"] == cid])
+
+    def _absolute(self, asset: dict[str, Any]) -> dict[str, Any]:
+        """The asset with a relative href (an object key) made absolute under asset_base."""
+        href = str(asset.get("href", ""))
+        if not href or "://" in href or href.startswith("/"):
+            return asset
+        return {**asset, "href": f"{self.asset_base}/{href}"}
 
     def get_item(
         self, collection_id: str, item_id: str, audience: list[str] | None = None

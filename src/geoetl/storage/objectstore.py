@@ -249,11 +249,15 @@ class ObjectStore:
     def key_of(self, href: str) -> str | None:
         """The object key an asset href names, or None.
 
-        A key itself, or the path (or GDAL path) of an object in this store, which is
-        what vector items written before keys were stored hold.
+        A key itself, the store's URL and a key (pgSTAC items hold those), or the path
+        (or GDAL path) of an object in this store, which is what vector items written
+        before keys were stored hold.
         """
         if href.split("/", 1)[0] in ZONES:
             return href if ".." not in href.split("/") else None
+        if href.startswith(f"{self.url}/"):  # an absolute href (what pgSTAC items carry)
+            key = href[len(self.url) + 1 :]
+            return self.key_of(key) if key.split("/", 1)[0] in ZONES else None
         for prefix in ("", "/vsis3/", "/vsiaz/", "/vsigs/"):
             root = f"{prefix}{self.root}/" if prefix else f"{self.root}/"
             if href.startswith(root):
