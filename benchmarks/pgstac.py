@@ -212,7 +212,12 @@ def load(url: str, home: Path, items: list[dict[str, Any]], console: Any) -> dic
 
 
 def in_process(url: str, home: Path, cases: dict[str, list[dict[str, str]]], warmup: int) -> dict:
-    """The same searches through PgstacCatalog.search, and pgSTAC's search() alone."""
+    """The same searches through PgstacCatalog.search, and pgSTAC's search() alone.
+
+    pgSTAC's ``search()`` runs on one autocommit connection with the settings geoetl's
+    read transactions set (read-only: no ``searches`` statistics; no parallel workers),
+    with the body geoetl builds: the database's share of a geoetl search.
+    """
     import psycopg
 
     from geoetl.api.stac import body_from_query_params
@@ -224,7 +229,10 @@ def in_process(url: str, home: Path, cases: dict[str, list[dict[str, str]]], war
     out: dict[str, Any] = {}
     try:
         with psycopg.connect(url, autocommit=True) as conn:
+            # geoetl's read session (PgstacCatalog._read): no statistics kept, no workers.
             conn.execute("SET search_path TO pgstac, public")
+            conn.execute("SET pgstac.readonly TO true")
+            conn.execute("SET max_parallel_workers_per_gather TO 0")
             for kind, params_list in cases.items():
                 requests = []
                 for params in params_list:
