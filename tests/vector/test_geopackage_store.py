@@ -126,3 +126,29 @@ def test_items_carry_booleans_and_no_measures(tmp_path: Path) -> None:
         ((0.0, 0.0), (1.0, 1.0)),  # x, y: the measure is no height
         ((0.0, 0.0, 10.0), (1.0, 1.0, 20.0)),  # x, y, z
     ]
+
+
+def test_a_table_in_another_crs_is_queried_and_served_in_crs84(
+    feature_store: FeatureStore,
+) -> None:
+    from geoetl.cql2 import parse
+
+    store = feature_store
+    mercator = gpd.GeoDataFrame(
+        {"name": ["a", "b"]},
+        geometry=[Point(1_113_194.9, 0), Point(2_226_389.8, 1_118_889.97)],
+        crs="EPSG:3857",
+    )  # (10°E, 0°) and (20°E, ~10°N)
+    store.begin_load("ds")
+    store.write_chunk("ds", "points", 0, mercator)
+    store.finish_load("ds", {})
+    fields = {"name": "object"}
+    everything, _ = store.query("ds", "points", FeatureQuery(fields))
+    [a, b] = [f["geometry"]["coordinates"][0] for f in everything]  # MultiPoints
+    assert a == pytest.approx((10.0, 0.0), abs=1e-6)
+    assert b == pytest.approx((20.0, 10.0), abs=1e-4)
+    near_b = FeatureQuery(fields, bbox=(19.5, 9.5, 20.5, 10.5))
+    assert [f["properties"]["name"] for f in store.query("ds", "points", near_b)[0]] == ["b"]
+    around_a = parse("S_INTERSECTS(geometry, POLYGON((9 -1, 11 -1, 11 1, 9 1, 9 -1)))", "cql2-text")
+    found, total = store.query("ds", "points", FeatureQuery(fields, filter=around_a))
+    assert ([f["properties"]["name"] for f in found], total) == (["a"], 1)

@@ -11,6 +11,7 @@ registers); the store fills in the table's geometry, fid and R-tree names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -48,8 +49,14 @@ def parse_filter(text: str, lang: str) -> ast.Node:
 class SqliteFilter:
     """Builds ``(sql, params)`` for one filter over a table's columns."""
 
-    def __init__(self, columns: set[str]) -> None:
+    def __init__(
+        self,
+        columns: set[str],
+        to_stored: Callable[[BaseGeometry], BaseGeometry] | None = None,
+    ) -> None:
         self.columns = columns
+        # Literals are CRS84; a table stored in another CRS compares them in its own.
+        self.to_stored = to_stored
         self.params: list[Any] = []
 
     def build(self, node: ast.Node) -> tuple[str, list[Any]]:
@@ -102,6 +109,8 @@ class SqliteFilter:
             raise InputError(f"spatial predicate S_{op} is not supported")
         if literal.is_empty:
             raise InputError("the geometry in a spatial predicate is empty")
+        if self.to_stored is not None:
+            literal = self.to_stored(literal)
         minx, miny, maxx, maxy = (float(v) for v in literal.bounds)
         envelope = (
             f"{FID_TOKEN} IN (SELECT id FROM {RTREE_TOKEN} "

@@ -226,10 +226,15 @@ class GeoPackageStore:
         bound parameters (:class:`~geoetl.features.cql.SqliteFilter`); booleans are
         stored 0/1 and dates as ISO 8601 text, compared as instants.
         """
+        path = self.path(dataset_id)
+        if not path.exists():
+            raise NotFound(f"no dataset {dataset_id!r}")
+        crs = _StoredCrs.of(path, table)
         where = [(name, int(v) if isinstance(v, bool) else v) for name, v in query.equals]
         conditions: list[tuple[str, list[Any]]] = []
         if query.filter is not None:
-            conditions.append(SqliteFilter(set(query.fields)).build(query.filter))
+            to_stored = crs.to_stored if crs is not None else None
+            conditions.append(SqliteFilter(set(query.fields), to_stored).build(query.filter))
         if query.time is not None:
             conditions.append(_time_condition(query.time))
         condition = None
@@ -238,10 +243,13 @@ class GeoPackageStore:
                 " AND ".join(c[0] for c in conditions),
                 [p for c in conditions for p in c[1]],
             )
+        bbox = query.bbox
+        if bbox is not None and crs is not None:
+            bbox = crs.bbox_to_stored(bbox)
         features, total = self._features(
             dataset_id,
             table,
-            bbox=query.bbox,
+            bbox=bbox,
             where=where,
             condition=condition,
             order=list(query.sortby),
@@ -249,6 +257,10 @@ class GeoPackageStore:
             limit=query.limit,
             offset=query.offset,
         )
+        if crs is not None:
+            for feat in features:
+                if feat["geometry"] is not None:
+                    feat["geometry"] = crs.to_crs84(feat["geometry"])
         if query.properties is not None:
             for feat in features:
                 feat["properties"] = {
@@ -333,6 +345,69 @@ class GeoPackageStore:
         with closing(sqlite3.connect(path, timeout=60)) as conn:
             conn.create_function(SPATIAL_FUNCTION, 3, spatial_predicate, deterministic=True)
             yield conn
+
+
+class _StoredCrs:
+    """A table stored in a CRS other than WGS 84: literals in, features out in CRS84."""
+
+    def __init__(self, wkt: str) -> None:
+        from pyproj import CRS, Transformer
+
+        stored = CRS.from_wkt(wkt)
+        self._in = Transformer.from_crs("OGC:CRS84", stored, always_xy=True)
+        self._out = Transformer.from_crs(stored, "OGC:CRS84", always_xy=True)
+
+    @classmethod
+    def of(cls, path: Path, table: str) -> _StoredCrs | None:
+        """The table's CRS when it is not EPSG:4326 (or undefined), else None."""
+        with closing(sqlite3.connect(path, timeout=60)) as conn:
+            row = conn.execute(
+                "SELECT s.organization, s.organization_coordsys_id, s.definition "
+                "FROM gpkg_geometry_columns g JOIN gpkg_spatial_ref_sys s USING (srs_id) "
+                "WHERE g.table_name = ?",
+                (table,),
+            ).fetchone()
+        if row is None or row[2] in (None, "undefined"):
+            return None
+        if str(row[0]).upper() == "EPSG" and int(row[1]) == 4326:
+            return None
+        return cls(str(row[2]))
+
+    def to_stored(self, geom: BaseGeometry) -> BaseGeometry:
+        """A CRS84 geometry in the stored CRS."""
+        import numpy as np
+        import shapely
+
+        def move(xy: Any) -> Any:
+            return np.column_stack(self._in.transform(xy[:, 0], xy[:, 1]))
+
+        return shapely.transform(geom, move)
+
+    def bbox_to_stored(
+        self, bbox: tuple[float, float, float, float]
+    ) -> tuple[float, float, float, float]:
+        """A CRS84 bbox as the stored CRS' bbox covering it (edges densified)."""
+        minx, miny, maxx, maxy = self._in.transform_bounds(*bbox, densify_pts=21)
+        return (float(minx), float(miny), float(maxx), float(maxy))
+
+    def to_crs84(self, geometry: dict[str, Any]) -> dict[str, Any]:
+        """A GeoJSON geometry in the stored CRS, in CRS84 (Z kept)."""
+        import shapely
+        import shapely.geometry
+
+        geom = shapely.geometry.shape(geometry)
+
+        def move(coords: Any) -> Any:
+            import numpy as np
+
+            moved = self._out.transform(*coords.T)
+            return np.column_stack(moved)
+
+        per_geometry: Any = None
+        out: dict[str, Any] = shapely.geometry.mapping(
+            shapely.transform(geom, move, include_z=per_geometry)
+        )
+        return out
 
 
 def _time_condition(time: TimeFilter) -> tuple[str, list[Any]]:
