@@ -640,3 +640,32 @@ def test_attribute_tables_of_a_geopackage(platform: Platform, tmp_path: Path) ->
     assert status == JobStatus.succeeded, view.error
     assert [t["features"] for t in view.result["tables"]] == [1]
     assert view.result["warnings"] == ["layer 'codes' of registry.gpkg has no geometry: not loaded"]
+
+
+def column_descriptions(platform: Platform, dataset_id: str, table: str) -> dict[str, str]:
+    """Column descriptions as other tools read them (PostgreSQL comments, gpkg_data_columns)."""
+    if platform.store.engine.dialect.name == "sqlite":
+        with closing(sqlite3.connect(platform.features.path(dataset_id))) as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                "SELECT column_name, description FROM gpkg_data_columns WHERE table_name = ?",
+                (table,),
+            ).fetchall()
+    else:
+        with platform.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a "
+                    "WHERE a.attrelid = to_regclass(:table) AND a.attnum > 0 "
+                    "AND col_description(a.attrelid, a.attnum) IS NOT NULL"
+                ),
+                {"table": f"{platform.settings.postgis_schema}.{table}"},
+            ).fetchall()
+    return {str(name): str(text) for name, text in rows}
+
+
+def test_columns_are_described_with_their_source(platform: Platform) -> None:
+    job_id, status = run(platform, {"source": put(platform, DATA / "nc.gpkg")})
+    assert status == JobStatus.succeeded, platform.queries.job(job_id).error
+    described = column_descriptions(platform, "nc", "nc_polygons")
+    assert described["name"] == "NAME (column of nc.gpkg)"
+    assert len(described) == len(platform.feature_registry.get("nc").fields)

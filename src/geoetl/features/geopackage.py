@@ -155,12 +155,19 @@ class GeoPackageStore:
         except pyogrio.errors.DataSourceError as exc:
             raise TransientError(f"could not write {table} of {dataset_id}: {exc}") from exc
 
-    def finish_load(self, dataset_id: str, index_columns: dict[str, list[str]]) -> None:
-        """Index the requested columns, ANALYZE, and publish the file atomically."""
+    def finish_load(
+        self,
+        dataset_id: str,
+        index_columns: dict[str, list[str]],
+        descriptions: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Index the requested columns, describe them, ANALYZE, publish the file atomically."""
         staging = self._staging(dataset_id)
         if not staging.exists():
             raise InputError(f"dataset {dataset_id} has no features to publish")
         with self._sqlite(staging) as conn:
+            if descriptions:
+                _describe_columns(conn, descriptions)
             for table, columns in index_columns.items():
                 existing = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({_ident(table)})")}
                 for column in columns:
@@ -408,6 +415,37 @@ class _StoredCrs:
             shapely.transform(geom, move, include_z=per_geometry)
         )
         return out
+
+
+def _describe_columns(conn: sqlite3.Connection, descriptions: dict[str, dict[str, str]]) -> None:
+    """Column descriptions in ``gpkg_data_columns`` (the GeoPackage schema extension)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS gpkg_data_columns (table_name TEXT NOT NULL, "
+        "column_name TEXT NOT NULL, name TEXT, title TEXT, description TEXT, mime_type TEXT, "
+        "constraint_name TEXT, CONSTRAINT pk_gdc PRIMARY KEY (table_name, column_name))"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT, "
+        "extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, "
+        "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))"
+    )
+    for table, columns in descriptions.items():
+        existing = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({_ident(table)})")}
+        for column, text in columns.items():
+            if column not in existing:
+                continue
+            conn.execute(
+                "INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, description) "
+                "VALUES (?, ?, ?)",
+                (table, column, text),
+            )
+    conn.execute(
+        "INSERT INTO gpkg_extensions (table_name, column_name, extension_name, definition, "
+        "scope) SELECT 'gpkg_data_columns', NULL, 'gpkg_schema', "
+        "'http://www.geopackage.org/spec121/#extension_schema', 'read-write' WHERE NOT EXISTS "
+        "(SELECT 1 FROM gpkg_extensions WHERE table_name = 'gpkg_data_columns' "
+        "AND extension_name = 'gpkg_schema')"
+    )
 
 
 def _time_condition(time: TimeFilter) -> tuple[str, list[Any]]:

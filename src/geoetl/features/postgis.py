@@ -384,8 +384,13 @@ class PostgisStore:
                     copy.write_row(row)
         return len(frame)
 
-    def finish_load(self, dataset_id: str, index_columns: dict[str, list[str]]) -> None:
-        """Index the requested columns, ANALYZE, and publish every staged table at once."""
+    def finish_load(
+        self,
+        dataset_id: str,
+        index_columns: dict[str, list[str]],
+        descriptions: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Index the requested columns, ANALYZE, comment, and publish every staged table."""
         with self._connect() as conn:
             staged = {
                 t: self._layout(conn, self.staging, t)
@@ -406,6 +411,13 @@ class PostgisStore:
             wanted = [c for c in index_columns.get(table, []) if c in layout.columns]
             with self._connect() as conn:
                 self._index(conn, dataset_id, table, layout, wanted)
+                for column, text in (descriptions or {}).get(table, {}).items():
+                    if column in layout.columns:
+                        conn.execute(
+                            sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+                                self._staged(table), sql.Identifier(column), sql.Literal(text)
+                            )
+                        )
         with self._connect() as conn:
             self._lock(conn, dataset_id)
             self._publish(conn, dataset_id, sorted(staged))

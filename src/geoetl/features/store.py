@@ -94,8 +94,18 @@ class FeatureStore(Protocol):
     ) -> None:
         """Stage a whole table from a stream of Arrow batches (WKB geometry column)."""
 
-    def finish_load(self, dataset_id: str, index_columns: dict[str, list[str]]) -> None:
-        """Index the requested columns, analyze, and publish the dataset atomically."""
+    def finish_load(
+        self,
+        dataset_id: str,
+        index_columns: dict[str, list[str]],
+        descriptions: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Index the requested columns, analyze, and publish the dataset atomically.
+
+        ``descriptions`` (table -> column -> text, e.g. the source column a stored
+        column came from) are written where other tools read them: PostgreSQL column
+        comments, GeoPackage's ``gpkg_data_columns``.
+        """
 
     def drop(self, dataset_id: str) -> bool:
         """Delete a published dataset; False if there was none."""

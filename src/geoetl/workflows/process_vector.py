@@ -351,7 +351,15 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
         written[table] = (local, rows, bbox)
     per_layer = index_columns(params.index_columns, mapping)
     index = {t: per_layer[info["layer"]] for t, info in tables.items()}
-    store.finish_load(dataset_id, index)
+    source = ctx.results["inspect"]["dataset"]
+    described = {}
+    for t, info in tables.items():
+        where = source if info["layer"] == source else f"layer {info['layer']} in {source}"
+        described[t] = {
+            stored: f"{original} (column of {where})"
+            for original, stored in mapping[info["layer"]].items()
+        }
+    store.finish_load(dataset_id, index, described)
     out = []
     single = len(tables) == 1
     for table, info in sorted(tables.items()):
