@@ -2,8 +2,8 @@
 
 One home (a temporary folder under the repository's ``.pytest-homes/`` — outside
 ``/tmp``, so a leaked ``/tmp`` path and a leaked home path are different findings; set
-``GEOETL_SECURITY_HOMES`` to put it elsewhere), SQLite, and two ``geoetl serve
---workers 1`` processes sharing it:
+``GEOETL_SECURITY_HOMES`` to put it elsewhere), one database, and two ``geoetl serve
+--workers 1`` processes sharing them:
 
 - ``ouo``: ``GEOETL_AUDIENCE=ouo``; ``pub``: ``GEOETL_AUDIENCE=public``;
 - both with ``GEOETL_UPLOAD_MAX_MB=2`` (the upload-limit probe sends 3 MiB);
@@ -29,6 +29,17 @@ seed                      level       what
 hidden items; ``sec-ouo-only`` is an ouo collection. Tokens are made with ``geoetl tokens
 create … --json`` in their own fixture (:func:`tokens`), so probes that need none still
 run when the token CLI is broken.
+
+Two harnesses, each built once per session when first needed, seeded alike:
+
+- ``sqlite_harness``: the home's SQLite database (catalog, feature tables and jobs);
+- ``pg_harness``: a PostgreSQL database cloned from ``pg_template`` (pgSTAC catalog,
+  PostGIS feature tables, jobs), dropped at the end of the session. It needs the
+  PostgreSQL test server: skipped without one, failed without one when ``CI=true``.
+
+Probes ask for ``harness``, which is the SQLite one unless a module parametrizes it
+indirectly — ``pytestmark = pytest.mark.parametrize("harness", BACKENDS, indirect=True)``
+(as ``test_visibility.py`` and ``test_web.py`` do) runs the module's probes on both.
 
 Every response a probe reads goes through :meth:`Api.request`, which checks that an
 error never shows internals (tracebacks, SQL, exception classes, server paths) and that a
@@ -60,13 +71,14 @@ import httpx
 import jwt
 import numpy as np
 import psutil
+import psycopg
 import pytest
 import rasterio
 from affine import Affine
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from geoetl.settings import Settings
-from tests.conftest import geoetl_cmd, serving, settings_env
+from tests.conftest import _admin_dsn, geoetl_cmd, serving, settings_env
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "data"
@@ -76,6 +88,8 @@ UPLOAD_MAX_MB = 2
 OIDC_ISSUER = "https://issuer.security.test"
 OIDC_AUDIENCE = "geoetl-security"
 OIDC_KID = "security-test-key"
+# The harness backends a module may parametrize ``harness`` with (indirectly).
+BACKENDS = ["sqlite", "postgres"]
 
 # Token name -> (role, clearance). "sec-revoked" is revoked right after it is made.
 TOKENS: dict[str, tuple[str, str]] = {
@@ -120,7 +134,7 @@ CLASS_NAMES = (
 # -- leak checks ------------------------------------------------------------------------
 
 
-def check_no_leak(response: httpx.Response, *paths: Path) -> None:
+def check_no_leak(response: httpx.Response, *paths: Path | str) -> None:
     """Fail if an error response shows internals; a 500 must be the bare error id shape."""
     if response.status_code < 400:
         return
@@ -167,7 +181,7 @@ class Api:
         headers = self.headers(kwargs.pop("headers", None))
         kwargs.setdefault("timeout", 60)
         response = httpx.request(method, self.base + path, headers=headers, **kwargs)
-        check_no_leak(response, self.harness.home, REPO)
+        check_no_leak(response, self.harness.home, REPO, *self.harness.leak_markers)
         return response
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
@@ -237,28 +251,48 @@ def bronze_silver_snapshot(home: Path) -> set[str]:
     return found
 
 
-def active_jobs(home: Path) -> int:
-    """Queued or running jobs in the home's database (read directly: no API involved)."""
-    db = home / "geoetl.db"
+def _home(where: Harness | Path) -> Path:
+    return where.home if isinstance(where, Harness) else where
+
+
+def _pg_url(where: Harness | Path) -> str | None:
+    """The PostgreSQL database of a harness on that backend; None for SQLite."""
+    return where.database_url if isinstance(where, Harness) else None
+
+
+def active_jobs(where: Harness | Path) -> int:
+    """Queued or running jobs in the database (read directly: no API involved).
+
+    ``where`` is a harness (either backend) or a home with a SQLite database.
+    """
+    if url := _pg_url(where):
+        with psycopg.connect(url, autocommit=True) as conn:
+            found = conn.execute(
+                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
+            ).fetchone()
+        assert found is not None
+        return int(found[0])
+    db = _home(where) / "geoetl.db"
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as c:
         row = c.execute("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
         return int(row.fetchone()[0])
 
 
-def quiesce(home: Path, timeout: float = 60.0) -> None:
+def quiesce(where: Harness | Path, timeout: float = 60.0) -> None:
     """Wait until no job is queued or running (so stored files stop changing)."""
     deadline = time.monotonic() + timeout
-    while active_jobs(home) and time.monotonic() < deadline:
+    while active_jobs(where) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
 @contextlib.contextmanager
-def nothing_stored(home: Path) -> Iterator[None]:
+def nothing_stored(where: Harness | Path) -> Iterator[None]:
     """Assert the block adds nothing to bronze or silver (also via a job it started)."""
-    quiesce(home)
+    home = _home(where)
+    quiesce(where)
     before = bronze_silver_snapshot(home)
     yield
-    quiesce(home)
+    quiesce(where)
     added = bronze_silver_snapshot(home) - before
     assert not added, f"a refused request stored {sorted(added)}"
 
@@ -274,9 +308,19 @@ def nothing_published(home: Path) -> Iterator[None]:
     assert not after - before, f"published {sorted(after - before)}"
 
 
-def item_row(home: Path, collection: str, item: str) -> tuple[str, str] | None:
-    """(access_level, data) of a catalogued item, read from the database directly."""
-    db = home / "geoetl.db"
+def item_row(where: Harness | Path, collection: str, item: str) -> tuple[str, str] | None:
+    """(access_level, data) of a catalogued item, read from the database directly.
+
+    ``where`` is a harness (either backend) or a home with a SQLite database.
+    """
+    if url := _pg_url(where):
+        with psycopg.connect(url, autocommit=True) as conn:
+            found = conn.execute("SELECT pgstac.get_item(%s, %s)", (item, collection)).fetchone()
+        if found is None or found[0] is None:
+            return None
+        doc = found[0]
+        return str(doc["properties"].get("geoetl:access_level")), json.dumps(doc)
+    db = _home(where) / "geoetl.db"
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as c:
         cols = [r[1] for r in c.execute("PRAGMA table_info(stac_items)")]
         id_col = "item_id" if "item_id" in cols else "id"
@@ -471,16 +515,27 @@ class Seed:
 
 @dataclass
 class Harness:
-    """Two live deployments on one home, and the data seeded there."""
+    """Two live deployments on one home and one database, and the data seeded there."""
 
     root: Path
     home: Path
     outside: Path
     settings: dict[str, Settings]
+    backend: str = "sqlite"
+    database_url: str | None = None  # the PostgreSQL database (postgres backend only)
     urls: dict[str, str] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     seeds: dict[str, Seed] = field(default_factory=dict)
     oidc_key: Any = None
+    token_secrets: dict[str, str] | None = None  # made once, by the tokens fixture
+    token_error: str | None = None  # why making them failed (not tried again)
+
+    @property
+    def leak_markers(self) -> list[str]:
+        """What an error must not show besides paths: the database URL and name."""
+        if self.database_url is None:
+            return []
+        return [self.database_url, self.database_url.rsplit("/", 1)[1]]
 
     def jwt(self, **claims: Any) -> str:
         """A JWT signed (RS256) by the ``ouo`` deployment's trusted OIDC issuer."""
@@ -521,9 +576,10 @@ class Harness:
         return "\n".join(out)
 
 
-def _settings(home: Path, **extra: Any) -> Settings:
+def _settings(home: Path, database_url: str | None, **extra: Any) -> Settings:
     return Settings(
         home=home,
+        database_url=database_url,
         lease_seconds=10.0,
         heartbeat_seconds=1.0,
         retry_base_seconds=0.05,
@@ -597,11 +653,11 @@ def _seed(h: Harness, name: str, file: str, level: str, collection: str, ident: 
     )
 
 
-@pytest.fixture(scope="session")
-def harness() -> Iterator[Harness]:
-    """Seed one home with the CLI, then serve it twice (audience ouo and public)."""
+@contextlib.contextmanager
+def deployments(backend: str, database_url: str | None = None) -> Iterator[Harness]:
+    """Seed one home (and database) with the CLI, then serve it twice (ouo and public)."""
     HOMES.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="security-", dir=HOMES)).resolve()
+    root = Path(tempfile.mkdtemp(prefix=f"security-{backend}-", dir=HOMES)).resolve()
     home = root / "home"
     key, jwks = _oidc_issuer(root)
     oidc = {
@@ -615,10 +671,12 @@ def harness() -> Iterator[Harness]:
         outside=root / "outside",
         settings={
             # The CLI runs as the local admin; a restricted audience lets it seed anything.
-            "cli": _settings(home, audience="restricted"),
-            "ouo": _settings(home, audience="ouo", **oidc),
-            "pub": _settings(home, audience="public"),
+            "cli": _settings(home, database_url, audience="restricted"),
+            "ouo": _settings(home, database_url, audience="ouo", **oidc),
+            "pub": _settings(home, database_url, audience="public"),
         },
+        backend=backend,
+        database_url=database_url,
     )
     h.oidc_key = key
     h.outside.mkdir(parents=True)
@@ -644,12 +702,51 @@ def harness() -> Iterator[Harness]:
 
 
 @pytest.fixture(scope="session")
-def tokens(harness: Harness) -> dict[str, str]:
-    """Secrets of the TOKENS, made with ``geoetl tokens create --json``; one revoked."""
+def sqlite_harness() -> Iterator[Harness]:
+    """The deployments on a home whose database is SQLite (built once per session)."""
+    with deployments("sqlite") as h:
+        yield h
 
+
+@pytest.fixture(scope="session")
+def pg_harness(pg_dsn: str, pg_template: str) -> Iterator[Harness]:
+    """The deployments on a PostgreSQL database (pgSTAC + PostGIS) cloned from the template.
+
+    Built once per session; the database is dropped after the servers stopped (kept with
+    the home when ``GEOETL_SECURITY_KEEP`` is set).
+    """
+    name = f"security_{uuid.uuid4().hex[:12]}"
+    admin = _admin_dsn(pg_dsn, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    try:
+        with deployments("postgres", _admin_dsn(pg_dsn, name)) as h:
+            yield h
+    finally:
+        if not os.environ.get("GEOETL_SECURITY_KEEP"):
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def harness(request: pytest.FixtureRequest) -> Harness:
+    """The SQLite harness, or the one a module's indirect parametrization names.
+
+    ``pytest.mark.parametrize("harness", BACKENDS, indirect=True)`` runs a module on
+    both; the parameter is module-scoped, so pytest runs all of one backend's probes
+    before the other's.
+    """
+    backend = getattr(request, "param", "sqlite")
+    assert backend in BACKENDS, backend
+    fixture = {"sqlite": "sqlite_harness", "postgres": "pg_harness"}[backend]
+    h: Harness = request.getfixturevalue(fixture)
+    return h
+
+
+def _make_tokens(h: Harness) -> dict[str, str]:
     def create(name: str) -> tuple[str, str]:
         role, clearance = TOKENS[name]
-        done = harness.cli(
+        done = h.cli(
             "tokens", "create", "--name", name, "--role", role, "--clearance", clearance, "--json"
         )
         assert done.returncode == 0, f"geoetl tokens create {name}:\n{done.stdout}{done.stderr}"
@@ -659,9 +756,26 @@ def tokens(harness: Harness) -> dict[str, str]:
 
     with ThreadPoolExecutor(3) as pool:
         secrets = dict(pool.map(create, TOKENS))
-    revoked = harness.cli("tokens", "revoke", "sec-revoked")
+    revoked = h.cli("tokens", "revoke", "sec-revoked")
     assert revoked.returncode == 0, revoked.stderr
     return secrets
+
+
+@pytest.fixture
+def tokens(harness: Harness) -> dict[str, str]:
+    """Secrets of the TOKENS, made with ``geoetl tokens create --json``; one revoked.
+
+    Made once per harness (on first use) and kept on it.
+    """
+    if harness.token_error:
+        pytest.fail(f"making the tokens failed before: {harness.token_error}")
+    if harness.token_secrets is None:
+        try:
+            harness.token_secrets = _make_tokens(harness)
+        except BaseException as exc:
+            harness.token_error = str(exc)[:2000] or type(exc).__name__
+            raise
+    return harness.token_secrets
 
 
 @pytest.fixture

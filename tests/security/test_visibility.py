@@ -5,6 +5,9 @@ an admin token included; on the ``ouo`` deployment anonymous callers read public
 only, and a token sees up to its clearance, capped at ouo. Hidden items, collections,
 features, tiles and jobs answer 404 by id (also by job id prefix), are left out of
 lists, searches and counts, and do not widen extents.
+
+Every probe here runs on both harness backends: SQLite (the embedded catalog, feature
+tables and jobs) and PostgreSQL (the pgSTAC catalog, PostGIS feature tables, jobs).
 """
 
 from __future__ import annotations
@@ -14,9 +17,20 @@ import math
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from tests.security.conftest import Api, Harness, Seed, assert_alive, item_row, raster_bytes
+from tests.security.conftest import (
+    BACKENDS,
+    Api,
+    Harness,
+    Seed,
+    assert_alive,
+    item_row,
+    raster_bytes,
+)
+
+pytestmark = pytest.mark.parametrize("harness", BACKENDS, indirect=True)
 
 
 def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
@@ -46,7 +60,7 @@ def raster_urls(seed: Seed) -> dict[str, str]:
 
 def stac_urls(h: Harness, seed: Seed) -> list[str]:
     """The STAC item of a seed and each of its assets (served by geoetl)."""
-    row = item_row(h.home, seed.collection, seed.item)
+    row = item_row(h, seed.collection, seed.item)
     assert row is not None, f"no STAC item {seed.collection}/{seed.item}"
     item = f"/stac/collections/{seed.collection}/items/{seed.item}"
     return [item, *(f"{item}/assets/{key}" for key in json.loads(row[1]).get("assets", {}))]
@@ -116,9 +130,37 @@ def test_hidden_seeds_exist(harness: Harness) -> None:
     # The 404s below mean something only because these are really there.
     for name in HIDDEN_ON_PUB:
         seed = harness.seeds[name]
-        row = item_row(harness.home, seed.collection, seed.item)
+        row = item_row(harness, seed.collection, seed.item)
         assert row is not None, name
         assert row[0] == seed.level
+
+
+def test_the_harness_keeps_its_data_on_its_backend(harness: Harness) -> None:
+    # On PostgreSQL the catalog is pgSTAC, the feature tables PostGIS and the jobs there
+    # too: nothing falls back to a SQLite file in the home.
+    if harness.backend == "sqlite":
+        assert (harness.home / "geoetl.db").is_file()
+        return
+    assert harness.database_url is not None
+    assert not list(harness.home.rglob("*.db")), list(harness.home.rglob("*.db"))
+    lux = harness.seeds["lux_ouo"]
+    with psycopg.connect(harness.database_url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' "
+            "AND split_part(obj_description(c.oid, 'pg_class'), E'\\n', 1) = %s",
+            (harness.settings["ouo"].postgis_schema, f"geoetl dataset {lux.item}"),
+        ).fetchone()
+        jobs = conn.execute(
+            "SELECT access_level FROM jobs WHERE job_id = %s", (lux.job_id,)
+        ).fetchone()
+        items = conn.execute(
+            "SELECT count(*) FROM pgstac.items WHERE collection = 'sec-mixed'"
+        ).fetchone()
+    assert tables is not None
+    assert tables[0] >= 1, "no PostGIS table for lux_ouo"
+    assert jobs == ("ouo",), jobs
+    assert items == (3,), items
 
 
 def test_everything_hidden_answers_404_on_the_public_deployment_anonymously(

@@ -5,6 +5,9 @@
 - Collection and item ids that try ``../`` (plain or percent-encoded) reach nothing.
 - ``X-Forwarded-*`` and ``Forwarded`` from an untrusted client never reach a link; a
   deployment that trusts 127.0.0.1 honours them only when well-formed (http/https).
+
+Every probe here runs on both harness backends: the pages, ids and links come from the
+SQLite catalog and feature tables on one, from pgSTAC and PostGIS on the other.
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ import pytest
 
 from geoetl.settings import Settings
 from tests.conftest import serving
-from tests.security.conftest import Harness, assert_alive, nothing_stored, raster_bytes, raw_request
+from tests.security.conftest import (
+    BACKENDS,
+    Harness,
+    assert_alive,
+    nothing_stored,
+    raster_bytes,
+    raw_request,
+)
+
+pytestmark = pytest.mark.parametrize("harness", BACKENDS, indirect=True)
 
 # -- XSS --------------------------------------------------------------------------------
 
@@ -153,7 +165,7 @@ def test_upload_ids_that_walk_up_are_refused(
     api = harness.api("ouo", tokens["sec-pub-ouo"])
     name = "walk.geojson" if "dataset_id" in option else "walk.tif"
     body = b'{"type": "FeatureCollection", "features": []}' if "dataset_id" in option else None
-    with nothing_stored(harness.home):
+    with nothing_stored(harness):
         response = api.upload(name, body or raster_bytes(tmp_path), access_level="public", **option)
     assert response.status_code in (400, 422), response.text
     assert not list(harness.root.glob("**/evil*"))
