@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyogrio
 import pytest
 import shapely
-from shapely.geometry import Point
+from shapely.geometry import LineString, Point
 
 from geoetl.errors import NotFound
 from geoetl.features.geopackage import GeoPackageStore
@@ -152,3 +152,19 @@ def test_a_table_in_another_crs_is_queried_and_served_in_crs84(
     around_a = parse("S_INTERSECTS(geometry, POLYGON((9 -1, 11 -1, 11 1, 9 1, 9 -1)))", "cql2-text")
     found, total = store.query("ds", "points", FeatureQuery(fields, filter=around_a))
     assert ([f["properties"]["name"] for f in found], total) == (["a"], 1)
+
+
+def test_bbox_selects_features_whose_geometry_meets_the_box(feature_store: FeatureStore) -> None:
+    # A diagonal line's envelope covers the box's corner; the line itself passes far away.
+    store = feature_store
+    lines = gpd.GeoDataFrame(
+        {"name": ["diagonal", "through"]},
+        geometry=[LineString([(0, 0), (10, 10)]), LineString([(8, 0), (8, 3)])],
+        crs="EPSG:4326",
+    )
+    store.begin_load("ds")
+    store.write_chunk("ds", "lines", 0, lines)
+    store.finish_load("ds", {})
+    box = (7.0, 1.0, 9.0, 2.0)  # inside the diagonal's envelope, below the line
+    found, total = store.query("ds", "lines", FeatureQuery({"name": "object"}, bbox=box))
+    assert ([f["properties"]["name"] for f in found], total) == (["through"], 1)

@@ -299,11 +299,14 @@ class GeoPackageStore:
             clauses: list[str] = []
             args: list[Any] = []
             if bbox is not None:
+                # The R-tree finds candidates by envelope; the exact test keeps only the
+                # features whose geometry intersects the box (OGC API Features' rule).
                 clauses.append(
                     f'"{fid_col}" IN (SELECT id FROM "rtree_{table}_{geom_col}" '
-                    "WHERE maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?)"
+                    "WHERE maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?) "
+                    f"AND {SPATIAL_FUNCTION}('INTERSECTS', \"{geom_col}\", ?)"
                 )
-                args += [bbox[0], bbox[2], bbox[1], bbox[3]]
+                args += [bbox[0], bbox[2], bbox[1], bbox[3], _box_wkb(bbox)]
             for column, value in where or []:
                 clauses.append(f"{_ident(column)} = ?")
                 args.append(value)
@@ -352,6 +355,12 @@ class GeoPackageStore:
         with closing(sqlite3.connect(path, timeout=60)) as conn:
             conn.create_function(SPATIAL_FUNCTION, 3, spatial_predicate, deterministic=True)
             yield conn
+
+
+def _box_wkb(bbox: tuple[float, float, float, float]) -> bytes:
+    import shapely
+
+    return bytes(shapely.to_wkb(shapely.box(*bbox)))
 
 
 class _StoredCrs:

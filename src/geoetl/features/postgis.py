@@ -554,8 +554,9 @@ class PostgisStore:
     ) -> tuple[list[dict[str, Any]], int]:
         """GeoJSON features (CRS84) matching ``query`` and how many match in all.
 
-        bbox is a GiST ``&&`` test; CQL2 becomes SQL with bound parameters
-        (:class:`~geoetl.features.postgis_cql.PostgisFilter`). Values come back as the
+        bbox is ``ST_Intersects`` (GiST index, then the exact test); CQL2 becomes SQL
+        with bound parameters (:class:`~geoetl.features.postgis_cql.PostgisFilter`).
+        Values come back as the
         GeoPackage store gives them: dates and times as the ISO 8601 text GDAL writes.
         """
         with self._connect() as conn:
@@ -606,7 +607,9 @@ class PostgisStore:
             envelope = layout.layout().geometry_in(
                 sql.SQL("ST_MakeEnvelope(%s, %s, %s, %s, {})").format(sql.Literal(WGS84))
             )
-            clauses.append(sql.SQL("{} && {}").format(geometry, envelope))
+            # ST_Intersects uses the GiST index (&&) and then tests the geometry itself:
+            # OGC API Features selects features whose geometry intersects the box.
+            clauses.append(sql.SQL("ST_Intersects({}, {})").format(geometry, envelope))
             params += [float(v) for v in query.bbox]
         for name, value in query.equals:
             self._check_property(layout, query, name)
