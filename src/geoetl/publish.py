@@ -16,6 +16,8 @@ Shared by the HTTP API (``POST /jobs/{workflow}``, ``POST /ingest``) and the loc
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,6 +29,19 @@ from geoetl.errors import Conflict, Forbidden, InputError, NotFound
 
 if TYPE_CHECKING:
     from geoetl.platform import Platform
+
+_SLUG = re.compile(r"[^a-z0-9_-]+")
+
+
+def slug(text: str) -> str:
+    """A lowercase id from a file name: ``L7 ETMs.tif`` → ``l7_etms``, ``Río`` → ``rio``.
+
+    Accents are dropped (NFKD) rather than the letters; a name with nothing left gives
+    ``raster`` — distinct files that slug alike get distinct ids at submission
+    (:func:`geoetl.publish.authorize`).
+    """
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _SLUG.sub("_", plain.lower()).strip("_") or "raster"
 
 
 @dataclass(frozen=True)

@@ -68,15 +68,16 @@ def ensure_postgis(engine: Engine) -> None:
 
 def install(engine: Engine) -> str:
     """Install or upgrade pgSTAC (and enable PostGIS); returns the pgSTAC version."""
-    from pypgstac.db import PgstacDB
-    from pypgstac.migrate import Migrate
-
     ensure_postgis(engine)
     with engine.connect() as lock:
         lock.execute(sa.text(f"SELECT pg_advisory_lock({_PGSTAC_LOCK})"))
         try:
             version = installed_version(engine)
             if version is None or not version.startswith(PGSTAC_MINOR):
+                # pypgstac (and what it imports) loads only when a migration runs.
+                from pypgstac.db import PgstacDB
+                from pypgstac.migrate import Migrate
+
                 with PgstacDB(dsn=dsn(engine)) as db:
                     Migrate(db).run_migration()
         finally:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import re
 import threading
-import unicodedata
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
@@ -16,24 +14,11 @@ from geoetl.catalog.models import AccessLevel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.errors import InputError
-from geoetl.publish import Target, ensure_target_free
+from geoetl.publish import Target, ensure_target_free, slug
 from geoetl.raster.cog import write_cog
 from geoetl.raster.inspect import DeclaredType, RasterInfo, inspect_raster, parse_crs
 from geoetl.raster.profiles import TierChoice, cog_profile, tiers_for
 from geoetl.raster.source import bronze_raster
-
-_SLUG = re.compile(r"[^a-z0-9_-]+")
-
-
-def slug(text: str) -> str:
-    """A lowercase id from a file name: ``L7 ETMs.tif`` → ``l7_etms``, ``Río`` → ``rio``.
-
-    Accents are dropped (NFKD) rather than the letters; a name with nothing left gives
-    ``raster`` — distinct files that slug alike get distinct ids at submission
-    (:func:`geoetl.publish.authorize`).
-    """
-    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return _SLUG.sub("_", plain.lower()).strip("_") or "raster"
 
 
 class ProcessRasterParams(BaseModel):

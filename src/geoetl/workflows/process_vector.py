@@ -21,7 +21,7 @@ from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.errors import InputError
 from geoetl.features.registry import FeatureCollection
-from geoetl.publish import Target, ensure_target_free
+from geoetl.publish import Target, ensure_target_free, slug
 from geoetl.vector.columns import index_columns, sanitize_columns
 from geoetl.vector.geoparquet import (
     COVERING,
@@ -33,7 +33,6 @@ from geoetl.vector.geoparquet import (
 )
 from geoetl.vector.harden import HardenReport, as_multi, drop_m, harden
 from geoetl.vector.read import CsvOptions, find_dataset, list_layers, no_geometry, read_chunk
-from geoetl.workflows.process_raster import slug
 
 FAMILY_SUFFIX = {"points": "points", "lines": "lines", "polygons": "polygons"}
 MULTI_TYPE = {"points": "MultiPoint", "lines": "MultiLineString", "polygons": "MultiPolygon"}
