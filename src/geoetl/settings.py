@@ -39,6 +39,14 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Janitor re-dispatches tasks queued longer than this."
     )
     janitor_interval_seconds: float = Field(default=10.0, gt=0)
+    event_retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "The janitor deletes the event log of jobs that ended more than this many days "
+            "ago (their job and task rows stay); 0 keeps every event."
+        ),
+    )
     retry_base_seconds: float = Field(default=1.0, ge=0, description="First retry backoff.")
     retry_max_seconds: float = Field(default=300.0, ge=0)
     raster_warp_memory_mb: int = Field(

@@ -1,4 +1,4 @@
-"""The janitor: expired leases, lost dispatches, and scratch left by crashed workers."""
+"""The janitor: expired leases, lost dispatches, old event logs, crashed workers' scratch."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 META_KEY = "janitor"
 # An upload (tmp/uploads/) untouched this long was cut off when its server stopped.
 STALE_UPLOAD_SECONDS = 24 * 3600
+DAY_SECONDS = 24 * 3600
 _JOB_ID = re.compile(r"[0-9a-f]{64}")
 _DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -35,10 +36,15 @@ class Janitor:
         stale = self.store.stale_queued(self.platform.settings.redispatch_after_seconds)
         if stale:
             self.store.wake_workers()
+        pruned = 0
+        days = self.platform.settings.event_retention_days
+        if days > 0:
+            pruned = self.store.prune_events(time.time() - days * DAY_SECONDS)
         report = JanitorReport(
             requeued=requeued,
             failed=failed,
             redispatched=stale,
+            events_pruned=pruned,
             at=datetime.now(tz=UTC),
         )
         self._clean_scratch()
@@ -50,8 +56,11 @@ class Janitor:
                 "requeued": len(requeued),
                 "failed": len(failed),
                 "redispatched": len(stale),
+                "events_pruned": pruned,
             },
         )
+        if pruned:
+            log.info("janitor: deleted %d events of jobs that ended %g+ days ago", pruned, days)
         if report.touched:
             log.info(
                 "janitor: %d re-queued, %d failed, %d re-dispatched",

@@ -188,6 +188,9 @@ class JanitorReport(BaseModel):
     redispatched: list[str] = Field(
         default_factory=list, description="Queued tasks nobody picked up, dispatched again."
     )
+    events_pruned: int = Field(
+        default=0, description="Events deleted from the logs of jobs past the retention period."
+    )
     at: datetime | None = None
 
     @property

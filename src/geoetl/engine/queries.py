@@ -22,8 +22,8 @@ from geoetl.engine.models import (
     TaskView,
     iso,
 )
-from geoetl.engine.schema import job_events, jobs, tasks
-from geoetl.engine.store import JobStore
+from geoetl.engine.schema import job_events, job_stages, jobs, tasks
+from geoetl.engine.store import RUNNING, JobStore
 from geoetl.errors import NotFound
 
 MAX_PAGE = 1000
@@ -151,6 +151,7 @@ class JobQueries:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Jobs by status and open tasks by queue: the queue depths ``/health`` shows."""
+        s = job_stages.c
         with self.store.read() as conn:
             job_counts = {
                 r.status: r.n
@@ -158,20 +159,20 @@ class JobQueries:
                     sa.select(jobs.c.status, sa.func.count().label("n")).group_by(jobs.c.status)
                 )
             }
-            queued = {
-                r.queue: r.n
-                for r in conn.execute(
-                    sa.select(tasks.c.queue, sa.func.count().label("n"))
-                    .where(tasks.c.status == TaskStatus.queued)
-                    .group_by(tasks.c.queue)
-                )
-            }
-            running = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(tasks)
-                .where(tasks.c.status == TaskStatus.running)
-            ).scalar_one()
-        return {"jobs": job_counts, "queued_tasks": queued, "running_tasks": {"all": running}}
+            # From the stage counters: a million queued tasks are one row here.
+            open_stages = conn.execute(
+                sa.select(s.queue, s.queued, s.running).where((s.queued > 0) | (s.running > 0))
+            ).all()
+        queued: dict[str, int] = defaultdict(int)
+        for r in open_stages:
+            if r.queued:
+                queued[r.queue] += r.queued
+        running = sum(r.running for r in open_stages)
+        return {
+            "jobs": job_counts,
+            "queued_tasks": dict(queued),
+            "running_tasks": {"all": running},
+        }
 
     # -- internals ------------------------------------------------------------------------
 
@@ -205,28 +206,25 @@ class JobQueries:
         ids = [r.job_id for r in rows]
         counts: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
         attempts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        for r in conn.execute(
-            sa.select(
-                tasks.c.job_id,
-                tasks.c.stage_index,
-                tasks.c.status,
-                sa.func.count().label("n"),
-                sa.func.sum(tasks.c.attempt).label("attempts"),
-            )
-            .where(tasks.c.job_id.in_(ids))
-            .group_by(tasks.c.job_id, tasks.c.stage_index, tasks.c.status)
-        ):
-            counts[r.job_id][r.stage_index][r.status] = r.n
-            attempts[r.job_id][r.stage_index] += int(r.attempts or 0)
+        busy: list[str] = []
+        # The stage counters the store keeps in step with task states: no task is counted.
+        for r in conn.execute(sa.select(job_stages).where(job_stages.c.job_id.in_(ids))):
+            counts[r.job_id][r.stage_index] = {
+                status: getattr(r, status)
+                for status in ("queued", "running", "succeeded", "failed", "cancelled")
+            }
+            attempts[r.job_id][r.stage_index] = r.attempts
+            if r.running:
+                busy.append(r.job_id)
         running: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-        for r in conn.execute(
-            sa.select(tasks.c.job_id, tasks.c.stage_index, tasks.c.progress).where(
-                tasks.c.job_id.in_(ids),
-                tasks.c.status == TaskStatus.running,
-                tasks.c.progress.is_not(None),
-            )
-        ):
-            running[r.job_id][r.stage_index].append(r.progress)
+        if busy:
+            # Through the partial index of running tasks: as many rows as tasks running.
+            for r in conn.execute(
+                sa.select(tasks.c.job_id, tasks.c.stage_index, tasks.c.progress).where(
+                    tasks.c.job_id.in_(busy), RUNNING, tasks.c.progress.is_not(None)
+                )
+            ):
+                running[r.job_id][r.stage_index].append(r.progress)
         return [
             self._view(row, counts[row.job_id], attempts[row.job_id], running[row.job_id])
             for row in rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -11,6 +13,13 @@ Json = sa.JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.Float  # seconds since the epoch, UTC: cheap to compare, same on both backends
+
+
+def _where(status: str) -> dict[str, Any]:
+    """Keyword arguments making an index partial: only tasks with ``status``."""
+    clause = sa.text(f"status = '{status}'")
+    return {"sqlite_where": clause, "postgresql_where": clause}
+
 
 jobs = sa.Table(
     "jobs",
@@ -29,7 +38,7 @@ jobs = sa.Table(
     sa.Column("error", Json, nullable=True),
     sa.Column("created_at", Time, nullable=False, index=True),
     sa.Column("started_at", Time, nullable=True),
-    sa.Column("finished_at", Time, nullable=True),
+    sa.Column("finished_at", Time, nullable=True, index=True),  # the janitor's event retention
     sa.Column("updated_at", Time, nullable=False),
     # Who submitted the job and the access level of what it publishes: readers see a job
     # only when they may see that level (the engine stores both and filters on request).
@@ -41,7 +50,9 @@ tasks = sa.Table(
     "tasks",
     metadata,
     sa.Column("task_id", sa.String(200), primary_key=True),
-    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.job_id"), nullable=False, index=True),
+    # Indexed as the prefix of ix_tasks_job_stage: a second index on job_id alone cost
+    # about 84 bytes per task on SQLite.
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.job_id"), nullable=False),
     sa.Column("stage_index", sa.Integer, nullable=False),
     sa.Column("stage", sa.String(100), nullable=False),
     sa.Column("idx", sa.Integer, nullable=False),
@@ -61,8 +72,34 @@ tasks = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("started_at", Time, nullable=True),
     sa.Column("finished_at", Time, nullable=True),
-    sa.Index("ix_tasks_claim", "status", "available_at"),
     sa.Index("ix_tasks_job_stage", "job_id", "stage_index", "idx"),
+    # Partial indexes hold only the open tasks, so a claim, a lease check or a progress
+    # read costs the same whatever the number of finished tasks. Their keys repeat within
+    # a stage (one available_at for all its tasks), which PostgreSQL's B-tree
+    # deduplication stores in a few bytes per task. Queries must name the status as a
+    # literal (see store.QUEUED): SQLite uses a partial index only when the WHERE clause
+    # visibly implies its predicate.
+    sa.Index("ix_tasks_queued", "available_at", **_where("queued")),
+    sa.Index("ix_tasks_job_queued", "job_id", "available_at", **_where("queued")),
+    sa.Index("ix_tasks_running", "job_id", **_where("running")),
+)
+
+job_stages = sa.Table(
+    "job_stages",
+    metadata,
+    # Task counts per stage, changed in the same transactions that change task states:
+    # a job's progress is read from here, never counted from the tasks table.
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.job_id"), primary_key=True),
+    sa.Column("stage_index", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("stage", sa.String(100), nullable=False),
+    sa.Column("queue", sa.String(50), nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("queued", sa.Integer, nullable=False),
+    sa.Column("running", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("succeeded", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cancelled", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
 )
 
 job_events = sa.Table(
