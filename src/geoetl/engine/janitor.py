@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+from geoetl.engine.db import Outage, is_transient, outage_within
 from geoetl.engine.models import JanitorReport, JobStatus
 from geoetl.errors import NotFound
 from geoetl.platform import Platform
@@ -73,11 +74,22 @@ class Janitor:
     def run_forever(self, stop: threading.Event, interval: float | None = None) -> None:
         """Pass every ``interval`` seconds until ``stop`` is set."""
         every = interval or self.platform.settings.janitor_interval_seconds
+        # After a database outage, workers get one lease length to renew the leases they
+        # could not renew meanwhile before expiry takes their tasks from them.
+        grace = self.platform.settings.lease_seconds
+        outage = Outage("janitor", log)
         while not stop.is_set():
             try:
-                self.run_once()
-            except Exception:
-                log.exception("janitor pass failed; trying again in %.0fs", every)
+                if outage.since is not None:
+                    self.store.ping()  # raises while the database is still away
+                    outage.ended()
+                elif not outage_within(grace):
+                    self.run_once()
+            except Exception as exc:
+                if is_transient(exc):
+                    outage.failed(exc)
+                else:
+                    log.exception("janitor pass failed; trying again in %.0fs", every)
             stop.wait(every)
 
     def _clean_tmp_objects(self) -> None:
