@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 metadata = sa.MetaData()
 
 Json = sa.JSON().with_variant(JSONB(), "postgresql")
+JsonOrNull = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.Float  # seconds since the epoch, UTC: cheap to compare, same on both backends
@@ -111,7 +112,8 @@ job_events = sa.Table(
     sa.Column("at", Time, nullable=False),
     sa.Column("kind", sa.String(40), nullable=False),
     sa.Column("message", sa.Text, nullable=False, default=""),
-    sa.Column("data", Json, nullable=True),
+    # None is stored as SQL NULL, not JSON null: most events carry no data.
+    sa.Column("data", JsonOrNull, nullable=True),
     sa.Index("ix_job_events_job", "job_id", "id"),
 )
 

@@ -232,21 +232,16 @@ class JobStore:
 
     # -- workers: claim, heartbeat, checkpoint, complete, fail ----------------------------
 
-    def claim(
+    def claim_statement(
         self,
         worker_id: str,
-        limit: int = 1,
+        limit: int,
+        now: float,
         *,
         queues: Sequence[str] | None = None,
         job_id: str | None = None,
-    ) -> list[ClaimedTask]:
-        """Take up to ``limit`` runnable tasks: each gets a new attempt number and a lease.
-
-        The pick walks a partial index of queued tasks in ``available_at`` order (ties in
-        creation order) and stops after ``limit`` rows, so its cost does not grow with
-        the queue; ``job_id`` has an index of its own (ix_tasks_job_queued).
-        """
-        now = time.time()
+    ) -> sa.Update:
+        """The UPDATE ... RETURNING that :meth:`claim` runs (tests EXPLAIN it)."""
         pick = (
             sa.select(tasks.c.task_id)
             .where(QUEUED, tasks.c.available_at <= now)
@@ -261,7 +256,7 @@ class JobStore:
         # MATERIALIZED: evaluated once. A plain IN (subquery ... LIMIT n SKIP LOCKED) may be
         # re-run by PostgreSQL's planner and claim far more than n rows.
         picked = pick.cte("picked").prefix_with("MATERIALIZED")
-        claim = (
+        return (
             sa.update(tasks)
             .add_cte(picked)
             .where(tasks.c.task_id.in_(sa.select(picked.c.task_id)))
@@ -285,6 +280,23 @@ class JobStore:
                 tasks.c.checkpoints,
             )
         )
+
+    def claim(
+        self,
+        worker_id: str,
+        limit: int = 1,
+        *,
+        queues: Sequence[str] | None = None,
+        job_id: str | None = None,
+    ) -> list[ClaimedTask]:
+        """Take up to ``limit`` runnable tasks: each gets a new attempt number and a lease.
+
+        The pick walks a partial index of queued tasks in ``available_at`` order (ties in
+        creation order) and stops after ``limit`` rows, so its cost does not grow with
+        the queue; ``job_id`` has an index of its own (ix_tasks_job_queued).
+        """
+        now = time.time()
+        claim = self.claim_statement(worker_id, limit, now, queues=queues, job_id=job_id)
         with self.write() as conn:
             rows = list(conn.execute(claim).all())
             if not rows:
