@@ -306,3 +306,72 @@ def test_event_retention_zero_keeps_every_event(settings: Settings) -> None:
         assert event_rows(platform, job_id) == before
     finally:
         platform.close()
+
+
+@pytest.fixture
+def empty_url(backend: str, home: Any, request: pytest.FixtureRequest) -> str:
+    """An empty database on ``backend``."""
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_schema_url"))
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home}/old.db"
+
+
+def test_migration_counts_the_tasks_of_existing_jobs(empty_url: str) -> None:
+    """A store written before the stage counters existed shows the same progress after."""
+    from alembic import command
+
+    from geoetl.engine.db import make_engine
+    from geoetl.engine.migrate import _config, upgrade
+    from geoetl.engine.queries import JobQueries
+    from geoetl.engine.store import JobStore
+
+    engine = make_engine(empty_url)
+    try:
+        cfg = _config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0005")
+        job_id = "a" * 64
+        statuses = ["succeeded"] * 5 + ["failed", "cancelled", "cancelled", "queued", "running"]
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO jobs (job_id, base_id, run, workflow, version, params, status,"
+                    " stage_index, stage, remaining, created_at, updated_at) VALUES (:j, :j, 1,"
+                    " 'fan_out_demo', 1, '{}', 'failed', 1, 'work', 0, 1, 1)"
+                ),
+                {"j": job_id},
+            )
+            rows = [(0, 0, "succeeded", 2)] + [
+                (1, i, status, 1 + i % 3) for i, status in enumerate(statuses)
+            ]
+            for stage_index, idx, status, attempt in rows:
+                stage = ("plan", "work")[stage_index]
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO tasks (task_id, job_id, stage_index, stage, idx, status,"
+                        " queue, attempt, max_attempts, lease_seconds, available_at, created_at)"
+                        " VALUES (:t, :j, :s, :stage, :i, :status, 'default', :a, 3, 30, 1, 1)"
+                    ),
+                    {
+                        "t": ids.task_id(job_id, stage, idx),
+                        "j": job_id,
+                        "s": stage_index,
+                        "stage": stage,
+                        "i": idx,
+                        "status": status,
+                        "a": attempt,
+                    },
+                )
+        upgrade(engine)
+        queries = JobQueries(JobStore(engine, default_registry()))
+        view = queries.job(job_id)
+        keys = ("total", "queued", "running", "succeeded", "failed", "cancelled", "attempts")
+        assert [[getattr(s, k) for k in keys] for s in view.stages[:2]] == [
+            [1, 0, 0, 1, 0, 0, 2],
+            [10, 1, 1, 5, 1, 2, sum(1 + i % 3 for i in range(10))],
+        ]
+        assert [s.status for s in view.stages] == ["succeeded", "failed", "pending"]
+    finally:
+        engine.dispose()
