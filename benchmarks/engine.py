@@ -1,4 +1,4 @@
-"""Engine benchmark (issue 2): no-op ``fan_out_demo`` throughput and stage-hop latency.
+"""Engine benchmark: no-op ``fan_out_demo`` throughput, stage-hop latency, bytes per task.
 
 For each backend (SQLite, PostgreSQL) and worker count, a fresh job store is made,
 ``geoetl worker --concurrency N`` is started as a subprocess and warmed up with a
@@ -13,11 +13,16 @@ For each backend (SQLite, PostgreSQL) and worker count, a fresh job store is mad
   task of stage k finishing, read from the ``tasks`` table.
 
 Throughput is ``n / (max(finished_at) - min(started_at))`` over the job's tasks; the wall
-time from ``submit()`` to the poller seeing ``succeeded`` is reported next to it.
+time from ``submit()`` to the poller seeing ``succeeded`` is reported next to it. Bytes per
+task are the growth of the engine's tables (PostgreSQL: ``pg_total_relation_size`` of the
+schema's tables; SQLite: ``page_count * page_size``, free pages included) over the job,
+divided by n. From ``LARGE_N`` tasks a job runs ``--large-repeats`` times, and the claim's
+query plan is recorded while its work stage is queued.
 
-Run from the repository root::
+Run from the repository root (the engine-at-scale matrix; the 1,000,000-task jobs take
+about ten minutes per backend)::
 
-    .venv/bin/python benchmarks/engine.py --sizes 1000,10000 --workers 1,2,4 \\
+    .venv/bin/python benchmarks/engine.py --sizes 1000,10000,100000,1000000 --workers 2 \\
         --backends sqlite,postgres --repeats 3 --out benchmarks/out/engine.json
 """
 
@@ -60,9 +65,13 @@ from harness import BenchmarkError, git_revision, percentile
 
 PG_DSN = os.environ.get("GEOETL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
-FLOOR_TASKS_PER_S = 1000.0  # no-op tasks/s with 2 workers, both backends
-FLOOR_HOP_P50_MS = 20.0  # stage hop p50
+# Engine at scale: no-op tasks/s with FLOOR_WORKERS workers, at every size, per backend.
+FLOOR_TASKS_PER_S = {"sqlite": 3000.0, "postgres": 2000.0}
+FLAT_WITHIN = 0.20  # the largest size's tasks/s within 20% of the smallest size's
+FLOOR_HOP_P50_MS = 5.0  # stage hop p50
+CEILING_BYTES_PER_TASK = {"sqlite": 600.0, "postgres": 1000.0}
 FLOOR_WORKERS = 2
+LARGE_N = 100_000
 OLD_PLATFORM_GAP_S = (5.0, 8.0)  # the replaced platform, between sequential tasks
 
 POLL_S = 0.02
@@ -97,6 +106,13 @@ class JobRun:
     claims: int
     flushes: int
     per_worker: list[int]
+    db_bytes_before: int = 0
+    db_bytes_after: int = 0
+    claim_plan: str | None = None
+
+    @property
+    def bytes_per_task(self) -> float:
+        return (self.db_bytes_after - self.db_bytes_before) / self.n if self.n else math.nan
 
     @property
     def tasks_per_s(self) -> float:
@@ -128,6 +144,10 @@ class JobRun:
             "claim_transactions": self.claims,
             "complete_transactions": self.flushes,
             "tasks_per_worker": self.per_worker,
+            "db_bytes_before": self.db_bytes_before,
+            "db_bytes_after": self.db_bytes_after,
+            "bytes_per_task": self.bytes_per_task,
+            "claim_plan": self.claim_plan,
         }
 
 
@@ -147,12 +167,55 @@ def wait_for(p: Platform, job_id: str, timeout: float) -> JobStatus:
         time.sleep(POLL_S)
 
 
+ENGINE_TABLES = ("jobs", "tasks", "job_stages", "job_events", "engine_meta")
+
+
+def db_bytes(p: Platform) -> int:
+    """Bytes the engine's tables take (with their indexes and, on PostgreSQL, TOAST)."""
+    with p.store.read() as conn:
+        if p.store.postgres:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                        "JOIN pg_namespace ns ON ns.oid = c.relnamespace "
+                        "WHERE ns.nspname = current_schema() AND c.relkind = 'r' "
+                        "AND c.relname IN :names"
+                    ).bindparams(sa.bindparam("names", expanding=True)),
+                    {"names": list(ENGINE_TABLES)},
+                ).scalar_one()
+            )
+        # The whole file (other tables are empty here), free pages included: SQLite does
+        # not give them back to the file system.
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+        size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        return int(pages) * int(size)
+
+
+def claim_plan(p: Platform, job_id: str, timeout: float) -> str:
+    """The claim's query plan while the job's work stage is queued."""
+    deadline = time.monotonic() + timeout
+    while p.queries.job(job_id).stage != "work":
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"job {job_id} never reached its work stage")
+        time.sleep(POLL_S)
+    engine = p.store.engine
+    statement = p.store.claim_statement("explain", 32, time.time())
+    sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as conn:
+        if p.store.postgres:
+            return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+        return "\n".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+
+
 def run_fan_out(p: Platform, n: int, seed: int, timeout: float) -> JobRun:
     """Submit a no-op fan_out_demo, follow it to the end, check it and measure it."""
+    before = db_bytes(p)
     t0 = time.time()
     job_id, idempotent = p.store.submit("fan_out_demo", {"n": n, "seed": seed})
     if idempotent:
         raise BenchmarkError(f"fan_out_demo n={n} seed={seed} was not a fresh job ({job_id})")
+    plan = claim_plan(p, job_id, timeout) if n >= LARGE_N else None
     status = wait_for(p, job_id, timeout)
     wall = time.time() - t0
     view = p.queries.job(job_id)
@@ -161,7 +224,9 @@ def run_fan_out(p: Platform, n: int, seed: int, timeout: float) -> JobRun:
     expected = {"sum": n * (n - 1) // 2, "count": n}
     if view.result != expected:
         raise BenchmarkError(f"job {job_id}: result {view.result!r}, expected {expected!r}")
-    return measure(p, job_id, n, seed, wall)
+    run = measure(p, job_id, n, seed, wall)
+    run.db_bytes_before, run.db_bytes_after, run.claim_plan = before, db_bytes(p), plan
+    return run
 
 
 def measure(p: Platform, job_id: str, n: int, seed: int, wall: float) -> JobRun:
@@ -557,9 +622,10 @@ def run_config(backend: str, concurrency: int, args: argparse.Namespace) -> dict
 
             seed = seed_base
             for n in args.sizes:
-                for r in range(args.repeats):
+                for r in range(args.repeats if n < LARGE_N else args.large_repeats):
                     seed += 1
-                    run = run_fan_out(p, n, seed, timeout=args.job_timeout)
+                    timeout = max(args.job_timeout, n / 200.0)
+                    run = run_fan_out(p, n, seed, timeout=timeout)
                     workers.check_alive()
                     runs.append(run)
                     console.print(
@@ -567,8 +633,10 @@ def run_config(backend: str, concurrency: int, args: argparse.Namespace) -> dict
                         f"(span {run.span_s:.3f}s, wall {run.wall_s:.3f}s, "
                         f"hops {run.hops_ms[0]:.1f}/{run.hops_ms[1]:.1f} ms, "
                         f"tasks per worker {run.per_worker}, {run.claims} claims, "
-                        f"{run.flushes} completes)"
+                        f"{run.flushes} completes, {run.bytes_per_task:.0f} bytes/task)"
                     )
+                    if run.claim_plan:
+                        console.print(run.claim_plan, markup=False, highlight=False)
 
             for _ in range(args.hop_jobs):
                 seed += 1
@@ -613,6 +681,7 @@ def run_config(backend: str, concurrency: int, args: argparse.Namespace) -> dict
             "wall_tasks_per_s_median": statistics.median(r.wall_tasks_per_s for r in mine),
             "plan_to_work_hop_ms_median": statistics.median(r.hops_ms[0] for r in mine),
             "work_to_sum_hop_ms_median": statistics.median(r.hops_ms[1] for r in mine),
+            "bytes_per_task_median": statistics.median(r.bytes_per_task for r in mine),
             "runs": [r.as_dict() for r in mine],
         }
     hop_summary: dict[str, Any] | None = None
@@ -674,43 +743,73 @@ def machine_info() -> dict[str, Any]:
 
 
 def verdicts(configs: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
-    """The issue's floors, checked against every configuration they apply to.
+    """The targets, checked against every configuration they apply to.
 
-    A configuration that failed (wrong result, retries, a stuck job) misses them.
+    Per backend, with ``FLOOR_WORKERS`` workers: tasks/s at every size, the largest size
+    within ``FLAT_WITHIN`` of the smallest, and bytes per task; hop p50 everywhere. A
+    configuration that failed (wrong result, retries, a stuck job) misses them.
     """
-    throughput = []
-    hops = []
+    throughput: list[dict[str, Any]] = []
+    flat: list[dict[str, Any]] = []
+    space: list[dict[str, Any]] = []
+    hops: list[dict[str, Any]] = []
     failures = [
         {"backend": c["backend"], "workers": c["workers"], "error": c["error"]}
         for c in configs
         if c["error"]
     ]
     for c in configs:
+        backend = c["backend"]
         if c["workers"] == FLOOR_WORKERS:
+            floor = FLOOR_TASKS_PER_S[backend]
+            ceiling = CEILING_BYTES_PER_TASK[backend]
             for n in sizes:
                 s = c["sizes"].get(str(n))
                 if s is None:
                     throughput.append(
-                        {"backend": c["backend"], "n": n, "tasks_per_s": None, "met": False}
+                        {"backend": backend, "n": n, "tasks_per_s": None, "met": False}
                     )
                     continue
                 rate = s["tasks_per_s_median"]
                 throughput.append(
                     {
-                        "backend": c["backend"],
+                        "backend": backend,
                         "n": int(n),
                         "tasks_per_s": rate,
-                        "ratio": rate / FLOOR_TASKS_PER_S,
-                        "met": rate >= FLOOR_TASKS_PER_S,
+                        "ratio": rate / floor,
+                        "met": rate >= floor,
+                    }
+                )
+                per_task = s["bytes_per_task_median"]
+                space.append(
+                    {
+                        "backend": backend,
+                        "n": int(n),
+                        "bytes_per_task": per_task,
+                        "ceiling": ceiling,
+                        "met": per_task <= ceiling,
+                    }
+                )
+            done = [int(n) for n in sizes if str(n) in c["sizes"]]
+            if len(done) > 1:
+                small = c["sizes"][str(min(done))]["tasks_per_s_median"]
+                large = c["sizes"][str(max(done))]["tasks_per_s_median"]
+                flat.append(
+                    {
+                        "backend": backend,
+                        "smallest_n": min(done),
+                        "largest_n": max(done),
+                        "ratio": large / small,
+                        "met": large >= (1.0 - FLAT_WITHIN) * small,
                     }
                 )
         if c["hops"] is None:
-            hops.append({"backend": c["backend"], "workers": c["workers"], "met": False})
+            hops.append({"backend": backend, "workers": c["workers"], "met": False})
             continue
         p50 = c["hops"]["p50_ms"]
         hops.append(
             {
-                "backend": c["backend"],
+                "backend": backend,
                 "workers": c["workers"],
                 "p50_ms": p50,
                 "ratio": p50 / FLOOR_HOP_P50_MS,
@@ -721,27 +820,36 @@ def verdicts(configs: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
     return {
         "tasks_per_s_floor": FLOOR_TASKS_PER_S,
         "tasks_per_s_floor_workers": FLOOR_WORKERS,
+        "flat_within": FLAT_WITHIN,
+        "bytes_per_task_ceiling": CEILING_BYTES_PER_TASK,
         "hop_p50_floor_ms": FLOOR_HOP_P50_MS,
         "old_platform_gap_s": list(OLD_PLATFORM_GAP_S),
         "throughput": throughput,
+        "flat": flat,
+        "bytes_per_task": space,
         "hops": hops,
         "failures": failures,
-        "all_met": not failures and all(v["met"] for v in throughput + hops),
+        "all_met": not failures and all(v["met"] for v in throughput + flat + space + hops),
     }
 
 
 def print_report(configs: list[dict[str, Any]], verdict: dict[str, Any]) -> None:
-    tput = Table(title="No-op fan_out_demo throughput (median of repeats)")
-    cols = ("backend", "workers", "n", "tasks/s", "min tasks/s", "÷ 1000", "wall s")
-    for col in (*cols, "plan→work ms", "work→sum ms"):
+    tput = Table(title="No-op fan_out_demo throughput and size (median of repeats)")
+    cols = ("backend", "workers", "n", "tasks/s", "min tasks/s", "÷ floor", "wall s")
+    for col in (*cols, "plan→work ms", "work→sum ms", "bytes/task"):
         tput.add_column(col, justify="right" if col != "backend" else "left")
     for c in configs:
+        floor = FLOOR_TASKS_PER_S[c["backend"]]
+        ceiling = CEILING_BYTES_PER_TASK[c["backend"]]
         for n, s in c["sizes"].items():
             rate = s["tasks_per_s_median"]
-            floor = c["workers"] == FLOOR_WORKERS
-            ratio = f"{rate / FLOOR_TASKS_PER_S:.2f}"
-            if floor:
-                ratio = f"[{'green' if rate >= FLOOR_TASKS_PER_S else 'red'}]{ratio}[/]"
+            scored = c["workers"] == FLOOR_WORKERS
+            ratio = f"{rate / floor:.2f}"
+            per_task = s["bytes_per_task_median"]
+            size = f"{per_task:,.0f}"
+            if scored:
+                ratio = f"[{'green' if rate >= floor else 'red'}]{ratio}[/]"
+                size = f"[{'green' if per_task <= ceiling else 'red'}]{size}[/]"
             tput.add_row(
                 c["backend"],
                 str(c["workers"]),
@@ -752,8 +860,16 @@ def print_report(configs: list[dict[str, Any]], verdict: dict[str, Any]) -> None
                 f"{s['wall_s_median']:.2f}",
                 f"{s['plan_to_work_hop_ms_median']:.1f}",
                 f"{s['work_to_sum_hop_ms_median']:.1f}",
+                size,
             )
     console.print(tput)
+    for f in verdict["flat"]:
+        colour = "green" if f["met"] else "red"
+        console.print(
+            f"{f['backend']}: tasks/s at n={f['largest_n']:,} is [{colour}]"
+            f"{f['ratio']:.2f}x[/] that at n={f['smallest_n']:,} "
+            f"(target ≥ {1 - FLAT_WITHIN:.2f}x)"
+        )
 
     hop = Table(title="Stage hop: last task of stage k done -> first task of stage k+1 running")
     for col in (
@@ -763,7 +879,7 @@ def print_report(configs: list[dict[str, Any]], verdict: dict[str, Any]) -> None
         "p50 ms",
         "p95 ms",
         "max ms",
-        "p50 ÷ 20 ms",
+        f"p50 ÷ {FLOOR_HOP_P50_MS:.0f} ms",
         "5 s ÷ p50",
     ):
         hop.add_column(col, justify="right" if col != "backend" else "left")
@@ -789,8 +905,11 @@ def print_report(configs: list[dict[str, Any]], verdict: dict[str, Any]) -> None
             highlight=False,
         )
     met = verdict["all_met"]
+    floors = ", ".join(f"{b} ≥ {v:,.0f}" for b, v in FLOOR_TASKS_PER_S.items())
+    ceilings = ", ".join(f"{b} ≤ {v:,.0f}" for b, v in CEILING_BYTES_PER_TASK.items())
     console.print(
-        f"floors (≥ {FLOOR_TASKS_PER_S:,.0f} tasks/s with {FLOOR_WORKERS} workers; "
+        f"targets (tasks/s with {FLOOR_WORKERS} workers: {floors}; largest size within "
+        f"{FLAT_WITHIN:.0%} of the smallest; bytes/task: {ceilings}; "
         f"hop p50 ≤ {FLOOR_HOP_P50_MS:.0f} ms): "
         + ("[green]all met[/]" if met else "[red]NOT all met[/]")
     )
@@ -804,10 +923,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return [x.strip() for x in text.split(",") if x.strip()]
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=ints, default=[1000, 10000], help="work tasks per job")
-    ap.add_argument("--workers", type=ints, default=[1, 2, 4], help="worker processes")
+    ap.add_argument(
+        "--sizes", type=ints, default=[1000, 10000, 100000, 1000000], help="work tasks per job"
+    )
+    ap.add_argument("--workers", type=ints, default=[FLOOR_WORKERS], help="worker processes")
     ap.add_argument("--backends", type=names, default=["sqlite", "postgres"])
     ap.add_argument("--repeats", type=int, default=3, help="jobs per size and configuration")
+    ap.add_argument(
+        "--large-repeats",
+        type=int,
+        default=1,
+        help=f"jobs per size from {LARGE_N:,} tasks (each takes minutes)",
+    )
     ap.add_argument("--hop-jobs", type=int, default=30, help="small jobs for hop latency")
     ap.add_argument("--hop-n", type=int, default=10, help="work tasks of each small job")
     ap.add_argument(
@@ -851,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(configs, verdict)
     report = {
         "benchmark": "engine",
-        "issue": 2,
+        "issue": "engine at scale",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started": started,
         "duration_s": time.time() - started,
@@ -861,6 +988,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "backends": args.backends,
             "repeats": args.repeats,
+            "large_repeats": args.large_repeats,
             "hop_jobs": args.hop_jobs,
             "hop_n": args.hop_n,
             "poll_s": POLL_S,
