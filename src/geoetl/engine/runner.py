@@ -7,11 +7,14 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from geoetl.engine.context import TaskContext
+from geoetl.engine.db import Outage, describe, is_transient, retry_transient
 from geoetl.engine.models import ClaimedTask, Completion, JobStatus
 from geoetl.engine.waker import Waker
 from geoetl.engine.workflow import StageResults, Workflow, to_json, validate_params
@@ -20,6 +23,7 @@ from geoetl.platform import Platform
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Key = tuple[str, int]
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -34,11 +38,15 @@ MIN_IDLE = 0.002
 class Heartbeat:
     """One thread per runner: renews the leases of every held task, sends progress."""
 
-    def __init__(self, platform: Platform, interval: float) -> None:
+    def __init__(self, platform: Platform, interval: float, name: str = "") -> None:
         self.store = platform.store
         self.interval = interval
         self._held: dict[Key, TaskContext | None] = {}
         self._job_of: dict[Key, str] = {}  # for the log: whose job a lost task was
+        # Tasks whose end is being recorded: still renewed (a database outage may hold
+        # their record back for a while) but never reported lost (the record ends them).
+        self._finishing: set[Key] = set()
+        self._outage = Outage(f"{name}: heartbeat" if name else "heartbeat", log)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="geoetl-heartbeat", daemon=True)
@@ -64,6 +72,16 @@ class Heartbeat:
             for key in keys:
                 self._held.pop(key, None)
                 self._job_of.pop(key, None)
+                self._finishing.discard(key)
+
+    def finishing(self, keys: list[Key]) -> None:
+        """These tasks ended: keep their leases until their end is recorded, then release."""
+        with self._lock:
+            for key in keys:
+                if key in self._held:
+                    del self._held[key]
+                    self._finishing.add(key)
+                self._job_of.pop(key, None)
 
     def lost(self, key: Key) -> bool:
         """True when the lease of ``key`` was lost (cancelled, or taken over)."""
@@ -74,10 +92,13 @@ class Heartbeat:
         """Send progress and, when ``renew``, renew every lease; lost tasks are cancelled."""
         with self._lock:
             held = dict(self._held)
+            finishing = set(self._finishing)
         progress = {k: p for k, c in held.items() if c is not None and (p := c.take_progress())}
-        if not held or not (renew or progress):
+        if not (held or finishing) or not (renew or progress):
             return
-        keys = list(held) if renew else list(progress)
+        keys = [*held, *finishing] if renew else list(progress)
+        # A failure here (the database is away) only delays the renewal: the leases stay
+        # ours unless they expire meanwhile, which the next renewal finds out.
         lost = self.store.heartbeat(keys, progress)
         if not lost:
             return
@@ -91,7 +112,8 @@ class Heartbeat:
                     ctx.cancelled.set()
                 jobs.setdefault(self._job_of.pop(key), []).append(key[0])
         for job_id, task_ids in jobs.items():
-            level, message = _stopped(self.store.job_status(job_id), "stopping")
+            status = retry_transient(partial(self.store.job_status, job_id), what="heartbeat")
+            level, message = _stopped(status, "stopping")
             log.log(level, "[job %s task(s) %s] %s", job_id[:12], ", ".join(task_ids), message)
 
     def stop(self) -> None:
@@ -106,9 +128,13 @@ class Heartbeat:
             renew = time.monotonic() - last_renew >= self.interval
             try:
                 self.beat(renew)
-            except Exception:
-                log.exception("heartbeat failed; retrying next tick")
+            except Exception as exc:
+                if is_transient(exc):
+                    self._outage.failed(exc)
+                else:
+                    log.exception("heartbeat failed; retrying next tick")
                 continue
+            self._outage.ended()
             if renew:
                 last_renew = time.monotonic()
 
@@ -130,9 +156,13 @@ class Runner:
         self.queues = queues
         self.max_batch = max_batch
         self.batch = 1
-        self.heartbeat = Heartbeat(platform, platform.settings.heartbeat_interval)
+        self.heartbeat = Heartbeat(
+            platform, platform.settings.heartbeat_interval, f"worker {worker_id}"
+        )
         self._jobs: OrderedDict[str, tuple[Workflow, BaseModel]] = OrderedDict()
         self._ended_jobs: set[str] = set()
+        self._stop: threading.Event | None = None
+        self._job_of: dict[str, str] = {}  # task id -> job id, of the batch being run
 
     def close(self) -> None:
         """Stop the heartbeat thread."""
@@ -140,10 +170,18 @@ class Runner:
 
     def run_once(self, job_id: str | None = None) -> int:
         """Claim a batch and run it; returns how many tasks were claimed."""
-        claimed = self.store.claim(self.worker_id, self.batch, queues=self.queues, job_id=job_id)
+        # A claim whose commit was lost in an outage leaves tasks no worker holds: their
+        # leases run out and lease expiry re-queues them.
+        claimed = retry_transient(
+            lambda: self.store.claim(self.worker_id, self.batch, queues=self.queues, job_id=job_id),
+            what=f"worker {self.worker_id}: claiming tasks",
+            stop=self._stop,
+            logger=log,
+        )
         if not claimed:
             return 0
         keys = [(t.task_id, t.attempt) for t in claimed]
+        self._job_of = {t.task_id: t.job_id for t in claimed}
         self.heartbeat.hold(claimed)
         started = last_flush = time.monotonic()
         pending: list[Completion] = []
@@ -171,9 +209,16 @@ class Runner:
 
     def serve(self, stop: threading.Event, waker: Waker) -> None:
         """Run tasks until ``stop`` is set, waiting on ``waker`` when there is no work."""
+        self._stop = stop
         idle = MIN_IDLE
         while not stop.is_set():
-            if self.run_once():
+            try:
+                claimed = self.run_once()
+            except Exception as exc:
+                if stop.is_set() and is_transient(exc):
+                    break  # asked to stop while waiting for the database: nothing was claimed
+                raise
+            if claimed:
                 idle = MIN_IDLE
                 continue
             waker.wait(idle)
@@ -181,31 +226,46 @@ class Runner:
 
     def run_job(self, job_id: str, stop: threading.Event | None = None) -> JobStatus:
         """Work on one job's tasks until the job ends (other workers may help)."""
+        self._stop = stop
         idle = MIN_IDLE
         while stop is None or not stop.is_set():
             if self.run_once(job_id=job_id):
                 idle = MIN_IDLE
                 continue
-            status = self.store.job_status(job_id)
+            status = self._db(lambda: self.store.job_status(job_id), f"job {job_id[:12]}")
             if status in TERMINAL:
                 return status
             time.sleep(idle)
             idle = min(idle * 2, 0.1)
-        return self.store.job_status(job_id)
+        return self._db(lambda: self.store.job_status(job_id), f"job {job_id[:12]}")
 
     # -- internals ------------------------------------------------------------------------
 
+    def _db(self, op: Callable[[], T], what: str) -> T:
+        """``op()`` retried until the database answers: the handler's work is kept."""
+        return retry_transient(op, what=f"worker {self.worker_id}: {what}", logger=log)
+
     def _flush(self, pending: list[Completion]) -> None:
         if pending:
-            # Released first: once recorded they are not running, and the heartbeat
-            # must not take them for lost leases.
-            self.heartbeat.release([(c.task_id, c.attempt) for c in pending])
-            self.store.complete(pending)
+            # Once recorded they are not running: the heartbeat must not take them for
+            # lost leases. It keeps renewing them until then, however long that takes.
+            keys = [(c.task_id, c.attempt) for c in pending]
+            self.heartbeat.finishing(keys)
+            # Retried until the database is back: a completion is never dropped. One whose
+            # commit was lost mid-outage is rejected as stale on the retry (its attempt is
+            # no longer running), so a task's success is never recorded twice.
+            batch = list(pending)
+            try:
+                self._db(lambda: self.store.complete(batch), self._describe(batch))
+            finally:
+                self.heartbeat.release(keys)
             pending.clear()
 
     def _job(self, job_id: str) -> tuple[Workflow, BaseModel]:
         if job_id not in self._jobs:
-            workflow_name, params = self.store.job_spec(job_id)
+            workflow_name, params = self._db(
+                lambda: self.store.job_spec(job_id), f"loading job {job_id[:12]}"
+            )
             wf = self.store.workflows.get(workflow_name)
             self._jobs[job_id] = (wf, validate_params(wf, params))
             while len(self._jobs) > 64:
@@ -216,7 +276,10 @@ class Runner:
         wf, params = self._job(task.job_id)
         stage = wf.stages[task.stage_index]
         results = StageResults(
-            lambda name: self.store.load_stage_result(task.job_id, wf, name),
+            lambda name: self._db(
+                lambda: self.store.load_stage_result(task.job_id, wf, name),
+                f"[job {task.job_id[:12]} task {task.task_id}] loading stage {name!r}",
+            ),
             wf.stage_names()[: task.stage_index],
         )
         ctx = TaskContext(
@@ -235,14 +298,20 @@ class Runner:
         except (TaskCancelled, StaleAttempt):
             # Cancelled, or the lease was lost (a checkpoint found the attempt stale):
             # nothing of this attempt is recorded, and there is nothing to retry here.
-            ctx.log.log(*_stopped(self.store.job_status(task.job_id), "stopped"))
+            ctx.log.log(*_stopped(self._status(task.job_id), "stopped"))
         except InputError as exc:
             self._fail(ctx, pending, "input_error", str(exc), retryable=False)
         except TransientError as exc:
             self._fail(ctx, pending, "transient_error", str(exc), retryable=True)
         except Exception as exc:
             if ctx.cancelled.is_set():  # what a handler raised when stopped midway (GDAL)
-                ctx.log.log(*_stopped(self.store.job_status(task.job_id), "stopped"))
+                ctx.log.log(*_stopped(self._status(task.job_id), "stopped"))
+                return None
+            if is_transient(exc):
+                # The handler's own database call (a checkpoint) met an outage: a
+                # retryable fault of this attempt, not a bug worth a traceback.
+                message = f"the database was unavailable: {describe(exc)}"
+                self._fail(ctx, pending, "database_unavailable", message, retryable=True)
                 return None
             detail = traceback.format_exc(limit=8)
             ctx.log.error("unexpected error: %s\n%s", exc, detail)
@@ -268,12 +337,29 @@ class Runner:
         error: dict[str, Any] = {"kind": kind, "message": message, "worker": self.worker_id}
         if detail:
             error["traceback"] = detail
-        self.heartbeat.release([(ctx.task_id, ctx.attempt)])
-        status = self.store.fail(ctx.task_id, ctx.attempt, error, retryable=retryable)
+        key = (ctx.task_id, ctx.attempt)
+        self.heartbeat.finishing([key])
+        try:
+            status = self._db(
+                lambda: self.store.fail(ctx.task_id, ctx.attempt, error, retryable=retryable),
+                f"[job {ctx.job_id[:12]} task {ctx.task_id}] recording a failed attempt",
+            )
+        finally:
+            self.heartbeat.release([key])
         if status == "failed":
             # The job failed and its other tasks were cancelled: skip them in this batch.
             self._ended_jobs.add(ctx.job_id)
         ctx.log.warning("%s (%s): %s -> %s", kind, ctx.task.stage, message, status)
+
+    def _status(self, job_id: str) -> JobStatus:
+        return self._db(lambda: self.store.job_status(job_id), f"job {job_id[:12]}")
+
+    def _describe(self, batch: list[Completion]) -> str:
+        """For the log: which tasks of which jobs a completion batch records."""
+        jobs = sorted({self._job_of.get(c.task_id, "?")[:12] for c in batch})
+        shown = ", ".join(c.task_id for c in batch[:3])
+        more = f" and {len(batch) - 3} more" if len(batch) > 3 else ""
+        return f"[job {', '.join(jobs)}] recording {len(batch)} finished task(s): {shown}{more}"
 
 
 def _stopped(status: JobStatus, verb: str) -> tuple[int, str]:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.engine import Engine
 
-from geoetl.engine.db import is_postgres
+from geoetl.engine.db import Outage, is_postgres
 from geoetl.engine.store import NOTIFY_CHANNEL
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
 
 
 class Waker(Protocol):
@@ -38,32 +44,68 @@ class PollWaker:
 
 
 class ListenWaker:
-    """PostgreSQL: LISTEN on the task channel; new tasks NOTIFY at commit."""
+    """PostgreSQL: LISTEN on the task channel; new tasks NOTIFY at commit.
+
+    The listening connection is opened again after the server restarts or the network
+    drops it; until then idle workers simply poll.
+    """
 
     # Still poll now and then: a notification can be missed (connection reset).
     max_idle = 1.0
 
     def __init__(self, engine: Engine) -> None:
-        url = engine.url.set(drivername="postgresql")
+        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._outage = Outage("waker (LISTEN connection)", log)
+        self._connect()
+
+    def _connect(self) -> bool:
         import psycopg  # only PostgreSQL deployments need the driver here
 
-        self._conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-        self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        try:
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except psycopg.Error as exc:
+            self._outage.failed(exc)
+            return False
+        self._conn = conn
+        self._outage.ended()
+        return True
 
     def wait(self, timeout: float) -> bool:
         """Wait for a notification, draining any others queued with it."""
+        import psycopg
+
+        if self._conn is None and not self._connect():
+            time.sleep(timeout)  # the claim that follows notices the outage as well
+            return False
+        assert self._conn is not None
         woken = False
-        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-            woken = True
-        if woken:
-            # Drain notifications that arrived together; a zero timeout would block.
-            for _ in self._conn.notifies(timeout=0.001):
-                pass
+        try:
+            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                woken = True
+            if woken:
+                # Drain notifications that arrived together; a zero timeout would block.
+                for _ in self._conn.notifies(timeout=0.001):
+                    pass
+        except psycopg.Error as exc:
+            # Lost the connection: notifications sent meanwhile are gone, so report a
+            # wake-up and let the worker look for tasks; reconnect on the next wait.
+            self._outage.failed(exc)
+            self._drop()
+            return True
         return woken
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
 
     def close(self) -> None:
         """Close the listening connection."""
-        self._conn.close()
+        self._drop()
 
 
 def make_waker(engine: Engine) -> Waker:
