@@ -22,14 +22,9 @@ from shapely.geometry.base import BaseGeometry
 
 from geoetl.cql2 import geometry_literal, parse
 from geoetl.errors import InputError
+from geoetl.features.geopackage import FID_TOKEN, GEOMETRY_TOKEN, RTREE_TOKEN, SPATIAL_FUNCTION
 from geoetl.features.store import GEOMETRY_PROPERTY, PREDICATES
 from geoetl.like import like_to_glob
-
-# Spatial filters name the table's geometry, fid and R-tree with these placeholders
-# (GeoPackageStore fills them in) and compare geometries through this SQL function,
-# which the store registers on every connection.
-GEOMETRY_TOKEN, FID_TOKEN, RTREE_TOKEN = "{geom}", "{fid}", "{rtree}"
-SPATIAL_FUNCTION = "geoetl_spatial"
 
 COMPARISON = {
     ast.Equal: "=",

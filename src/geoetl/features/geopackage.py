@@ -18,13 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoetl.errors import InputError, NotFound, TransientError
-from geoetl.features.cql import (
-    FID_TOKEN,
-    GEOMETRY_TOKEN,
-    RTREE_TOKEN,
-    SPATIAL_FUNCTION,
-    SqliteFilter,
-)
 from geoetl.features.store import PREDICATES, FeatureQuery, TimeFilter
 
 if TYPE_CHECKING:
@@ -34,6 +27,11 @@ if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
 CHUNK_COLUMN = "_chunk"
+# Spatial filters (features/cql.py) name the table's geometry, fid and R-tree with these
+# placeholders, filled in here, and compare geometries through this SQL function, which
+# every connection registers.
+GEOMETRY_TOKEN, FID_TOKEN, RTREE_TOKEN = "{geom}", "{fid}", "{rtree}"
+SPATIAL_FUNCTION = "geoetl_spatial"
 _GPKG_FLAGS_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
 
@@ -240,6 +238,9 @@ class GeoPackageStore:
         where = [(name, int(v) if isinstance(v, bool) else v) for name, v in query.equals]
         conditions: list[tuple[str, list[Any]]] = []
         if query.filter is not None:
+            # The CQL2 walker (and pygeofilter) load with the first filter, not at start.
+            from geoetl.features.cql import SqliteFilter
+
             to_stored = crs.to_stored if crs is not None else None
             conditions.append(SqliteFilter(set(query.fields), to_stored).build(query.filter))
         if query.time is not None:

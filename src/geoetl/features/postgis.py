@@ -32,12 +32,57 @@ import shapely.geometry
 from psycopg import sql
 
 from geoetl.errors import InputError, NotFound, TransientError
-from geoetl.features.postgis_cql import WGS84, Layout, PostgisFilter, coerce
 from geoetl.features.store import FeatureQuery, TimeFilter
 
 if TYPE_CHECKING:
     import geopandas as gpd
     from sqlalchemy.engine import Engine
+
+WGS84 = 4326
+TEXT_TYPES = frozenset({"text", "varchar", "bpchar"})
+NUMBER_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric"})
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a filter needs to know of a table: column types, geometry column, SRID."""
+
+    columns: dict[str, str]  # attribute name -> PostgreSQL type name (pg_type.typname)
+    geometry: str
+    srid: int
+
+    def geometry_in(self, literal: sql.Composable) -> sql.Composable:
+        """``literal`` (an EPSG:4326 geometry expression) in the table's CRS."""
+        if self.srid in (WGS84, 0):
+            return literal
+        return sql.SQL("ST_Transform({}, {})").format(literal, sql.Literal(self.srid))
+
+
+def coerce(value: Any, typname: str) -> Any:
+    """``value`` as a parameter comparable with a column of type ``typname``.
+
+    A text column compares with a number as text (SQLite's affinity does the same);
+    dates and times are instants in UTC, as the GeoPackage store reads them.
+    """
+    if typname in TEXT_TYPES:
+        if isinstance(value, bool):
+            return str(int(value))
+        if isinstance(value, datetime | date | time):
+            return value.isoformat()
+        return value if isinstance(value, str) else str(value)
+    if typname in NUMBER_TYPES and isinstance(value, bool):
+        return int(value)
+    if typname == "bool" and isinstance(value, int) and not isinstance(value, bool):
+        return bool(value)
+    if typname == "timestamptz":
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if typname in ("timestamp", "date") and isinstance(value, datetime) and value.tzinfo:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
 
 FID = "fid"
 CHUNK_COLUMN = "_chunk"
@@ -619,6 +664,9 @@ class PostgisStore:
             clauses.append(sql.SQL("{} = %s").format(sql.Identifier(FID)))
             params.append(query.feature_id)
         if query.filter is not None:
+            # The CQL2 walker (and pygeofilter) load with the first filter, not at start.
+            from geoetl.features.postgis_cql import PostgisFilter
+
             condition, more = PostgisFilter(layout.layout(), set(query.fields)).build(query.filter)
             clauses.append(condition)
             params += more

@@ -11,8 +11,7 @@ against the literal in EPSG:4326, moved into the table's CRS.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from typing import Any
 
 import shapely
@@ -22,9 +21,9 @@ from shapely.geometry.base import BaseGeometry
 
 from geoetl.cql2 import geometry_literal
 from geoetl.errors import InputError
+from geoetl.features.postgis import TEXT_TYPES, WGS84, Layout, coerce
 from geoetl.features.store import GEOMETRY_PROPERTY, PREDICATES
 
-WGS84 = 4326
 COMPARISON = {
     ast.Equal: "=",
     ast.NotEqual: "<>",
@@ -33,49 +32,6 @@ COMPARISON = {
     ast.GreaterThan: ">",
     ast.GreaterEqual: ">=",
 }
-TEXT_TYPES = frozenset({"text", "varchar", "bpchar"})
-NUMBER_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric"})
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What a filter needs to know of a table: column types, geometry column, SRID."""
-
-    columns: dict[str, str]  # attribute name -> PostgreSQL type name (pg_type.typname)
-    geometry: str
-    srid: int
-
-    def geometry_in(self, literal: sql.Composable) -> sql.Composable:
-        """``literal`` (an EPSG:4326 geometry expression) in the table's CRS."""
-        if self.srid in (WGS84, 0):
-            return literal
-        return sql.SQL("ST_Transform({}, {})").format(literal, sql.Literal(self.srid))
-
-
-def coerce(value: Any, typname: str) -> Any:
-    """``value`` as a parameter comparable with a column of type ``typname``.
-
-    A text column compares with a number as text (SQLite's affinity does the same);
-    dates and times are instants in UTC, as the GeoPackage store reads them.
-    """
-    if typname in TEXT_TYPES:
-        if isinstance(value, bool):
-            return str(int(value))
-        if isinstance(value, datetime | date | time):
-            return value.isoformat()
-        return value if isinstance(value, str) else str(value)
-    if typname in NUMBER_TYPES and isinstance(value, bool):
-        return int(value)
-    if typname == "bool" and isinstance(value, int) and not isinstance(value, bool):
-        return bool(value)
-    if typname == "timestamptz":
-        if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
-        if isinstance(value, date):
-            return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if typname in ("timestamp", "date") and isinstance(value, datetime) and value.tzinfo:
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
 
 
 def like_pattern(pattern: str, escape: str | None) -> str:
