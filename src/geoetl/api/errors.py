@@ -2,21 +2,26 @@
 
 A client gets ``{"code", "detail"}``: the error's kind and a message meant for it. An
 unexpected failure (a bug, a database error) is logged with its traceback under a
-fresh error id, and the client gets only that id to quote.
+fresh error id, and the client gets only that id to quote. A database that is away
+(restarting, unreachable, busy) is a 503 with ``Retry-After``, logged once per outage.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from geoetl.engine.db import Outage, is_transient
 from geoetl.engine.workflow import ParamsError
 from geoetl.errors import (
     Conflict,
@@ -42,6 +47,27 @@ STATUS_CODES: dict[type[GeoEtlError], int] = {
     InputError: 400,
     GeoEtlError: 500,
 }
+
+
+# Requests failing this far apart belong to separate outages (each logged once).
+_database_outage = Outage("API", log, forget_after=30.0)
+RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(exc: BaseException) -> JSONResponse:
+    """A 503 for a request that met a database outage; the outage is logged once."""
+    _database_outage.failed(exc)
+    return JSONResponse(
+        status_code=503,
+        content={
+            "code": "DatabaseUnavailable",
+            "detail": (
+                "the database is unavailable right now (restarting or unreachable); "
+                f"try again in {RETRY_AFTER_SECONDS} seconds"
+            ),
+        },
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def status_for(exc: GeoEtlError) -> int:
@@ -103,7 +129,17 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database(request: Request, exc: Exception) -> JSONResponse:
+    # Its own handler (not only the catch-all's): Starlette re-raises what reaches the
+    # catch-all after answering, and the server would log a traceback per request.
+    if is_transient(exc):
+        return database_unavailable(exc)
+    return internal_error(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_transient(exc):
+        return database_unavailable(exc)
     return internal_error(request, exc)
 
 
@@ -123,4 +159,6 @@ def install(app: FastAPI) -> None:
     """Register the error handlers on ``app``."""
     app.add_exception_handler(GeoEtlError, _handle)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    for database_error in (sa.exc.DBAPIError, psycopg.Error, sqlite3.Error):
+        app.add_exception_handler(database_error, _database)
     app.add_exception_handler(Exception, _unexpected)

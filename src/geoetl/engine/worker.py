@@ -7,14 +7,18 @@ import ctypes
 import logging
 import multiprocessing as mp
 import os
+import random
 import signal
 import socket
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
+from geoetl.engine.db import Outage, is_transient, outage_within
+from geoetl.engine.janitor import META_KEY
 from geoetl.engine.runner import Runner
 from geoetl.engine.waker import make_waker
 from geoetl.platform import Platform
@@ -35,14 +39,89 @@ def run_worker(
     platform = Platform.from_settings(settings)
     runner = Runner(platform, worker_id(name), queues=queues)
     waker = make_waker(platform.store.engine)
+    sweeper = LeaseSweeper(platform, runner.worker_id)
+    sweeping = threading.Thread(
+        target=sweeper.run_forever, args=(stop,), name="geoetl-lease-sweeper", daemon=True
+    )
+    sweeping.start()
     log.info("worker %s started (queues: %s)", runner.worker_id, queues or "all")
     try:
         runner.serve(stop, waker)
     finally:
+        stop.set()  # serve() may have ended by an error: the sweeper stops with it
+        sweeping.join(timeout=10)
         waker.close()
         runner.close()
         platform.close()
         log.info("worker %s stopped", runner.worker_id)
+
+
+class LeaseSweeper:
+    """A worker's share of the janitor: tasks whose lease ran out are re-queued (or failed).
+
+    So ``geoetl worker`` alone recovers the tasks of a crashed worker, without ``geoetl
+    serve`` or ``geoetl janitor``. It stands aside while a janitor runs (its last pass is
+    recent), and for one lease length after a database outage (workers could not renew
+    their leases meanwhile). Several workers, on several machines, may sweep at once:
+    the expiry takes each row under its lock (SKIP LOCKED) and re-checks the lease, and a
+    task is re-queued with its attempt number, which fences its old worker's completion.
+    """
+
+    def __init__(self, platform: Platform, name: str) -> None:
+        self.store = platform.store
+        self.name = name
+        self.every = platform.settings.janitor_interval_seconds
+        self.grace = platform.settings.lease_seconds
+        self._outage = Outage(f"worker {name}: lease expiry", log)
+
+    def janitor_running(self) -> bool:
+        """True when a janitor made a pass within the last two intervals."""
+        last = self.store.get_meta(META_KEY)
+        at = last.get("at") if isinstance(last, dict) else None
+        if not at:
+            return False
+        age = (datetime.now(tz=UTC) - datetime.fromisoformat(at)).total_seconds()
+        return age < 2 * self.every
+
+    def sweep(self) -> tuple[list[str], list[str]]:
+        """One pass: the (re-queued, failed) task ids; nothing while a janitor runs."""
+        if outage_within(self.grace) or self.janitor_running():
+            return [], []
+        requeued, failed = self.store.expire_leases()
+        if requeued or failed:
+            log.warning(
+                "worker %s: leases ran out (their worker crashed or stalled): "
+                "re-queued %d task(s)%s, failed %d%s",
+                self.name,
+                len(requeued),
+                _some(requeued),
+                len(failed),
+                _some(failed),
+            )
+        return requeued, failed
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Sweep about every janitor interval (jittered: workers spread out) until ``stop``."""
+        while not stop.wait(self.every * random.uniform(0.75, 1.25)):
+            try:
+                if self._outage.since is not None:
+                    self.store.ping()  # still away? expiry waits for the grace after it
+                    self._outage.ended()
+                else:
+                    self.sweep()
+            except Exception as exc:
+                if is_transient(exc):
+                    self._outage.failed(exc)
+                else:
+                    log.exception("worker %s: lease expiry failed; trying again", self.name)
+
+
+def _some(task_ids: list[str]) -> str:
+    """For the log: the first few of ``task_ids``."""
+    if not task_ids:
+        return ""
+    more = " …" if len(task_ids) > 5 else ""
+    return f" ({', '.join(task_ids[:5])}{more})"
 
 
 # A worker whose parent died gets this long to finish its batch; a task still running
