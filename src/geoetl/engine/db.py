@@ -115,8 +115,7 @@ def is_transient(exc: BaseException) -> bool:
             return True
         return exc.orig is not None and is_transient(exc.orig)
     if isinstance(exc, sqlite3.OperationalError):
-        message = str(exc).lower()
-        return "locked" in message or "busy" in message
+        return _locked(exc)
     try:
         import psycopg
     except ImportError:  # pragma: no cover - SQLite-only installs
@@ -129,6 +128,13 @@ def is_transient(exc: BaseException) -> bool:
             or (exc.sqlstate.startswith("08"))
         )
     return isinstance(exc, psycopg.InterfaceError) and "closed" in str(exc)
+
+
+def _locked(exc: BaseException) -> bool:
+    """SQLite's "database is locked" (or busy): other writers held the lock too long."""
+    orig = getattr(exc, "orig", None) or exc
+    message = str(orig).lower()
+    return isinstance(orig, sqlite3.OperationalError) and ("locked" in message or "busy" in message)
 
 
 def describe(exc: BaseException) -> str:
@@ -175,9 +181,11 @@ class Outage:
             if self.since is not None:
                 return
             self.since = now
+        state = "busy" if _locked(exc) else "unavailable"
         self.log.warning(
-            "%s: the database is unavailable (%s); waiting for it to come back",
+            "%s: the database is %s (%s); waiting for it to come back",
             self.what,
+            state,
             describe(exc),
         )
 
@@ -190,7 +198,8 @@ class Outage:
             now = _last_trouble = time.monotonic()
             lasted = now - self.since
             self.since = None
-        self.log.info("%s: the database is back after %.1f s", self.what, lasted)
+        # A warning as well: it closes the warning that opened the outage.
+        self.log.warning("%s: the database is back after %.1f s", self.what, lasted)
         return lasted
 
 

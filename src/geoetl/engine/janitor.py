@@ -80,10 +80,12 @@ class Janitor:
         outage = Outage("janitor", log)
         while not stop.is_set():
             try:
-                if outage.since is not None:
+                if outage.since is not None or outage_within(grace):
+                    # Waiting out an outage (this thread's or another's in this process):
+                    # the grace runs from when the database answers again, not before.
                     self.store.ping()  # raises while the database is still away
                     outage.ended()
-                elif not outage_within(grace):
+                else:
                     self.run_once()
             except Exception as exc:
                 if is_transient(exc):

@@ -53,17 +53,26 @@ class ListenWaker:
     # Still poll now and then: a notification can be missed (connection reset).
     max_idle = 1.0
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, name: str = "") -> None:
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
-        self._outage = Outage("waker (LISTEN connection)", log)
+        self._outage = Outage(f"{name}: LISTEN for new tasks" if name else "LISTEN", log)
         self._connect()
 
     def _connect(self) -> bool:
         import psycopg  # only PostgreSQL deployments need the driver here
 
         try:
-            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(
+                self._dsn,
+                autocommit=True,
+                connect_timeout=10,
+                # An idle listener on a dead network path would wait forever otherwise.
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            )
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         except psycopg.Error as exc:
             self._outage.failed(exc)
@@ -108,6 +117,6 @@ class ListenWaker:
         self._drop()
 
 
-def make_waker(engine: Engine) -> Waker:
-    """The waker suited to the job store's backend."""
-    return ListenWaker(engine) if is_postgres(engine) else PollWaker()
+def make_waker(engine: Engine, name: str = "") -> Waker:
+    """The waker suited to the job store's backend; ``name`` says whose it is in the log."""
+    return ListenWaker(engine, name) if is_postgres(engine) else PollWaker()

@@ -38,7 +38,7 @@ def run_worker(
     """Run one worker in this process until ``stop`` is set."""
     platform = Platform.from_settings(settings)
     runner = Runner(platform, worker_id(name), queues=queues)
-    waker = make_waker(platform.store.engine)
+    waker = make_waker(platform.store.engine, f"worker {runner.worker_id}")
     sweeper = LeaseSweeper(platform, runner.worker_id)
     sweeping = threading.Thread(
         target=sweeper.run_forever, args=(stop,), name="geoetl-lease-sweeper", daemon=True
@@ -85,7 +85,7 @@ class LeaseSweeper:
 
     def sweep(self) -> tuple[list[str], list[str]]:
         """One pass: the (re-queued, failed) task ids; nothing while a janitor runs."""
-        if outage_within(self.grace) or self.janitor_running():
+        if self.janitor_running():
             return [], []
         requeued, failed = self.store.expire_leases()
         if requeued or failed:
@@ -104,8 +104,9 @@ class LeaseSweeper:
         """Sweep about every janitor interval (jittered: workers spread out) until ``stop``."""
         while not stop.wait(self.every * random.uniform(0.75, 1.25)):
             try:
-                if self._outage.since is not None:
-                    self.store.ping()  # still away? expiry waits for the grace after it
+                if self._outage.since is not None or outage_within(self.grace):
+                    # The grace runs from when the database answers again, not before.
+                    self.store.ping()  # raises while the database is still away
                     self._outage.ended()
                 else:
                     self.sweep()
