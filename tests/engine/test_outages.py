@@ -287,3 +287,37 @@ def _first_ok(url: str, headers: dict[str, str], timeout: float) -> float:
             last = repr(exc)
         time.sleep(0.1)
     raise AssertionError(f"the API did not answer within {timeout}s: {last}")
+
+
+@pytest.mark.postgres
+def test_worker_started_during_an_outage_waits_for_the_database(home: Path, tmp_path: Path) -> None:
+    """``geoetl worker`` started while PostgreSQL is down waits, then works; no crash loop."""
+    with own_cluster() as cluster:
+        settings = Settings(home=home, database_url=cluster.create_database("geoetl"))
+        Platform.from_settings(settings).close()  # the schema, installed once
+        cluster.stop("fast")
+        workers = Workers(settings, tmp_path)
+        try:
+            proc = workers.start(concurrency=2)
+            wait_for(
+                lambda: workers.output().count("the database is unavailable") >= 2,
+                timeout=60,
+                what="both workers to notice the database is away",
+            )
+            cluster.start()
+            platform = Platform.from_settings(settings)
+            try:
+                job_id, _ = platform.store.submit("fan_out_demo", {"n": 20})
+                wait_for(
+                    lambda: platform.store.job_status(job_id) == JobStatus.succeeded,
+                    timeout=60,
+                    what="the waiting workers to run the job",
+                )
+            finally:
+                platform.close()
+            assert proc.poll() is None
+            output = workers.output()
+            assert "exited with" not in output  # no worker crashed and was restarted
+            assert "Traceback" not in output, output
+        finally:
+            workers.stop()

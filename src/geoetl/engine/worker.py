@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
-from geoetl.engine.db import Outage, is_transient, outage_within
+from geoetl.engine.db import Outage, is_transient, outage_within, retry_transient
 from geoetl.engine.janitor import META_KEY
 from geoetl.engine.runner import Runner
 from geoetl.engine.waker import make_waker
@@ -36,7 +36,14 @@ def run_worker(
     settings: Settings, name: str, queues: list[str] | None, stop: threading.Event
 ) -> None:
     """Run one worker in this process until ``stop`` is set."""
-    platform = Platform.from_settings(settings)
+    # A worker started while the database is away waits for it (a pool would otherwise
+    # restart its crashing workers every second for as long as the outage lasts).
+    platform = retry_transient(
+        lambda: Platform.from_settings(settings),
+        what=f"worker {worker_id(name)}: starting",
+        stop=stop,
+        logger=log,
+    )
     runner = Runner(platform, worker_id(name), queues=queues)
     waker = make_waker(platform.store.engine, f"worker {runner.worker_id}")
     sweeper = LeaseSweeper(platform, runner.worker_id)
