@@ -207,6 +207,7 @@ def test_postgres_restart_mid_job(home: Path, tmp_path: Path) -> None:
                 cluster.stop("fast")
                 stopped_at = time.monotonic()
                 down = httpx.get(f"{base}/jobs/{job_id}", headers=headers, timeout=10)
+                probes = [httpx.get(f"{base}/readyz", timeout=10) for _ in range(3)]
                 time.sleep(max(0.0, 3.0 - (time.monotonic() - stopped_at)))
                 cluster.start()
                 back_at = time.monotonic()
@@ -243,8 +244,11 @@ def test_postgres_restart_mid_job(home: Path, tmp_path: Path) -> None:
             # No live worker had a task taken from it: after the outage each renewed its
             # leases before lease expiry looked at them (the work was not done twice).
             assert "the lease was lost" not in output, output
+            assert [p.status_code for p in probes] == [503, 503, 503]
+            assert probes[0].json()["database"] == "error"
             serve_log = (tmp_path / "serve.log").read_text()
-            assert "Traceback" not in serve_log, serve_log
+            assert "Traceback" not in serve_log, serve_log  # readiness probes included
+            assert serve_log.count("readiness: the database is unavailable") == 1, serve_log
             retried = [e.task_id for e in event_rows(platform, job_id, "task_retry")]
             print(
                 f"restart: API back {api_back_after:.1f}s after the server started, "

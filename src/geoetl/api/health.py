@@ -11,10 +11,15 @@ from fastapi.responses import JSONResponse
 import geoetl
 from geoetl.api.deps import PlatformDep
 from geoetl.api.security import CallerDep
+from geoetl.engine.db import Outage, is_transient
 from geoetl.engine.janitor import META_KEY
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
+
+
+# Probes poll every few seconds: an outage is logged once, not a traceback per probe.
+_DB_OUTAGE = Outage("readiness", log, forget_after=60.0)
 
 
 @router.get("/livez")
@@ -29,8 +34,12 @@ def _checks(platform: PlatformDep) -> dict[str, str]:
     try:
         platform.store.ping()
         checks["database"] = "ok"
-    except Exception:
-        log.exception("readiness: the database is unreachable")
+        _DB_OUTAGE.ended()
+    except Exception as exc:
+        if is_transient(exc):  # an outage: one warning when it starts, one when it ends
+            _DB_OUTAGE.failed(exc)
+        else:
+            log.exception("readiness: the database is unreachable")
         checks["database"] = "error"
     objects = platform.objects
     try:
