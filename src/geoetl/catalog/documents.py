@@ -123,3 +123,16 @@ def widened_extent(doc: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str,
         },
         "temporal": {"interval": [[iso(min(known)), iso(max(known))]]},
     }
+
+
+def items_extent(
+    bbox: tuple[float, float, float, float] | None, start: str | None, end: str | None
+) -> dict[str, Any]:
+    """A collection extent from its items' bounds; an empty collection's when bbox is None."""
+    if bbox is None:
+        empty: dict[str, Any] = new_collection("", "", "public")["extent"]
+        return empty
+    return {
+        "spatial": {"bbox": [list(bbox)]},
+        "temporal": {"interval": [[start, end]]},
+    }

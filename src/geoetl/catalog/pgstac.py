@@ -53,6 +53,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from geoetl.catalog.documents import (
     item_row,
+    items_extent,
     json_type,
     new_collection,
     searchable_text,
@@ -654,18 +655,13 @@ class PgstacCatalog:
             for r in conn.exec_driver_sql(_VISIBLE_EXTENTS, (sorted(recompute), list(audience)))
         }
         for doc in docs:
-            if doc["id"] not in recompute:
-                continue
-            r = rows.get(doc["id"])
-            empty = new_collection(doc["id"], "", "public")["extent"]
-            doc["extent"] = (
-                empty
-                if r is None
-                else {
-                    "spatial": {"bbox": [[r.minx, r.miny, r.maxx, r.maxy]]},
-                    "temporal": {"interval": [[_iso(r.start), _iso(r.end)]]},
-                }
-            )
+            if doc["id"] in recompute:
+                r = rows.get(doc["id"])
+                doc["extent"] = (
+                    items_extent(None, None, None)
+                    if r is None
+                    else items_extent((r.minx, r.miny, r.maxx, r.maxy), _iso(r.start), _iso(r.end))
+                )
 
     def _widen_extent(
         self, conn: Connection, doc: dict[str, Any], rows: list[dict[str, Any]]

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from geoetl.catalog.documents import (
     iso,
     item_row,
+    items_extent,
     json_type,
     new_collection,
     searchable_text,
@@ -382,18 +383,15 @@ class SqlCatalog:
             return None if ts is None else iso(ts)
 
         for doc in docs:
-            if doc["id"] not in recompute:
-                continue
-            r = rows.get(doc["id"])
-            empty = new_collection(doc["id"], "", "public")["extent"]
-            doc["extent"] = (
-                empty
-                if r is None
-                else {
-                    "spatial": {"bbox": [[r.minx, r.miny, r.maxx, r.maxy]]},
-                    "temporal": {"interval": [[iso_or_none(r.start), iso_or_none(r.end)]]},
-                }
-            )
+            if doc["id"] in recompute:
+                r = rows.get(doc["id"])
+                doc["extent"] = (
+                    items_extent(None, None, None)
+                    if r is None
+                    else items_extent(
+                        (r.minx, r.miny, r.maxx, r.maxy), iso_or_none(r.start), iso_or_none(r.end)
+                    )
+                )
 
     def _widen_extent(
         self, conn: Connection, cid: str, doc: dict[str, Any], rows: list[dict[str, Any]]
