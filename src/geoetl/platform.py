@@ -14,7 +14,7 @@ from geoetl.engine.workflow import Registry
 from geoetl.features.registry import FeatureRegistry
 from geoetl.features.store import FeatureStore, open_feature_store
 from geoetl.settings import Settings
-from geoetl.storage.objectstore import ObjectStore
+from geoetl.storage.objectstore import ObjectStore, open_object_store
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Platform:
             settings=settings,
             store=store,
             queries=JobQueries(store),
-            objects=ObjectStore(settings.storage_url),
+            objects=open_object_store(settings),
             catalog=catalog,
             features=open_feature_store(settings, engine),
             feature_registry=FeatureRegistry(engine),

@@ -26,7 +26,40 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(
         default=None, description="file:///path, s3://bucket/prefix, az://container/prefix."
     )
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "celery"] = Field(
+        default="local",
+        description=(
+            "How workers learn of new tasks: local (PostgreSQL NOTIFY or polling) or celery "
+            "(a message per task id through broker_url; the database stays the truth)."
+        ),
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description=(
+            "Celery broker (any kombu transport: redis://, amqp://, sqs://, "
+            "azureservicebus://); required with executor=celery."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint (http://host:port); default AWS.",
+    )
+    s3_region: str | None = Field(default=None, description="S3 region, e.g. eu-west-1.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="S3 access key; default the standard AWS credential chain."
+    )
+    s3_secret_access_key: str | None = Field(default=None, description="S3 secret key.")
+    s3_session_token: str | None = Field(default=None, description="S3 session token.")
+    azure_connection_string: str | None = Field(
+        default=None, description="Azure Storage connection string (Azurite's works too)."
+    )
+    azure_account_name: str | None = Field(default=None, description="Azure storage account.")
+    azure_account_key: str | None = Field(default=None, description="Azure account key.")
+    azure_sas_token: str | None = Field(default=None, description="Azure SAS token.")
+    azure_use_identity: bool = Field(
+        default=False,
+        description="Authenticate to Azure with DefaultAzureCredential (managed identity).",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Where `geoetl serve` is reached; the CLI prints links under it.",
@@ -136,6 +169,16 @@ class Settings(BaseSettings):
     @field_validator(
         "database_url",
         "storage_url",
+        "broker_url",
+        "s3_endpoint_url",
+        "s3_region",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "s3_session_token",
+        "azure_connection_string",
+        "azure_account_name",
+        "azure_account_key",
+        "azure_sas_token",
         "oidc_issuer",
         "oidc_jwks_url",
         "oidc_audience",
@@ -152,6 +195,10 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'geoetl.db'}"
         if self.storage_url is None:
             self.storage_url = (self.home / "storage").as_uri()
+        if self.executor == "celery" and not self.broker_url:
+            raise ValueError(
+                "GEOETL_EXECUTOR=celery needs GEOETL_BROKER_URL (e.g. redis://127.0.0.1:6379/0)"
+            )
         return self
 
     @property

@@ -11,18 +11,27 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from geoetl.errors import InputError, NotFound, TransientError
 
+if TYPE_CHECKING:
+    from geoetl.settings import Settings
+
 Zone = Literal["bronze", "silver", "tmp"]
 ZONES: tuple[Zone, ...] = ("bronze", "silver", "tmp")
 _CHUNK = 8 * 1024 * 1024
 # File systems cap a name at 255 bytes; leave room for a staging suffix.
 MAX_NAME_BYTES = 200
+
+
+def open_object_store(settings: Settings) -> ObjectStore:
+    """The object store at ``settings.storage_url`` (``file://``, ``s3://``, ``az://``)."""
+    assert settings.storage_url is not None
+    return ObjectStore(settings.storage_url)
 
 
 def sha256_file(path: Path) -> str:

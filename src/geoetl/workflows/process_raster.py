@@ -252,9 +252,9 @@ process_raster = Workflow(
     "process_raster",
     params=ProcessRasterParams,
     stages=[
-        Stage("validate", validate),
-        Stage("cog", make_cog, plan=plan_tiers, queue="default", retry=Retry(attempts=3)),
-        Stage("catalog", register),
+        Stage("validate", validate, queue="raster"),
+        Stage("cog", make_cog, plan=plan_tiers, retry=Retry(attempts=3), queue="raster"),
+        Stage("catalog", register, queue="raster"),
     ],
     finalize=summarize,
     description="Validate a raster, write Cloud-Optimized GeoTIFF(s), record a STAC item.",
