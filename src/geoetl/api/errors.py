@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +32,7 @@ from geoetl.errors import (
     NotFound,
     TooLarge,
     TooManyRequests,
+    TransientError,
     Unauthorized,
 )
 
@@ -45,13 +47,38 @@ STATUS_CODES: dict[type[GeoEtlError], int] = {
     TooManyRequests: 429,
     TooLarge: 413,
     InputError: 400,
+    TransientError: 503,
     GeoEtlError: 500,
 }
 
 
 # Requests failing this far apart belong to separate outages (each logged once).
 _database_outage = Outage("API", log, forget_after=30.0)
+_backend_logged = [float("-inf")]  # when a backend fault was last logged (monotonic)
 RETRY_AFTER_SECONDS = 5
+
+
+def backend_unavailable(exc: TransientError) -> JSONResponse:
+    """A 503 for a fault that may pass (object store throttling or 5xx, a network drop).
+
+    The message may name keys or endpoints, so it goes to the log (once per outage),
+    and the client gets a fixed text.
+    """
+    now = time.monotonic()
+    if now - _backend_logged[0] > 30.0:  # one line per outage, not one per request
+        log.warning("a backend is unavailable, answering 503: %s", exc)
+    _backend_logged[0] = now
+    return JSONResponse(
+        status_code=503,
+        content={
+            "code": "ServiceUnavailable",
+            "detail": (
+                "a storage backend is unavailable right now (busy or unreachable); "
+                f"try again in {RETRY_AFTER_SECONDS} seconds"
+            ),
+        },
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def database_unavailable(exc: BaseException) -> JSONResponse:
@@ -101,6 +128,8 @@ def internal_error(request: Request, exc: BaseException) -> JSONResponse:
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GeoEtlError)
+    if isinstance(exc, TransientError):
+        return backend_unavailable(exc)
     status = status_for(exc)
     if status >= 500:
         return internal_error(request, exc)
