@@ -55,12 +55,15 @@ class Platform:
                 pgstac_install.install(engine)
             else:
                 pgstac_install.check_version(engine)
+        from geoetl.workers import make_dispatcher  # geoetl.workers builds on this module
+
         store = JobStore(
             engine,
             workflows,
             lease_seconds=settings.lease_seconds,
             retry_base_seconds=settings.retry_base_seconds,
             retry_max_seconds=settings.retry_max_seconds,
+            dispatcher=make_dispatcher(settings, engine),
         )
         catalog = open_catalog(engine, settings.storage_url)
         if migrate:
@@ -78,5 +81,8 @@ class Platform:
         )
 
     def close(self) -> None:
-        """Release database connections."""
-        self.store.engine.dispose()
+        """Release the dispatcher's and the database's connections."""
+        try:
+            self.store.dispatcher.close()
+        finally:
+            self.store.engine.dispose()

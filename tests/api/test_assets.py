@@ -19,8 +19,8 @@ from rasterio.io import MemoryFile
 
 from geoetl.api.app import create_app
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.settings import Settings
+from geoetl.workers import make_runner
 from tests.api.conftest import platform_of
 
 with warnings.catch_warnings():
@@ -51,7 +51,7 @@ def publish(client: TestClient, name: str, level: str) -> dict[str, object]:
     job = client.post(
         "/ingest", params={"filename": name, "access_level": level}, content=body
     ).json()
-    runner = Runner(platform_of(client), "assets")
+    runner = make_runner(platform_of(client), "assets")
     assert runner.run_job(job["job_id"]) == JobStatus.succeeded
     runner.close()
     result: dict[str, object] = platform_of(client).queries.job(job["job_id"]).result

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
+from geoetl.workers import make_runner
 from tests.api.conftest import platform_of, token
 
 with warnings.catch_warnings():
@@ -37,7 +37,7 @@ def upload(
 
 
 def run(platform: Platform, job_id: str) -> JobStatus:
-    runner = Runner(platform, "authz-test")
+    runner = make_runner(platform, "authz-test")
     try:
         return runner.run_job(job_id)
     finally:

@@ -11,8 +11,8 @@ from shapely.geometry import Point
 
 from geoetl.api.app import create_app
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.settings import Settings
+from geoetl.workers import make_runner
 
 
 def test_datetime_instants_and_intervals(settings: Settings, tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_datetime_instants_and_intervals(settings: Settings, tmp_path: Path) -> 
         job_id, _ = platform.store.submit(
             "process_vector", {"source": key, "access_level": "public"}, access_level="public"
         )
-        runner = Runner(platform, "t")
+        runner = make_runner(platform, "t")
         assert runner.run_job(job_id) == JobStatus.succeeded
         runner.close()
 

@@ -16,10 +16,10 @@ import rasterio
 
 from geoetl.api.app import create_app
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.storage.objectstore import sha256_file
+from geoetl.workers import make_runner
 from tests.api.conftest import platform_of
 
 with warnings.catch_warnings():
@@ -39,7 +39,7 @@ def upload(client: TestClient, path: Path, **params: Any) -> Any:
 
 
 def run(client: TestClient, job_id: str) -> dict[str, Any]:
-    runner = Runner(platform_of(client), "ingest-test")
+    runner = make_runner(platform_of(client), "ingest-test")
     try:
         status = runner.run_job(job_id)
     finally:

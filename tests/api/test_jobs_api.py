@@ -16,10 +16,9 @@ import pytest
 
 from geoetl.api.app import create_app
 from geoetl.engine import ids
-from geoetl.engine.janitor import Janitor
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.settings import Settings
+from geoetl.workers import make_janitor, make_runner
 from tests.api.conftest import platform_of
 
 with warnings.catch_warnings():
@@ -34,7 +33,7 @@ LINK_RELS = {"self", "tasks", "events", "cancel", "resubmit"}
 
 def run_job(client: TestClient, job_id: str, timeout: float = 60.0) -> JobStatus:
     """Run the job's tasks here until it ends; fail if it has not ended after ``timeout``."""
-    runner = Runner(platform_of(client), "test")
+    runner = make_runner(platform_of(client), "test")
     stop = threading.Event()
     timer = threading.Timer(timeout, stop.set)
     timer.start()
@@ -435,7 +434,7 @@ def test_cancel_queued_job(client: TestClient) -> None:
 def test_cancel_job_between_stages_cancels_its_open_tasks(client: TestClient) -> None:
     n = 6
     job_id = submit(client, "fan_out_demo", {"n": n})["job_id"]
-    runner = Runner(platform_of(client), "test")
+    runner = make_runner(platform_of(client), "test")
     try:
         assert runner.run_once(job_id) == 1  # just the plan task: the work stage is queued
     finally:
@@ -602,7 +601,7 @@ def test_health_reports_backend_queues_and_janitor(client: TestClient, backend: 
     assert health["queues"]["running_tasks"] == {"all": 0}
     assert health["janitor"] is None
 
-    Janitor(platform_of(client)).run_once()
+    make_janitor(platform_of(client)).run_once()
     janitor = client.get("/health").json()["janitor"]
 
     assert janitor is not None

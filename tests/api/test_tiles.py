@@ -13,10 +13,10 @@ from rasterio.io import MemoryFile
 
 from geoetl.api.app import create_app
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.storage.objectstore import sha256_file
+from geoetl.workers import make_runner
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 SAMPLES = ["L7_ETMs.tif", "elev.tif", "lc.tif", "olinda_dem_utm25s.tif"]
@@ -35,7 +35,7 @@ def publish(platform: Platform, name: str) -> dict[str, str]:
     key = f"bronze/{sha256_file(path)}/{name}"
     platform.objects.put_file(path, key)
     job_id, _ = platform.store.submit("process_raster", {"source": key})
-    runner = Runner(platform, "tiles-test")
+    runner = make_runner(platform, "tiles-test")
     assert runner.run_job(job_id) == JobStatus.succeeded
     runner.close()
     result: dict[str, str] = platform.queries.job(job_id).result

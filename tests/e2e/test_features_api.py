@@ -11,9 +11,9 @@ import pyogrio
 import pytest
 
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import make_runner
 from tests.conftest import serving
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
@@ -22,7 +22,7 @@ SAMPLES = {"nc.gpkg": "nc", "lux.shp": "lux", "naturalearth_lowres.shp": "natura
 
 @pytest.fixture
 def served(settings: Settings, platform: Platform, tmp_path: Path) -> Iterator[str]:
-    runner = Runner(platform, "loader")
+    runner = make_runner(platform, "loader")
     for name in SAMPLES:
         path = DATA / name
         if path.suffix == ".shp":

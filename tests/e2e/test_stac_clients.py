@@ -24,9 +24,9 @@ from rasterio.windows import Window, from_bounds
 from geoetl.api.app import create_app
 from geoetl.catalog.models import SearchRequest
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import make_runner
 from tests.conftest import serving
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
@@ -63,7 +63,7 @@ def _halves(tmp_path: Path) -> list[Path]:
 
 @pytest.fixture
 def published(platform: Platform, tmp_path: Path) -> dict[str, dict[str, Any]]:
-    runner = Runner(platform, "stac-loader")
+    runner = make_runner(platform, "stac-loader")
     items = {}
     tiles = [(str(p), "elev-tiles", "public") for p in _halves(tmp_path)]
     for name, collection, level in PUBLISH + tiles:

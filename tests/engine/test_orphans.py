@@ -18,11 +18,11 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from geoetl.engine.janitor import Janitor
 from geoetl.engine.models import JobStatus, TaskStatus
 from geoetl.engine.worker import ORPHAN_GRACE_SECONDS
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import make_janitor
 from tests.conftest import geoetl_cmd, serve_pid, serving, settings_env, start_geoetl
 from tests.engine.helpers import task_rows, wait_for
 
@@ -246,7 +246,7 @@ def test_slow_tasks_of_a_killed_serve_are_retried_elsewhere(
     requeued: set[str] = set()
 
     def leases_expired() -> bool:
-        requeued.update(Janitor(platform).run_once().requeued)
+        requeued.update(make_janitor(platform).run_once().requeued)
         return set(held) <= requeued
 
     wait_for(leases_expired, timeout=30, what="the janitor to re-queue the abandoned tasks")

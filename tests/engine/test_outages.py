@@ -21,10 +21,10 @@ import pytest
 
 from geoetl.engine import db
 from geoetl.engine.models import JobStatus, TaskStatus
-from geoetl.engine.runner import Runner
 from geoetl.engine.waker import PollWaker
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import make_runner
 from tests.conftest import bearer, serving
 from tests.engine.helpers import event_rows, task_rows, wait_for
 from tests.engine.pgcluster import own_cluster, wait_until_up
@@ -124,7 +124,7 @@ def test_sqlite_contention_never_fails_a_job(
         thread.start()
         return thread
 
-    runners = [Runner(p, f"contender-{i}") for i, p in enumerate(platforms[:6])]
+    runners = [make_runner(p, f"contender-{i}") for i, p in enumerate(platforms[:6])]
     threads = [guarded(lambda r=r: r.serve(stop, PollWaker())) for r in runners]
     job_ids: list[str] = []
 

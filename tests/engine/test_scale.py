@@ -12,14 +12,13 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from geoetl.engine import ids
-from geoetl.engine.janitor import Janitor
 from geoetl.engine.models import JobStatus, TaskStatus
-from geoetl.engine.runner import Runner
 from geoetl.engine.schema import jobs, tasks
 from geoetl.engine.store import SQLITE_INSERT_ROWS
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import make_janitor, make_runner
 from geoetl.workflows import default_registry
 from tests.engine.helpers import (
     event_rows,
@@ -132,7 +131,7 @@ def test_progress_counts_match_the_tasks_through_retries_failures_and_cancels(
     platform: Platform,
 ) -> None:
     store = platform.store
-    runner = Runner(platform, "counter")
+    runner = make_runner(platform, "counter")
     try:
         # Retries: some attempts fail and are re-queued.
         flaky, _ = store.submit("fan_out_demo", {"n": 60, "flaky": 0.2})
@@ -185,7 +184,7 @@ def test_a_fan_out_logs_each_task_once_and_its_starts_per_claim(
 ) -> None:
     n = 100
     job_id, _ = platform.store.submit("fan_out_demo", {"n": n})
-    runner = Runner(platform, "events")
+    runner = make_runner(platform, "events")
     try:
         assert runner.run_job(job_id) == JobStatus.succeeded
     finally:
@@ -210,7 +209,7 @@ def test_a_fan_out_logs_each_task_once_and_its_starts_per_claim(
 @pytest.mark.parametrize("restricted", [False, True], ids=["any-job", "one-job"])
 def test_claim_walks_the_queued_index_without_sorting(wide: Platform, restricted: bool) -> None:
     job_id, _ = wide.store.submit("wide", {"n": 20_000})
-    runner = Runner(wide, "warm")
+    runner = make_runner(wide, "warm")
     try:
         for _ in range(5):
             runner.run_once(job_id=job_id)  # a few claimed and finished tasks, as in real life
@@ -253,7 +252,7 @@ def _age(platform: Platform, job_id: str, days: float) -> None:
 def test_event_retention_prunes_only_old_finished_jobs(settings: Settings) -> None:
     platform = Platform.from_settings(settings.model_copy(update={"event_retention_days": 30}))
     store = platform.store
-    runner = Runner(platform, "r")
+    runner = make_runner(platform, "r")
     try:
         old, _ = store.submit("fan_out_demo", {"n": 5, "seed": 1})
         recent, _ = store.submit("fan_out_demo", {"n": 5, "seed": 2})
@@ -274,7 +273,7 @@ def test_event_retention_prunes_only_old_finished_jobs(settings: Settings) -> No
         doomed = len(event_rows(platform, old)) + len(event_rows(platform, old_cancelled))
         old_view = platform.queries.job(old)
 
-        report = Janitor(platform).run_once()
+        report = make_janitor(platform).run_once()
 
         assert report.events_pruned == doomed
         assert event_rows(platform, old) == []
@@ -286,9 +285,9 @@ def test_event_retention_prunes_only_old_finished_jobs(settings: Settings) -> No
         assert len(task_rows(platform, old)) == 7
         assert platform.store.get_meta("janitor")["events_pruned"] == doomed
         # The next pass has nothing left to do; a job ending later is pruned in its turn.
-        assert Janitor(platform).run_once().events_pruned == 0
+        assert make_janitor(platform).run_once().events_pruned == 0
         _age(platform, recent, 30.5)
-        assert Janitor(platform).run_once().events_pruned == kept[recent]
+        assert make_janitor(platform).run_once().events_pruned == kept[recent]
         assert len(event_rows(platform, active)) == kept[active]
     finally:
         runner.close()
@@ -302,7 +301,7 @@ def test_event_retention_zero_keeps_every_event(settings: Settings) -> None:
         platform.store.cancel(job_id)
         _age(platform, job_id, 3650)
         before = event_rows(platform, job_id)
-        assert Janitor(platform).run_once().events_pruned == 0
+        assert make_janitor(platform).run_once().events_pruned == 0
         assert event_rows(platform, job_id) == before
     finally:
         platform.close()

@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from geoetl.engine import ids
-from geoetl.engine.janitor import Janitor
+from geoetl.engine.dispatch import PollingDispatcher
 from geoetl.engine.models import Completion, JobStatus, TaskStatus
 from geoetl.engine.runner import Runner
 from geoetl.engine.waker import make_waker
@@ -23,6 +23,7 @@ from geoetl.engine.workflow import ParamsError, Registry, Stage, StageResults, W
 from geoetl.errors import Conflict, InputError, NotFound, StaleAttempt
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import make_janitor, make_runner
 from geoetl.workflows import default_registry
 from tests.conftest import settings_env
 from tests.engine.helpers import (
@@ -36,7 +37,7 @@ from tests.engine.helpers import (
 
 @pytest.fixture
 def runner(platform: Platform) -> Iterator[Runner]:
-    r = Runner(platform, "test-runner")
+    r = make_runner(platform, "test-runner")
     yield r
     r.close()
 
@@ -99,7 +100,7 @@ def test_finished_tasks_are_not_reported_as_lost_leases(
     rest; a task that finished is not a lost lease, and operators must not be told so."""
     fast = settings.model_copy(update={"heartbeat_seconds": 0.01})
     platform = Platform.from_settings(fast)
-    runner = Runner(platform, "beating")
+    runner = make_runner(platform, "beating")
     try:
         job_id, _ = platform.store.submit("fan_out_demo", {"n": 300, "sleep_ms": 4})
         with caplog.at_level("WARNING", logger="geoetl"):
@@ -189,7 +190,7 @@ def test_cancel_stops_new_tasks(platform: Platform, runner: Runner) -> None:
 
 def test_cancel_reaches_a_running_task(settings: Settings, platform: Platform) -> None:
     job_id, _ = platform.store.submit("fan_out_demo", {"n": 1, "sleep_ms": 30_000})
-    runner = Runner(platform, "canceller")
+    runner = make_runner(platform, "canceller")
     runner.run_once(job_id=job_id)  # plan
     done = threading.Event()
     thread = threading.Thread(target=lambda: (runner.run_once(job_id=job_id), done.set()))
@@ -298,7 +299,7 @@ def custom(settings: Settings) -> Iterator[Platform]:
 
 def test_retried_attempt_sees_checkpoints(custom: Platform) -> None:
     job_id, _ = custom.store.submit("checkpointed", {})
-    runner = Runner(custom, "cp")
+    runner = make_runner(custom, "cp")
     assert runner.run_job(job_id) == JobStatus.succeeded
     runner.close()
     result = custom.queries.job(job_id).result
@@ -308,7 +309,7 @@ def test_retried_attempt_sees_checkpoints(custom: Platform) -> None:
 
 def test_plan_error_fails_job_with_its_message(custom: Platform) -> None:
     job_id, _ = custom.store.submit("bad_plan", {})
-    runner = Runner(custom, "p")
+    runner = make_runner(custom, "p")
     assert runner.run_job(job_id) == JobStatus.failed
     runner.close()
     error = custom.queries.job(job_id).error
@@ -319,7 +320,7 @@ def test_plan_error_fails_job_with_its_message(custom: Platform) -> None:
 
 def test_finalize_error_fails_job(custom: Platform) -> None:
     job_id, _ = custom.store.submit("bad_finalize", {})
-    runner = Runner(custom, "f")
+    runner = make_runner(custom, "f")
     assert runner.run_job(job_id) == JobStatus.failed
     runner.close()
     error = custom.queries.job(job_id).error
@@ -379,14 +380,15 @@ def test_raster_work_does_not_load_the_vector_stack(settings: Settings) -> None:
 def test_lost_wake_up_is_picked_up(settings: Settings, platform: Platform) -> None:
     """A task whose notification never went out still runs (poll or janitor)."""
     stop = threading.Event()
-    worker = Runner(platform, "idle-worker")
+    worker = make_runner(platform, "idle-worker")
     waker = make_waker(platform.store.engine)
     thread = threading.Thread(target=worker.serve, args=(stop, waker))
     thread.start()
     try:
-        platform.store.notify = False  # the wake-up is lost
+        dispatcher = platform.store.dispatcher
+        platform.store.dispatcher = PollingDispatcher()  # the wake-up is lost
         job_id, _ = platform.store.submit("hello", {"name": "lost"})
-        platform.store.notify = True
+        platform.store.dispatcher = dispatcher
         wait_for(
             lambda: platform.store.job_status(job_id) == JobStatus.succeeded,
             timeout=15,
@@ -402,11 +404,11 @@ def test_lost_wake_up_is_picked_up(settings: Settings, platform: Platform) -> No
 def test_janitor_redispatches_tasks_nobody_picked_up(platform: Platform) -> None:
     job_id, _ = platform.store.submit("hello", {"name": "orphan"})
     wait_for(
-        lambda: Janitor(platform).run_once().redispatched,
+        lambda: make_janitor(platform).run_once().redispatched,
         timeout=10,
         what="the janitor to notice the unclaimed task",
     )
-    report = Janitor(platform).run_once()
+    report = make_janitor(platform).run_once()
     assert report.redispatched == [ids.task_id(job_id, "greet", 0)]
     assert platform.store.get_meta("janitor")["redispatched"] == 1
 
@@ -422,7 +424,7 @@ def test_janitor_removes_uploads_abandoned_long_ago(platform: Platform) -> None:
     old_path = Path(objects.gdal_path(old.staging))
     day_ago = time.time() - 25 * 3600
     os.utime(old_path, (day_ago, day_ago))
-    Janitor(platform).run_once()
+    make_janitor(platform).run_once()
     assert not objects.exists(old.staging)
     assert objects.exists(fresh.staging)
     fresh.write(b" and done")

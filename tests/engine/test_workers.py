@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from geoetl.engine.janitor import Janitor
 from geoetl.engine.models import JobStatus, TaskStatus
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import make_janitor
 from tests.conftest import start_geoetl
 from tests.engine.helpers import event_rows, task_rows, wait_for
 
@@ -99,7 +99,7 @@ def test_killed_worker_task_is_finished_by_another(platform: Platform, workers: 
     survivor = workers.start()
     # The janitor re-queues the task once the dead worker's lease (3 s) runs out.
     wait_for(
-        lambda: task_id in Janitor(platform).run_once().requeued,
+        lambda: task_id in make_janitor(platform).run_once().requeued,
         timeout=20,
         what="the janitor to re-queue the dead worker's task",
     )

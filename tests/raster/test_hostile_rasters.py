@@ -20,7 +20,6 @@ from rasterio.transform import from_origin
 
 from geoetl import gdalsafe
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.errors import InputError
 from geoetl.ingest import detect_kind
 from geoetl.platform import Platform
@@ -28,6 +27,7 @@ from geoetl.raster.cog import write_cog
 from geoetl.raster.inspect import inspect_raster
 from geoetl.raster.profiles import cog_profile
 from geoetl.storage.objectstore import sha256_file
+from geoetl.workers import make_runner
 from tests.vector.loopback import Loopback, loopback
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
@@ -308,7 +308,7 @@ def put(platform: Platform, path: Path) -> str:
 
 def run(platform: Platform, params: dict[str, Any]) -> tuple[str, JobStatus]:
     job_id, _ = platform.store.submit("process_raster", params)
-    runner = Runner(platform, "hostile-test")
+    runner = make_runner(platform, "hostile-test")
     try:
         return job_id, runner.run_job(job_id)
     finally:

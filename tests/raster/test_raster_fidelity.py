@@ -24,7 +24,6 @@ from rasterio.warp import transform as warp_transform
 
 from geoetl import gdalsafe
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.errors import InputError
 from geoetl.ingest import detect_kind, store_in_bronze
 from geoetl.platform import Platform
@@ -40,6 +39,7 @@ from geoetl.raster.profiles import cog_profile
 from geoetl.raster.source import VECTOR_SUFFIXES, find_sidecars, sidecar_names
 from geoetl.raster.stac import build_item
 from geoetl.storage.objectstore import sha256_file
+from geoetl.workers import make_runner
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 ORIGIN = (500000.0, 4000300.0)  # UTM 33N, in Italy
@@ -109,7 +109,7 @@ def raw_vrt(target: str, size: int = 16) -> str:
 
 def run(platform: Platform, params: dict[str, Any]) -> tuple[str, JobStatus]:
     job_id, _ = platform.store.submit("process_raster", params)
-    runner = Runner(platform, "fidelity-test")
+    runner = make_runner(platform, "fidelity-test")
     try:
         return job_id, runner.run_job(job_id)
     finally:

@@ -21,13 +21,13 @@ import sqlalchemy as sa
 
 from geoetl import gdalsafe
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.errors import InputError
 from geoetl.features.geopackage import GeoPackageStore
 from geoetl.ingest import detect_kind
 from geoetl.platform import Platform
 from geoetl.vector.columns import MAX_COLUMNS, index_columns
 from geoetl.vector.read import csv_header_columns, find_dataset, list_layers, read_chunk
+from geoetl.workers import make_runner
 from tests.vector.loopback import Loopback, loopback
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
@@ -311,7 +311,7 @@ def put(platform: Platform, path: Path) -> str:
 
 def run(platform: Platform, params: dict[str, Any]) -> tuple[str, JobStatus]:
     job_id, _ = platform.store.submit("process_vector", params)
-    runner = Runner(platform, "hostile-vector-test")
+    runner = make_runner(platform, "hostile-vector-test")
     try:
         return job_id, runner.run_job(job_id)
     finally:

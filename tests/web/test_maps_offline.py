@@ -20,9 +20,9 @@ import pytest
 from rasterio.io import MemoryFile
 
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import make_runner
 from tests.conftest import IN_CI, serving
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
@@ -61,7 +61,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def served(settings: Settings, platform: Platform, tmp_path: Path) -> Iterator[str]:
-    runner = Runner(platform, "web")
+    runner = make_runner(platform, "web")
     for workflow, name in (("process_raster", "lc.tif"), ("process_vector", "nc.gpkg")):
         key, _ = platform.objects.put_content_addressed(DATA / name)
         job_id, _ = platform.store.submit(workflow, {"source": key, "access_level": "public"})

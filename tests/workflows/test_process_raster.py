@@ -16,11 +16,10 @@ from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 
 from geoetl.catalog.models import SearchRequest
-from geoetl.engine.janitor import Janitor
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.platform import Platform
 from geoetl.storage.objectstore import sha256_file
+from geoetl.workers import make_janitor, make_runner
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 EXPECTED = {
@@ -39,7 +38,7 @@ def put(platform: Platform, path: Path) -> str:
 
 def run(platform: Platform, params: dict[str, Any]) -> tuple[str, JobStatus]:
     job_id, _ = platform.store.submit("process_raster", params)
-    runner = Runner(platform, "raster-test")
+    runner = make_runner(platform, "raster-test")
     try:
         return job_id, runner.run_job(job_id)
     finally:
@@ -90,7 +89,7 @@ def test_sample_is_published_as_cog_and_item(
         "raster:bands" in item.assets["data"].extra_fields or "bands" in item_doc["assets"]["data"]
     )
     # Nothing staged is left once the janitor has run.
-    Janitor(platform).run_once()
+    make_janitor(platform).run_once()
     assert platform.objects.list("tmp") == []
 
 
@@ -227,7 +226,7 @@ def test_cancelling_stops_the_cog_write_within_seconds(platform: Platform, tmp_p
     ) as ds:
         ds.write(np.random.default_rng(5).random((1, size, size), dtype=np.float32))
     job_id, _ = platform.store.submit("process_raster", {"source": put(platform, path)})
-    runner = Runner(platform, "cancel-test")
+    runner = make_runner(platform, "cancel-test")
     ended: list[JobStatus] = []
     worker = threading.Thread(target=lambda: ended.append(runner.run_job(job_id)))
     worker.start()

@@ -22,12 +22,11 @@ from pyproj import Transformer
 from shapely.geometry import Point, Polygon
 
 from geoetl.api.app import create_app
-from geoetl.engine.janitor import Janitor
 from geoetl.engine.models import JobStatus
-from geoetl.engine.runner import Runner
 from geoetl.engine.workflow import ParamsError
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import make_janitor, make_runner
 from tests.engine.helpers import expire_lease, make_runnable_now
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
@@ -42,7 +41,7 @@ def put(platform: Platform, path: Path) -> str:
 
 def run(platform: Platform, params: dict[str, Any]) -> tuple[str, JobStatus]:
     job_id, _ = platform.store.submit("process_vector", params)
-    runner = Runner(platform, "vector-test")
+    runner = make_runner(platform, "vector-test")
     try:
         return job_id, runner.run_job(job_id)
     finally:
@@ -208,16 +207,16 @@ def test_csv_with_bad_coordinates_reports_dropped_rows(platform: Platform, tmp_p
 def test_killed_chunk_is_retried_without_duplicates(platform: Platform) -> None:
     key = put(platform, DATA / "nc.gpkg")
     job_id, _ = platform.store.submit("process_vector", {"source": key, "chunk_size": 30})
-    good = Runner(platform, "good")
+    good = make_runner(platform, "good")
     good.run_once(job_id=job_id)  # inspect
     good.run_once(job_id=job_id)  # plan
-    doomed = Runner(platform, "doomed")
+    doomed = make_runner(platform, "doomed")
     [task] = platform.store.claim("doomed", job_id=job_id)
     assert task.stage == "load"
     assert doomed._execute(task, []) is not None  # rows written, completion never recorded
     doomed.close()
     expire_lease(platform, task.task_id)
-    assert task.task_id in Janitor(platform).run_once().requeued
+    assert task.task_id in make_janitor(platform).run_once().requeued
     make_runnable_now(platform)
     assert good.run_job(job_id) == JobStatus.succeeded
     good.close()

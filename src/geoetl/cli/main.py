@@ -87,11 +87,10 @@ def run_in_process(
     (``geoetl ingest``: the job is this command's own work); otherwise the job keeps its
     state for a worker to finish. ``progress`` is a display to draw the stage bars in.
     """
-    from geoetl.engine.runner import Runner
-    from geoetl.engine.worker import worker_id
+    from geoetl.workers import make_runner, worker_id
 
     platform = state.platform
-    runner = Runner(platform, worker_id("cli"))
+    runner = make_runner(platform, worker_id("cli"))
     done = threading.Event()
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -227,11 +226,20 @@ def worker(
         str | None, typer.Option(help="Comma-separated queues to take from (default all).")
     ] = None,
 ) -> None:
-    """Run workers that claim tasks from the database until stopped (Ctrl+C)."""
-    from geoetl.engine.worker import WorkerPool, run_worker
+    """Run workers that claim tasks of their queues until stopped (Ctrl+C).
 
+    With GEOETL_EXECUTOR=celery they are Celery workers consuming the queues' messages;
+    otherwise local processes that claim from the database.
+    """
     state = get_state(ctx)
-    queue_list = [q.strip() for q in queues.split(",")] if queues else None
+    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    if state.settings.executor == "celery":
+        from geoetl.celery_executor import run_celery_worker
+
+        run_celery_worker(state.settings, queue_list, concurrency)
+        return
+    from geoetl.workers import WorkerPool, run_worker
+
     stop = threading.Event()
     if concurrency == 1:
         _install_stop(stop)
@@ -252,9 +260,9 @@ def janitor(
     interval: Annotated[float | None, typer.Option(help="Seconds between passes.")] = None,
 ) -> None:
     """Re-queue expired leases, re-dispatch lost tasks, clean scratch; report what was done."""
-    from geoetl.engine.janitor import Janitor
+    from geoetl.workers import make_janitor
 
-    jan = Janitor(get_state(ctx).platform)
+    jan = make_janitor(get_state(ctx).platform)
     if once:
         report = jan.run_once()
         console.print(

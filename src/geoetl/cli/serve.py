@@ -8,10 +8,9 @@ import threading
 import uvicorn
 
 from geoetl.api.app import create_app
-from geoetl.engine.janitor import Janitor
-from geoetl.engine.worker import WorkerPool
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.workers import WorkerPool, make_janitor
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ def run_server(settings: Settings, *, host: str, port: int, workers: int) -> Non
         pool.start()
         threading.Thread(target=pool.supervise, args=(stop,), daemon=True).start()
     janitor = threading.Thread(
-        target=Janitor(janitor_platform).run_forever, args=(stop,), daemon=True
+        target=make_janitor(janitor_platform).run_forever, args=(stop,), daemon=True
     )
     janitor.start()
     try:

@@ -1,4 +1,4 @@
-"""What a handler gets besides its params: the platform, scratch space, progress, checkpoints."""
+"""What a handler gets besides its params: the services, scratch space, progress, checkpoints."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from geoetl.errors import TaskCancelled
 if TYPE_CHECKING:
     from geoetl.engine.models import ClaimedTask
     from geoetl.engine.store import JobStore
-    from geoetl.platform import Platform
 
 
 class TaskLogger(logging.LoggerAdapter[logging.Logger]):
@@ -28,18 +27,25 @@ class TaskLogger(logging.LoggerAdapter[logging.Logger]):
 
 
 class TaskContext:
-    """The running attempt of one task, as its handler sees it."""
+    """The running attempt of one task, as its handler sees it.
+
+    ``platform``: whatever the application handed the runner for its handlers (geoetl's
+    :class:`geoetl.platform.Platform`: object store, catalog, feature store). The engine
+    never looks inside it.
+    """
 
     def __init__(
         self,
         *,
-        platform: Platform,
+        platform: Any,
+        store: JobStore,
         task: ClaimedTask,
         workflow: str,
         results: Mapping[str, Any],
         scratch_root: Path,
     ) -> None:
         self.platform = platform
+        self._store = store
         self.task = task
         self.workflow = workflow
         self.results = results
@@ -95,7 +101,7 @@ class TaskContext:
     @property
     def store(self) -> JobStore:
         """The job store (for checkpoints)."""
-        return self.platform.store
+        return self._store
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report progress; it reaches the jobs API with the next heartbeat.
@@ -119,7 +125,7 @@ class TaskContext:
     def checkpoint(self, name: str, data: Any = None) -> None:
         """Record that a phase finished; a retried attempt sees it in ``checkpoints``."""
         self.raise_if_cancelled()
-        self.platform.store.checkpoint(self.task_id, self.attempt, name, data)
+        self._store.checkpoint(self.task_id, self.attempt, name, data)
         self.task.checkpoints[name] = data
 
     def cleanup(self) -> None:

@@ -13,9 +13,20 @@ that is no longer queued is simply dropped. Implementations:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from geoetl.engine.db import Outage
+
+log = logging.getLogger(__name__)
+
+# The channel LISTENing workers wait on (engine/waker.py); the payload is a queue name.
+NOTIFY_CHANNEL = "geoetl_tasks"
 
 
 @dataclass(frozen=True)
@@ -28,7 +39,13 @@ class Runnable:
 
 
 class Dispatcher(Protocol):
-    """Told, after commit, about tasks that became runnable."""
+    """Told, after commit, about tasks that became runnable.
+
+    A dispatcher may set ``wants_ids = False`` (an optional attribute; absent means
+    True) when it only needs the queues: the job store then passes one
+    :class:`Runnable` per queue instead of one per task, which keeps a million-task
+    stage from building a million objects that nobody reads.
+    """
 
     def dispatch(self, tasks: Sequence[Runnable]) -> None:
         """Let workers of each task's queue know; must not raise for a lost message."""
@@ -37,11 +54,52 @@ class Dispatcher(Protocol):
         """Release connections."""
 
 
+def wants_ids(dispatcher: Dispatcher) -> bool:
+    """Whether ``dispatcher`` needs every task id, or one task per queue is enough."""
+    return bool(getattr(dispatcher, "wants_ids", True))
+
+
 class PollingDispatcher:
     """Nothing to send: workers poll the database (the embedded SQLite default)."""
+
+    wants_ids = False
 
     def dispatch(self, tasks: Sequence[Runnable]) -> None:
         """Nothing to do."""
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class NotifyDispatcher:
+    """PostgreSQL: one ``pg_notify(channel, queue)`` per distinct queue, one round trip.
+
+    Sent in a transaction of its own after the job store committed, so a worker woken
+    by it always finds the tasks. A notification that cannot be sent (the database is
+    away) is logged once per outage and dropped: idle workers still poll every second,
+    and the janitor re-dispatches tasks that stay queued.
+    """
+
+    wants_ids = False
+
+    def __init__(self, engine: Engine, channel: str = NOTIFY_CHANNEL) -> None:
+        self.engine = engine
+        self.channel = channel
+        self._outage = Outage("notifying workers of new tasks", log)
+
+    def dispatch(self, tasks: Sequence[Runnable]) -> None:
+        """Wake the workers LISTENing for the queues of ``tasks``."""
+        queues = sorted({t.queue for t in tasks})
+        if not queues:
+            return
+        notify = sa.select(*(sa.func.pg_notify(self.channel, sa.literal(q)) for q in queues))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(notify)
+        except Exception as exc:  # the tasks are committed; a lost wake-up only delays them
+            self._outage.failed(exc)
+            return
+        self._outage.ended()
+
+    def close(self) -> None:
+        """Nothing of its own to release: it borrows the job store's connections."""

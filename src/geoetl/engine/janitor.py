@@ -3,53 +3,76 @@
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from geoetl.engine.db import Outage, is_transient, outage_within
 from geoetl.engine.models import JanitorReport, JobStatus
+from geoetl.engine.store import JobStore
 from geoetl.errors import NotFound
-from geoetl.platform import Platform
 
 log = logging.getLogger(__name__)
 
 META_KEY = "janitor"
-# An upload (tmp/uploads/) untouched this long was cut off when its server stopped.
-STALE_UPLOAD_SECONDS = 24 * 3600
 DAY_SECONDS = 24 * 3600
-_JOB_ID = re.compile(r"[0-9a-f]{64}")
-_DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
+DONE = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 
 class Janitor:
-    """Keeps the job store honest when workers crash or wake-ups are lost."""
+    """Keeps the job store honest when workers crash or wake-ups are lost.
 
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
-        self.store = platform.store
+    Dependencies come in explicitly: the job store (whose dispatcher is asked again for
+    tasks queued longer than ``redispatch_after`` seconds), how long ended jobs keep
+    their events (``event_retention_days``, 0 keeps them), the pause between passes,
+    the lease length (the grace after a database outage), the local scratch root whose
+    folders of ended jobs are removed, and ``housekeeping``: further cleanups run each
+    pass (the application's object-store folders, for instance).
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        redispatch_after: float = 30.0,
+        event_retention_days: float = 30.0,
+        interval: float = 10.0,
+        lease_seconds: float | None = None,
+        scratch_root: Path | None = None,
+        housekeeping: Sequence[Callable[[], None]] = (),
+    ) -> None:
+        self.store = store
+        self.redispatch_after = redispatch_after
+        self.event_retention_days = event_retention_days
+        self.interval = interval
+        self.lease_seconds = store.lease_seconds if lease_seconds is None else lease_seconds
+        self.scratch_root = scratch_root
+        self.housekeeping = list(housekeeping)
 
     def run_once(self) -> JanitorReport:
         """One pass; the report is also stored for ``/health``."""
         requeued, failed = self.store.expire_leases()
-        stale = self.store.stale_queued(self.platform.settings.redispatch_after_seconds)
+        stale = self.store.stale_queued(self.redispatch_after)
         if stale:
-            self.store.wake_workers()
+            # The dispatcher's message was lost, or no worker of the queue was listening.
+            self.store.dispatcher.dispatch(stale)
         pruned = 0
-        days = self.platform.settings.event_retention_days
+        days = self.event_retention_days
         if days > 0:
             pruned = self.store.prune_events(time.time() - days * DAY_SECONDS)
         report = JanitorReport(
             requeued=requeued,
             failed=failed,
-            redispatched=stale,
+            redispatched=[t.task_id for t in stale],
             events_pruned=pruned,
             at=datetime.now(tz=UTC),
         )
         self._clean_scratch()
-        self._clean_tmp_objects()
+        for clean in self.housekeeping:
+            clean()
         self.store.set_meta(
             META_KEY,
             {
@@ -73,10 +96,10 @@ class Janitor:
 
     def run_forever(self, stop: threading.Event, interval: float | None = None) -> None:
         """Pass every ``interval`` seconds until ``stop`` is set."""
-        every = interval or self.platform.settings.janitor_interval_seconds
+        every = interval or self.interval
         # After a database outage, workers get one lease length to renew the leases they
         # could not renew meanwhile before expiry takes their tasks from them.
-        grace = self.platform.settings.lease_seconds
+        grace = self.lease_seconds
         outage = Outage("janitor", log)
         while not stop.is_set():
             try:
@@ -94,42 +117,17 @@ class Janitor:
                     log.exception("janitor pass failed; trying again in %.0fs", every)
             stop.wait(every)
 
-    def _clean_tmp_objects(self) -> None:
-        # Staged outputs of jobs that ended (failed or cancelled ones never publish them).
-        objects = self.platform.objects
-        prefixes = {key.split("/")[1] for key in objects.list("tmp")}
-        # Only job folders: tmp/uploads/ holds ingests in flight.
-        for job_id in sorted(p for p in prefixes if _JOB_ID.fullmatch(p)):
-            try:
-                done = self.store.job_status(job_id) in _DONE
-            except NotFound:
-                done = True
-            if done:
-                objects.delete_prefix(f"tmp/{job_id}")
-        if "uploads" in prefixes:
-            self._clean_stale_uploads()
-
-    def _clean_stale_uploads(self) -> None:
-        # An upload in flight is written to continually; one left a day was cut off by a
-        # server that stopped mid-upload (a client that goes away is cleaned up at once).
-        objects = self.platform.objects
-        cutoff = time.time() - STALE_UPLOAD_SECONDS
-        for key in objects.list("tmp/uploads"):
-            try:
-                if objects.modified(key) < cutoff:
-                    objects.delete(key)
-                    log.info("janitor: removed the abandoned upload %s", key)
-            except NotFound:
-                continue  # finished or dropped meanwhile
+    def job_ended(self, job_id: str) -> bool:
+        """True when the job ended, or is unknown (its leftovers belong to nobody)."""
+        try:
+            return self.store.job_status(job_id) in DONE
+        except NotFound:
+            return True
 
     def _clean_scratch(self) -> None:
-        root = self.platform.settings.scratch_dir
-        if not root.is_dir():
+        root = self.scratch_root
+        if root is None or not root.is_dir():
             return
         for folder in root.iterdir():
-            try:
-                done = self.store.job_status(folder.name) in _DONE
-            except NotFound:
-                done = True
-            if done:
+            if self.job_ended(folder.name):
                 shutil.rmtree(folder, ignore_errors=True)

@@ -7,8 +7,9 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -16,10 +17,10 @@ from pydantic import BaseModel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.db import Outage, describe, is_transient, retry_transient
 from geoetl.engine.models import ClaimedTask, Completion, JobStatus
+from geoetl.engine.store import JobStore
 from geoetl.engine.waker import Waker
 from geoetl.engine.workflow import StageResults, Workflow, to_json, validate_params
 from geoetl.errors import InputError, StaleAttempt, TaskCancelled, TransientError
-from geoetl.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ MIN_IDLE = 0.002
 class Heartbeat:
     """One thread per runner: renews the leases of every held task, sends progress."""
 
-    def __init__(self, platform: Platform, interval: float, name: str = "") -> None:
-        self.store = platform.store
+    def __init__(self, store: JobStore, interval: float, name: str = "") -> None:
+        self.store = store
         self.interval = interval
         self._held: dict[Key, TaskContext | None] = {}
         self._job_of: dict[Key, str] = {}  # for the log: whose job a lost task was
@@ -140,24 +141,37 @@ class Heartbeat:
 
 
 class Runner:
-    """Claims tasks and runs them; one per worker process (or per ``--wait`` call)."""
+    """Claims tasks and runs them; one per worker process (or per ``--wait`` call).
+
+    Its dependencies come in explicitly: the job store; ``services``, handed to every
+    handler as ``ctx.platform`` (the engine never looks inside); the folder under which
+    each task gets its scratch space; how often leases are renewed (default a third of
+    the store's lease). ``on_close`` runs after :meth:`close` stopped the heartbeat
+    (e.g. to close the services built for this runner).
+    """
 
     def __init__(
         self,
-        platform: Platform,
+        store: JobStore,
         worker_id: str,
         *,
-        queues: list[str] | None = None,
+        services: Any = None,
+        scratch_root: Path,
+        heartbeat_interval: float | None = None,
+        queues: Sequence[str] | None = None,
         max_batch: int = MAX_BATCH,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
-        self.platform = platform
-        self.store = platform.store
+        self.store = store
+        self.services = services
+        self.scratch_root = scratch_root
         self.worker_id = worker_id
-        self.queues = queues
+        self.queues = list(queues) if queues else None
         self.max_batch = max_batch
         self.batch = 1
+        self._on_close = on_close
         self.heartbeat = Heartbeat(
-            platform, platform.settings.heartbeat_interval, f"worker {worker_id}"
+            store, heartbeat_interval or store.lease_seconds / 3.0, f"worker {worker_id}"
         )
         self._jobs: OrderedDict[str, tuple[Workflow, BaseModel]] = OrderedDict()
         self._ended_jobs: set[str] = set()
@@ -165,15 +179,27 @@ class Runner:
         self._job_of: dict[str, str] = {}  # task id -> job id, of the batch being run
 
     def close(self) -> None:
-        """Stop the heartbeat thread."""
+        """Stop the heartbeat thread (then run ``on_close``)."""
         self.heartbeat.stop()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
 
-    def run_once(self, job_id: str | None = None) -> int:
-        """Claim a batch and run it; returns how many tasks were claimed."""
+    def run_once(self, job_id: str | None = None, *, task_ids: Sequence[str] | None = None) -> int:
+        """Claim a batch and run it; returns how many tasks were claimed.
+
+        ``task_ids``: exactly these tasks, those of them still queued and available (a
+        dispatcher's message named them); the others yield nothing.
+        """
+        if task_ids is not None and not task_ids:
+            return 0
+        limit = len(task_ids) if task_ids is not None else self.batch
         # A claim whose commit was lost in an outage leaves tasks no worker holds: their
         # leases run out and lease expiry re-queues them.
         claimed = retry_transient(
-            lambda: self.store.claim(self.worker_id, self.batch, queues=self.queues, job_id=job_id),
+            lambda: self.store.claim(
+                self.worker_id, limit, queues=self.queues, job_id=job_id, task_ids=task_ids
+            ),
             what=f"worker {self.worker_id}: claiming tasks",
             stop=self._stop,
             logger=log,
@@ -203,6 +229,8 @@ class Runner:
             self._flush(pending)
         finally:
             self.heartbeat.release(keys)
+        if task_ids is not None:
+            return len(claimed)  # the dispatcher chose this batch: nothing to learn here
         per_task = (time.monotonic() - started) / len(claimed)
         self.batch = min(self.batch * 2, self.max_batch) if per_task < FAST_TASK_SECONDS else 1
         return len(claimed)
@@ -283,11 +311,12 @@ class Runner:
             wf.stage_names()[: task.stage_index],
         )
         ctx = TaskContext(
-            platform=self.platform,
+            platform=self.services,
+            store=self.store,
             task=task,
             workflow=wf.name,
             results=results,
-            scratch_root=self.platform.settings.scratch_dir,
+            scratch_root=self.scratch_root,
         )
         key = (task.task_id, task.attempt)
         self.heartbeat.attach(key, ctx)

@@ -28,6 +28,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from geoetl.engine import ids
 from geoetl.engine.db import is_postgres
+from geoetl.engine.dispatch import (
+    Dispatcher,
+    NotifyDispatcher,
+    PollingDispatcher,
+    Runnable,
+    wants_ids,
+)
 from geoetl.engine.models import (
     ACTIVE_JOB,
     OPEN_TASK,
@@ -43,7 +50,6 @@ from geoetl.errors import Conflict, GeoEtlError, InputError, NotFound, StaleAtte
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "geoetl_tasks"
 PRUNE_META_KEY = "events_pruned_until"
 
 # Statuses as SQL literals: SQLite uses a partial index (schema: ix_tasks_queued, ...)
@@ -77,11 +83,22 @@ class Changes:
 
     Events, and moves of tasks between the per-stage counters; both are written at
     the end of the transaction (counters after the job row, the lock order above).
+    ``runnable``: the tasks it made claimable, for the dispatcher once it commits
+    (with ``ids`` False, one per queue is enough and the rest are not collected).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, ids: bool = True) -> None:
         self.events: list[Event] = []
         self.moves: defaultdict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+        self.runnable: list[Runnable] = []
+        self.ids = ids
+        self._queues: set[str] = set()
+
+    def runs(self, task_id: str, queue: str, available_at: float) -> None:
+        """Record that a task became claimable at ``available_at``."""
+        if self.ids or queue not in self._queues:
+            self._queues.add(queue)
+            self.runnable.append(Runnable(task_id, queue, available_at))
 
     def event(
         self,
@@ -115,15 +132,17 @@ class JobStore:
         lease_seconds: float = 30.0,
         retry_base_seconds: float = 1.0,
         retry_max_seconds: float = 300.0,
-        notify: bool = True,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.engine = engine
         self.workflows = workflows
         self.lease_seconds = lease_seconds
         self.retry_base_seconds = retry_base_seconds
         self.retry_max_seconds = retry_max_seconds
-        self.notify = notify
         self.postgres = is_postgres(engine)
+        if dispatcher is None:
+            dispatcher = NotifyDispatcher(engine) if self.postgres else PollingDispatcher()
+        self.dispatcher: Dispatcher = dispatcher
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -151,6 +170,26 @@ class JobStore:
         ):
             yield conn
 
+    def changes(self) -> Changes:
+        """A fresh record for one write transaction, suited to the dispatcher."""
+        return Changes(ids=wants_ids(self.dispatcher))
+
+    def dispatch(self, changes: Changes) -> None:
+        """After commit: tell the dispatcher about the tasks ``changes`` made runnable.
+
+        Never raises: the transaction is committed, and a task whose message was lost
+        is re-dispatched by the janitor (idle local workers poll as well).
+        """
+        if not changes.runnable:
+            return
+        try:
+            self.dispatcher.dispatch(changes.runnable)
+        except Exception:
+            log.exception(
+                "dispatching %d runnable task(s) failed; the janitor re-dispatches them",
+                len(changes.runnable),
+            )
+
     def ping(self) -> None:
         """Raise unless the database answers a trivial query."""
         with self.read() as conn:
@@ -174,6 +213,7 @@ class JobStore:
         wf = self.workflows.get(workflow)
         canonical = validate_params(wf, params).model_dump(mode="json")
         jid = ids.job_id(wf.name, wf.version, canonical)
+        changes = self.changes()
         try:
             with self.write() as conn:
                 existing = self._latest_run(conn, jid)
@@ -187,6 +227,7 @@ class JobStore:
                     1,
                     canonical,
                     "job_submitted",
+                    changes,
                     labels={"submitted_by": submitted_by, "access_level": access_level},
                 )
         except IntegrityError:
@@ -196,6 +237,7 @@ class JobStore:
             if existing is None:
                 raise
             return existing, True
+        self.dispatch(changes)
         log.info("submitted job %s (%s)", jid, wf.name, extra={"job_id": jid})
         return jid, False
 
@@ -209,7 +251,7 @@ class JobStore:
             job = self._job_row(conn, job_id)
             wf = self.workflows.get(job.workflow)
             canonical = validate_params(wf, job.params).model_dump(mode="json")
-            changes = Changes()
+            changes = self.changes()
             if job.status in ACTIVE_JOB:
                 self._cancel(conn, job_id, "cancelled by resubmit", time.time(), changes)
             last = conn.execute(
@@ -224,8 +266,17 @@ class JobStore:
                 "access_level": job.access_level,
             }
             self._create_job(
-                conn, wf, new_id, job.base_id, run, canonical, "job_submitted", labels=labels
+                conn,
+                wf,
+                new_id,
+                job.base_id,
+                run,
+                canonical,
+                "job_submitted",
+                changes,
+                labels=labels,
             )
+        self.dispatch(changes)
         return new_id
 
     def cancel(self, job_id: str) -> JobStatus:
@@ -249,6 +300,7 @@ class JobStore:
         *,
         queues: Sequence[str] | None = None,
         job_id: str | None = None,
+        task_ids: Sequence[str] | None = None,
     ) -> sa.Update:
         """The UPDATE ... RETURNING that :meth:`claim` runs (tests EXPLAIN it)."""
         pick = (
@@ -262,6 +314,8 @@ class JobStore:
             pick = pick.where(tasks.c.queue.in_(list(queues)))
         if job_id:
             pick = pick.where(tasks.c.job_id == job_id)
+        if task_ids is not None:
+            pick = pick.where(tasks.c.task_id.in_(list(task_ids)))
         # MATERIALIZED: evaluated once. A plain IN (subquery ... LIMIT n SKIP LOCKED) may be
         # re-run by PostgreSQL's planner and claim far more than n rows.
         picked = pick.cte("picked").prefix_with("MATERIALIZED")
@@ -297,15 +351,26 @@ class JobStore:
         *,
         queues: Sequence[str] | None = None,
         job_id: str | None = None,
+        task_ids: Sequence[str] | None = None,
     ) -> list[ClaimedTask]:
         """Take up to ``limit`` runnable tasks: each gets a new attempt number and a lease.
 
         The pick walks a partial index of queued tasks in ``available_at`` order (ties in
         creation order) and stops after ``limit`` rows, so its cost does not grow with
         the queue; ``job_id`` has an index of its own (ix_tasks_job_queued).
+
+        ``task_ids``: only these tasks (a dispatcher's message named them), each one
+        that is still queued and available now, however small ``limit``; a task that
+        ran meanwhile, or was cancelled, yields nothing.
         """
+        if task_ids is not None:
+            if not task_ids:
+                return []
+            limit = max(limit, len(task_ids))
         now = time.time()
-        claim = self.claim_statement(worker_id, limit, now, queues=queues, job_id=job_id)
+        claim = self.claim_statement(
+            worker_id, limit, now, queues=queues, job_id=job_id, task_ids=task_ids
+        )
         with self.write(lease=True) as conn:
             rows = list(conn.execute(claim).all())
             if not rows:
@@ -427,7 +492,7 @@ class JobStore:
                     ],
                 )
             per_job: dict[str, int] = {}
-            changes = Changes()
+            changes = self.changes()
             for r in current:
                 per_job[r.job_id] = per_job.get(r.job_id, 0) + 1
                 changes.move(r.job_id, r.stage_index, TaskStatus.running, TaskStatus.succeeded)
@@ -442,6 +507,7 @@ class JobStore:
                 if job is not None and job.remaining <= 0:
                     self._start_stage(conn, job_id, job.stage_index + 1, now, changes)
             self._record(conn, changes)
+        self.dispatch(changes)
         accepted = {r.task_id for r in current}
         rejected = [c.task_id for c in completions if c.task_id not in accepted]
         for task_id in rejected:
@@ -462,9 +528,10 @@ class JobStore:
             ).first()
             if row is None:
                 return "stale"
-            changes = Changes()
+            changes = self.changes()
             status = self._retry_or_fail(conn, row, error, retryable, now, changes)
             self._record(conn, changes)
+        self.dispatch(changes)
         return status
 
     # -- janitor --------------------------------------------------------------------------
@@ -482,7 +549,7 @@ class JobStore:
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ).all()
-            changes = Changes()
+            changes = self.changes()
             for row in rows:
                 error = {
                     "kind": "lease_expired",
@@ -494,20 +561,20 @@ class JobStore:
                 status = self._retry_or_fail(conn, row, error, True, now, changes)
                 (requeued if status == TaskStatus.queued else failed).append(row.task_id)
             self._record(conn, changes)
+        self.dispatch(changes)
         return requeued, failed
 
-    def stale_queued(self, older_than: float, limit: int = 1000) -> list[str]:
+    def stale_queued(self, older_than: float, limit: int = 1000) -> list[Runnable]:
         """Queued tasks runnable for more than ``older_than`` seconds that nobody claimed."""
         cutoff = time.time() - older_than
         with self.read() as conn:
-            return list(
-                conn.execute(
-                    sa.select(tasks.c.task_id)
-                    .where(QUEUED, tasks.c.available_at < cutoff)
-                    .order_by(tasks.c.available_at)
-                    .limit(limit)
-                ).scalars()
-            )
+            rows = conn.execute(
+                sa.select(tasks.c.task_id, tasks.c.queue, tasks.c.available_at)
+                .where(QUEUED, tasks.c.available_at < cutoff)
+                .order_by(tasks.c.available_at)
+                .limit(limit)
+            ).all()
+        return [Runnable(r.task_id, r.queue, r.available_at) for r in rows]
 
     def prune_events(
         self, ended_before: float, *, batch: int = 10_000, jobs_limit: int = 500
@@ -551,12 +618,6 @@ class JobStore:
         if ended:
             self.set_meta(PRUNE_META_KEY, ended[-1].finished_at)
         return deleted
-
-    def wake_workers(self) -> None:
-        """Tell listening workers that tasks are waiting (PostgreSQL NOTIFY)."""
-        if self.postgres:
-            with self.write() as conn:
-                conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "redispatch")))
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store a small engine fact (e.g. the janitor's last run)."""
@@ -618,6 +679,7 @@ class JobStore:
         run: int,
         params: dict[str, Any],
         kind: str,
+        changes: Changes,
         *,
         labels: dict[str, str | None] | None = None,
     ) -> None:
@@ -639,7 +701,6 @@ class JobStore:
                 updated_at=now,
             )
         )
-        changes = Changes()
         changes.event(job_id, kind, f"{wf.name} v{wf.version}, run {run}")
         self._start_stage(conn, job_id, 0, now, changes)
         self._record(conn, changes)
@@ -664,7 +725,7 @@ class JobStore:
                 self._fail_job(conn, job_id, _user_error(exc, stage.name, "plan"), now, changes)
                 return
             if items:
-                self._insert_tasks(conn, job_id, stage, index, items, now)
+                self._insert_tasks(conn, job_id, stage, index, items, now, changes)
                 conn.execute(
                     sa.insert(job_stages).values(
                         job_id=job_id,
@@ -686,7 +747,6 @@ class JobStore:
                     .values(stage_index=index, stage=stage.name, remaining=len(items))
                 )
                 changes.event(job_id, "stage_started", f"{stage.name}: {len(items)} task(s)")
-                self._notify(conn, stage.queue)
                 return
             changes.event(job_id, "stage_skipped", f"{stage.name}: plan returned no items")
             index += 1
@@ -700,17 +760,25 @@ class JobStore:
         index: int,
         items: list[Any],
         now: float,
+        changes: Changes,
     ) -> None:
         """Create a stage's tasks in bulk: COPY on PostgreSQL, multi-row INSERTs on SQLite.
 
         Both bypass SQLAlchemy's per-row parameter handling, which made a 10,000-task
-        stage cost about 450 ms on PostgreSQL; items are written as JSON text.
+        stage cost about 450 ms on PostgreSQL; items are written as JSON text. The new
+        tasks are recorded in ``changes`` for the dispatcher (all of them only when it
+        wants ids; else the first stands for the queue).
         """
         lease = stage.lease.total_seconds() if stage.lease else self.lease_seconds
         attempts = max(1, stage.retry.attempts)
+        task_ids = [ids.task_id(job_id, stage.name, i) for i in range(len(items))]
+        if changes.ids:
+            changes.runnable.extend(Runnable(t, stage.queue, now) for t in task_ids)
+        else:
+            changes.runs(task_ids[0], stage.queue, now)
         rows = (
             (
-                ids.task_id(job_id, stage.name, i),
+                task_ids[i],
                 job_id,
                 index,
                 stage.name,
@@ -802,6 +870,7 @@ class JobStore:
                 )
             )
             changes.move(row.job_id, row.stage_index, TaskStatus.running, TaskStatus.queued)
+            changes.runs(row.task_id, row.queue, now + delay)
             # The message says what failed; the traceback stays on the task row (its
             # latest attempt), keeping a retried fan-out's log small.
             changes.event(
@@ -882,11 +951,6 @@ class JobStore:
     def _backoff(self, attempt: int) -> float:
         delay = min(self.retry_max_seconds, self.retry_base_seconds * 2 ** (attempt - 1))
         return float(delay * random.uniform(0.8, 1.2))  # jitter spreads retries of a failed batch
-
-    def _notify(self, conn: Connection, queue: str) -> None:
-        # Delivered at commit, and only if the transaction commits: dispatch after commit.
-        if self.postgres and self.notify:
-            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, queue)))
 
     def _apply_moves(self, conn: Connection, changes: Changes) -> None:
         s = job_stages.c

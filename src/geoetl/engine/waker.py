@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.engine import Engine
 
 from geoetl.engine.db import Outage, is_postgres
-from geoetl.engine.store import NOTIFY_CHANNEL
+from geoetl.engine.dispatch import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
     import psycopg

@@ -1,9 +1,15 @@
-"""Worker processes on this machine: each runs a Runner that claims from the database."""
+"""Worker processes on this machine: each runs a Runner that claims from the database.
+
+Generic: what a worker process runs is named by the application as a
+``"module:function"`` entry point (spawned children import it), called as
+``entry(config, name, queues, stop)``; ``geoetl.workers`` builds geoetl's runner there.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -13,16 +19,16 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
-from geoetl.engine.db import Outage, is_transient, outage_within, retry_transient
+from geoetl.engine.db import Outage, is_transient, outage_within
 from geoetl.engine.janitor import META_KEY
 from geoetl.engine.runner import Runner
-from geoetl.engine.waker import make_waker
-from geoetl.platform import Platform
-from geoetl.settings import Settings
+from geoetl.engine.store import JobStore
+from geoetl.engine.waker import Waker
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +38,18 @@ def worker_id(name: str = "w") -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{name}"
 
 
-def run_worker(
-    settings: Settings, name: str, queues: list[str] | None, stop: threading.Event
+Entry = Callable[[Any, str, list[str] | None, threading.Event], None]
+
+
+def serve_runner(
+    runner: Runner, stop: threading.Event, waker: Waker, sweeper: LeaseSweeper
 ) -> None:
-    """Run one worker in this process until ``stop`` is set."""
-    # A worker started while the database is away waits for it (a pool would otherwise
-    # restart its crashing workers every second for as long as the outage lasts).
-    platform = retry_transient(
-        lambda: Platform.from_settings(settings),
-        what=f"worker {worker_id(name)}: starting",
-        stop=stop,
-        logger=log,
-    )
-    runner = Runner(platform, worker_id(name), queues=queues)
-    waker = make_waker(platform.store.engine, f"worker {runner.worker_id}")
-    sweeper = LeaseSweeper(platform, runner.worker_id)
+    """Run ``runner`` until ``stop`` is set, with ``sweeper`` on a thread; closes all three."""
     sweeping = threading.Thread(
         target=sweeper.run_forever, args=(stop,), name="geoetl-lease-sweeper", daemon=True
     )
     sweeping.start()
-    log.info("worker %s started (queues: %s)", runner.worker_id, queues or "all")
+    log.info("worker %s started (queues: %s)", runner.worker_id, runner.queues or "all")
     try:
         runner.serve(stop, waker)
     finally:
@@ -59,7 +57,6 @@ def run_worker(
         sweeping.join(timeout=10)
         waker.close()
         runner.close()
-        platform.close()
         log.info("worker %s stopped", runner.worker_id)
 
 
@@ -74,11 +71,11 @@ class LeaseSweeper:
     task is re-queued with its attempt number, which fences its old worker's completion.
     """
 
-    def __init__(self, platform: Platform, name: str) -> None:
-        self.store = platform.store
+    def __init__(self, store: JobStore, name: str, *, every: float, grace: float) -> None:
+        self.store = store
         self.name = name
-        self.every = platform.settings.janitor_interval_seconds
-        self.grace = platform.settings.lease_seconds
+        self.every = every
+        self.grace = grace
         self._outage = Outage(f"worker {name}: lease expiry", log)
 
     def janitor_running(self) -> bool:
@@ -223,8 +220,16 @@ class _ParentWatch:
         os._exit(EXIT_ORPHANED)
 
 
+def resolve_entry(entry: str) -> Entry:
+    """The function a ``"module:function"`` entry point names."""
+    module, _, attr = entry.partition(":")
+    target: Entry = getattr(importlib.import_module(module), attr)
+    return target
+
+
 def _child(
-    settings_json: str,
+    entry: str,
+    config: Any,
     name: str,
     queues: list[str] | None,
     stop: Connection,
@@ -271,7 +276,7 @@ def _child(
         local.set()
 
     threading.Thread(target=_relay, daemon=True).start()
-    run_worker(Settings.model_validate_json(settings_json), name, queues, local)
+    resolve_entry(entry)(config, name, queues, local)
     # Stopping already. A dying parent sends one SIGTERM per thread that exits (the kernel
     # re-parents this process to the next live thread, sending the signal again): ignore
     # them, or one arriving while the interpreter shuts down would kill it there.
@@ -280,20 +285,26 @@ def _child(
         watch.announce()  # stopped by the kernel's SIGTERM before the watcher said why
 
 
-class WorkerPool:
-    """N worker processes, restarted if one dies, stopped together; none outlives this one."""
+class ProcessPool:
+    """N worker processes, restarted if one dies, stopped together; none outlives this one.
+
+    Each process calls ``entry(config, name, queues, stop)`` (``entry`` a
+    ``"module:function"`` string, ``config`` picklable) and returns once ``stop`` is set.
+    """
 
     def __init__(
         self,
-        settings: Settings,
+        entry: str,
+        config: Any,
         concurrency: int,
-        queues: list[str] | None = None,
+        queues: Sequence[str] | None = None,
         *,
         orphan_grace: float = ORPHAN_GRACE_SECONDS,
     ):
-        self.settings = settings
+        self.entry = entry
+        self.config = config
         self.concurrency = concurrency
-        self.queues = queues
+        self.queues = list(queues) if queues else None
         self.orphan_grace = orphan_grace
         self._ctx = mp.get_context("spawn")
         self._procs: dict[str, mp.process.BaseProcess] = {}
@@ -314,7 +325,8 @@ class WorkerPool:
         proc = self._ctx.Process(
             target=_child,
             args=(
-                self.settings.model_dump_json(),
+                self.entry,
+                self.config,
                 name,
                 self.queues,
                 reader,

@@ -1,0 +1,190 @@
+"""geoetl's workers, assembled from settings: runners, the janitor, the local process pool.
+
+The engine (``geoetl.engine``) knows nothing of geoetl's settings, platform or object
+store. This module, above it, builds the engine's pieces from them: the job store's
+dispatcher for the configured executor, a :class:`Runner` whose handlers get the
+:class:`Platform` as ``ctx.platform``, a :class:`Janitor` that also cleans the object
+store, and local worker processes that each build their own platform.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.engine import Engine
+
+from geoetl.engine.db import is_postgres, retry_transient
+from geoetl.engine.dispatch import Dispatcher, NotifyDispatcher, PollingDispatcher
+from geoetl.engine.janitor import Janitor
+from geoetl.engine.runner import Runner
+from geoetl.engine.waker import make_waker
+from geoetl.engine.worker import (
+    ORPHAN_GRACE_SECONDS,
+    LeaseSweeper,
+    ProcessPool,
+    serve_runner,
+    worker_id,
+)
+from geoetl.errors import NotFound
+from geoetl.platform import Platform
+from geoetl.settings import Settings
+
+__all__ = [
+    "WorkerPool",
+    "make_dispatcher",
+    "make_janitor",
+    "make_runner",
+    "open_runner",
+    "run_worker",
+    "worker_id",
+]
+
+log = logging.getLogger(__name__)
+
+# An upload (tmp/uploads/) untouched this long was cut off when its server stopped.
+STALE_UPLOAD_SECONDS = 24 * 3600
+_JOB_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def make_dispatcher(settings: Settings, engine: Engine) -> Dispatcher:
+    """How the job store tells workers of runnable tasks, for ``settings.executor``.
+
+    local: PostgreSQL NOTIFY for LISTENing workers, nothing on SQLite (workers poll);
+    celery: a broker message per task.
+    """
+    if settings.executor == "celery":
+        from geoetl.celery_executor import CeleryDispatcher
+
+        return CeleryDispatcher(settings)
+    return NotifyDispatcher(engine) if is_postgres(engine) else PollingDispatcher()
+
+
+def make_runner(
+    platform: Platform,
+    worker_id: str,
+    queues: Sequence[str] | None = None,
+    *,
+    on_close: Callable[[], None] | None = None,
+) -> Runner:
+    """A runner on ``platform``'s job store whose handlers get ``platform``."""
+    settings = platform.settings
+    return Runner(
+        platform.store,
+        worker_id,
+        services=platform,
+        scratch_root=settings.scratch_dir,
+        heartbeat_interval=settings.heartbeat_interval,
+        queues=queues,
+        on_close=on_close,
+    )
+
+
+def open_runner(settings: Settings, worker_id: str, queues: Sequence[str] | None = None) -> Runner:
+    """A runner on a platform of its own; the runner's ``close()`` closes the platform too."""
+    platform = Platform.from_settings(settings)
+    try:
+        return make_runner(platform, worker_id, queues, on_close=platform.close)
+    except BaseException:
+        platform.close()
+        raise
+
+
+def make_janitor(platform: Platform) -> Janitor:
+    """The janitor of ``platform``: the engine's passes plus the object store's leftovers."""
+    settings = platform.settings
+    janitor = Janitor(
+        platform.store,
+        redispatch_after=settings.redispatch_after_seconds,
+        event_retention_days=settings.event_retention_days,
+        interval=settings.janitor_interval_seconds,
+        lease_seconds=settings.lease_seconds,
+        scratch_root=settings.scratch_dir,
+    )
+    janitor.housekeeping.append(lambda: clean_tmp_objects(platform, janitor.job_ended))
+    return janitor
+
+
+def clean_tmp_objects(platform: Platform, job_ended: Callable[[str], bool]) -> None:
+    """Delete the staged outputs (``tmp/{job_id}/``) of jobs that ended, and stale uploads."""
+    # Failed or cancelled jobs never publish what they staged; succeeded ones moved it.
+    objects = platform.objects
+    prefixes = {key.split("/")[1] for key in objects.list("tmp")}
+    # Only job folders: tmp/uploads/ holds ingests in flight.
+    for job_id in sorted(p for p in prefixes if _JOB_ID.fullmatch(p)):
+        if job_ended(job_id):
+            objects.delete_prefix(f"tmp/{job_id}")
+    if "uploads" in prefixes:
+        clean_stale_uploads(platform)
+
+
+def clean_stale_uploads(platform: Platform) -> None:
+    """Delete uploads (``tmp/uploads/``) nobody wrote to for a day."""
+    # An upload in flight is written to continually; one left a day was cut off by a
+    # server that stopped mid-upload (a client that goes away is cleaned up at once).
+    objects = platform.objects
+    cutoff = time.time() - STALE_UPLOAD_SECONDS
+    for key in objects.list("tmp/uploads"):
+        try:
+            if objects.modified(key) < cutoff:
+                objects.delete(key)
+                log.info("janitor: removed the abandoned upload %s", key)
+        except NotFound:
+            continue  # finished or dropped meanwhile
+
+
+def run_worker(
+    settings: Settings, name: str, queues: Sequence[str] | None, stop: threading.Event
+) -> None:
+    """Run one local worker in this process until ``stop`` is set."""
+    # A worker started while the database is away waits for it (a pool would otherwise
+    # restart its crashing workers every second for as long as the outage lasts).
+    platform = retry_transient(
+        lambda: Platform.from_settings(settings),
+        what=f"worker {worker_id(name)}: starting",
+        stop=stop,
+        logger=log,
+    )
+    try:
+        runner = make_runner(platform, worker_id(name), queues)
+        waker = make_waker(platform.store.engine, f"worker {runner.worker_id}")
+        sweeper = LeaseSweeper(
+            platform.store,
+            runner.worker_id,
+            every=settings.janitor_interval_seconds,
+            grace=settings.lease_seconds,
+        )
+        serve_runner(runner, stop, waker, sweeper)
+    finally:
+        platform.close()
+
+
+def _pooled_worker(
+    settings_json: str, name: str, queues: list[str] | None, stop: threading.Event
+) -> None:
+    """A :class:`WorkerPool` process's entry point (spawned: it gets settings as JSON)."""
+    run_worker(Settings.model_validate_json(settings_json), name, queues, stop)
+
+
+class WorkerPool(ProcessPool):
+    """N local worker processes on ``settings``, restarted if one dies, stopped together."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        concurrency: int,
+        queues: Sequence[str] | None = None,
+        *,
+        orphan_grace: float = ORPHAN_GRACE_SECONDS,
+    ) -> None:
+        super().__init__(
+            f"{__name__}:{_pooled_worker.__name__}",
+            settings.model_dump_json(),
+            concurrency,
+            queues,
+            orphan_grace=orphan_grace,
+        )
+        self.settings = settings
