@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +38,13 @@ class Settings(BaseSettings):
         description=(
             "Celery broker (any kombu transport: redis://, amqp://, sqs://, "
             "azureservicebus://); required with executor=celery."
+        ),
+    )
+    broker_transport_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            'JSON of kombu transport options, e.g. {"predefined_queues": {...}} for SQS '
+            'or {"peek_lock_seconds": 60} for Azure Service Bus; kombu\'s defaults otherwise.'
         ),
     )
     s3_endpoint_url: str | None = Field(
