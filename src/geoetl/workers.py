@@ -150,7 +150,7 @@ def run_worker(
     )
     try:
         runner = make_runner(platform, worker_id(name), queues)
-        waker = make_waker(platform.store.engine, f"worker {runner.worker_id}")
+        waker = make_waker(platform.store.engine, f"worker {runner.worker_id}", queues)
         sweeper = LeaseSweeper(
             platform.store,
             runner.worker_id,

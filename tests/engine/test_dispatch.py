@@ -7,6 +7,7 @@ reads the tasks back through another connection to prove the commit happened fir
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,7 @@ from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.workers import make_janitor, make_runner
 from geoetl.workflows import default_registry
+from tests.conftest import geoetl_cmd, settings_env
 from tests.engine.helpers import expire_lease, task_rows, wait_for
 
 
@@ -215,6 +217,23 @@ def test_janitor_redispatches_tasks_queued_too_long(routed: Platform, recorder: 
     assert again.available_at == _row(routed, job_id, task_id).available_at
 
 
+def test_geoetl_janitor_once_redispatches_a_stale_task(
+    settings: Settings, platform: Platform
+) -> None:
+    job_id, _ = platform.store.submit("hello", {"name": "forgotten"})
+    time.sleep(settings.redispatch_after_seconds + 0.2)
+    out = subprocess.run(
+        geoetl_cmd("janitor", "--once"),
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "re-dispatched 1" in out.stdout
+    assert f"re-dispatched: {ids.task_id(job_id, 'greet', 0)}" in out.stdout
+
+
 def test_claim_takes_only_the_named_tasks_still_queued(routed: Platform) -> None:
     store = routed.store
     job_id, _ = store.submit("routed", {"n": 4})
@@ -331,5 +350,19 @@ def test_notify_wakes_a_listening_worker_once_committed(pg_routed: Platform) -> 
         finally:
             runner.close()
         assert _row(pg_routed, job_id, ids.task_id(job_id, "split", 0)).status == "succeeded"
+    finally:
+        waker.close()
+
+
+def test_a_worker_sleeps_through_other_queues_notifications(pg_routed: Platform) -> None:
+    waker = ListenWaker(pg_routed.store.engine, "heavy only", queues=["heavy"])
+    try:
+        job_id, _ = pg_routed.store.submit("routed", {"n": 2})  # notifies "light"
+        assert waker.wait(1.0) is False
+        split = _claim_one(pg_routed, ids.task_id(job_id, "split", 0))
+        pg_routed.store.complete([Completion(split.task_id, split.attempt, 2)])  # "heavy"
+        started = time.monotonic()
+        assert waker.wait(5.0) is True
+        assert time.monotonic() - started < 1.0
     finally:
         waker.close()

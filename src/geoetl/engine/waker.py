@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.engine import Engine
@@ -44,16 +45,18 @@ class PollWaker:
 
 
 class ListenWaker:
-    """PostgreSQL: LISTEN on the task channel; new tasks NOTIFY at commit.
+    """PostgreSQL: LISTEN on the task channel; new tasks NOTIFY their queue after commit.
 
-    The listening connection is opened again after the server restarts or the network
+    A worker of some ``queues`` sleeps through notifications for other queues. The
+    listening connection is opened again after the server restarts or the network
     drops it; until then idle workers simply poll.
     """
 
     # Still poll now and then: a notification can be missed (connection reset).
     max_idle = 1.0
 
-    def __init__(self, engine: Engine, name: str = "") -> None:
+    def __init__(self, engine: Engine, name: str = "", queues: Sequence[str] | None = None) -> None:
+        self._queues = frozenset(queues) if queues else None
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._outage = Outage(f"{name}: LISTEN for new tasks" if name else "LISTEN", log)
@@ -90,9 +93,11 @@ class ListenWaker:
             return False
         assert self._conn is not None
         woken = False
+        deadline = time.monotonic() + timeout
         try:
-            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                woken = True
+            while not woken and (left := deadline - time.monotonic()) > 0:
+                for note in self._conn.notifies(timeout=left, stop_after=1):
+                    woken = self._queues is None or note.payload in self._queues
             if woken:
                 # Drain notifications that arrived together; a zero timeout would block.
                 for _ in self._conn.notifies(timeout=0.001):
@@ -117,6 +122,9 @@ class ListenWaker:
         self._drop()
 
 
-def make_waker(engine: Engine, name: str = "") -> Waker:
-    """The waker suited to the job store's backend; ``name`` says whose it is in the log."""
-    return ListenWaker(engine, name) if is_postgres(engine) else PollWaker()
+def make_waker(engine: Engine, name: str = "", queues: Sequence[str] | None = None) -> Waker:
+    """The waker suited to the job store's backend, for a worker of ``queues`` (None: all).
+
+    ``name`` says whose it is in the log.
+    """
+    return ListenWaker(engine, name, queues) if is_postgres(engine) else PollWaker()
