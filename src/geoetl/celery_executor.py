@@ -66,6 +66,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from kombu.exceptions import OperationalError as KombuOperationalError
+
 from celery import Celery  # type: ignore[import-untyped]
 from celery import signals as celery_signals
 from geoetl.engine.dispatch import Runnable
@@ -162,6 +164,9 @@ def make_celery_app(
         broker_connection_retry=True,
         broker_connection_max_retries=None,  # a worker waits for its broker, forever
         broker_transport_options=options,
+        # Cancels running tasks with *late* acks when the broker connection drops; there are
+        # none (early acks), and True silences Celery's warning about the coming default.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         enable_utc=True,
@@ -254,8 +259,11 @@ class CeleryDispatcher:
         self._later = _Later(self._send)
         conn = self.app.connection_for_write()
         try:
+            # What a transport raises when its broker is away; kombu wraps them in
+            # OperationalError once its publish retries are spent.
             self._errors: tuple[type[BaseException], ...] = (
                 OSError,
+                KombuOperationalError,
                 *conn.connection_errors,
                 *conn.channel_errors,
             )

@@ -123,31 +123,30 @@ class RedisServer:
 
 
 def start_worker(
-    settings: Settings, log: Path, *args: str, env: dict[str, str] | None = None
+    settings: Settings, log: Path, *args: str, group: int | None = None
 ) -> subprocess.Popen[bytes]:
-    """``geoetl worker ARGS`` (executor from ``settings``) in a process group of its own."""
-    handle = log.open("ab")
-    environment = settings_env(settings)
-    environment.update(env or {})
-    return subprocess.Popen(
-        geoetl_cmd("worker", *args),
-        env=environment,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own group: killpg stops it with its children
-    )
+    """``geoetl worker ARGS`` in a process group of its own (or in ``group``)."""
+    return _start(settings, log, "worker", *args, group=group)
 
 
-def start_janitor(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """``geoetl janitor`` in a process group of its own."""
-    handle = log.open("ab")
-    return subprocess.Popen(
-        geoetl_cmd("janitor", *args),
-        env=settings_env(settings),
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def start_janitor(
+    settings: Settings, log: Path, *args: str, group: int | None = None
+) -> subprocess.Popen[bytes]:
+    """``geoetl janitor ARGS`` in a process group of its own (or in ``group``)."""
+    return _start(settings, log, "janitor", *args, group=group)
+
+
+def _start(settings: Settings, log: Path, *args: str, group: int | None) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        # A new process group (this session, so others may join it) unless one is given:
+        # killpg then stops the command with its children.
+        return subprocess.Popen(
+            geoetl_cmd(*args),
+            env=settings_env(settings),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            process_group=0 if group is None else group,
+        )
 
 
 def stop_group(proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
