@@ -70,6 +70,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from celery import Celery  # type: ignore[import-untyped]
 from celery import signals as celery_signals
+from geoetl.engine.db import retry_transient
 from geoetl.engine.dispatch import Runnable
 from geoetl.engine.runner import FAST_TASK_SECONDS, MAX_BATCH
 from geoetl.settings import Settings
@@ -100,6 +101,9 @@ PUBLISH_RETRY_POLICY = {
 # messages per queue of at most MAX_IDS_PER_MESSAGE task ids each; fewer tasks, one each.
 MAX_IDS_PER_MESSAGE = 64
 SPREAD = 16
+# After a failed send, dispatches within this many seconds do not try the broker again
+# (each try may wait for connection timeouts): their tasks are left to the janitor.
+OUTAGE_RETRY_S = 2.0
 # Tasks due within this many seconds are sent now (they are claimable by the time a
 # worker reads the message); later ones wait on the dispatcher's timer.
 DUE_SLACK_S = 0.0
@@ -202,7 +206,12 @@ class _ProcessRunner:
                 from geoetl.workers import open_runner
 
                 worker_id = f"{socket.gethostname()}:{os.getpid()}:celery"
-                self._runner = open_runner(self.settings, worker_id, self.queues)
+                # The message is acked already: wait for the database rather than lose it.
+                self._runner = retry_transient(
+                    lambda: open_runner(self.settings, worker_id, self.queues),
+                    what=f"worker {worker_id}: starting",
+                    logger=log,
+                )
                 self._pid = os.getpid()
             return self._runner
 
@@ -248,14 +257,16 @@ class CeleryDispatcher:
     """Sends one ``geoetl.run`` message per runnable task to its queue's Celery queue.
 
     Never raises into the job store: a broker that cannot be reached is logged once per
-    outage, and the janitor re-dispatches what was not sent. Tasks not yet due (retry
-    backoff) are sent by a timer thread when they are.
+    outage, is not tried again for :data:`OUTAGE_RETRY_S` (a submit does not wait on
+    connection timeouts), and the janitor re-dispatches what was not sent. Tasks not yet
+    due (retry backoff) are sent by a timer thread when they are.
     """
 
     def __init__(self, settings: Settings, *, app: Any = None) -> None:
         self.app = app if app is not None else make_celery_app(settings)
         self._send_lock = threading.Lock()
         self._down_since: float | None = None
+        self._retry_at = 0.0
         self._later = _Later(self._send)
         conn = self.app.connection_for_write()
         try:
@@ -292,6 +303,8 @@ class CeleryDispatcher:
         sent = 0
         batch = list(tasks)
         with self._send_lock:
+            if self._down_since is not None and time.monotonic() < self._retry_at:
+                return 0  # the broker was away a moment ago: left to the janitor
             try:
                 with self.app.producer_or_acquire() as producer:
                     for queue, ids in messages(batch):
@@ -304,6 +317,7 @@ class CeleryDispatcher:
                         )
                         sent += len(ids)
             except self._errors as exc:
+                self._retry_at = time.monotonic() + OUTAGE_RETRY_S
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                     log.warning(
@@ -374,7 +388,7 @@ class _Later:
             self._send(due)
 
 
-def worker_queues(settings: Settings) -> list[str]:
+def worker_queues() -> list[str]:
     """Every stage queue the built-in and registered workflows declare."""
     from geoetl.workflows import default_registry
 
@@ -391,7 +405,7 @@ def run_celery_worker(settings: Settings, queues: list[str] | None, concurrency:
     the task it names. A first SIGTERM or SIGINT stops after the running tasks (Celery's
     warm shutdown).
     """
-    serving = queues or worker_queues(settings)
+    serving = queues or worker_queues()
     app = make_celery_app(settings, queues=serving)
     runners: _ProcessRunner = app.geoetl_runners
 
