@@ -43,6 +43,13 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
 fi
 
 bash "$ROOT/scripts/bootstrap.sh"
+
+# Azurite (Azure Blob emulator) for the storage tests, from npm into .cache/npm (ignored
+# by git); tests/servers.py finds it there. moto's S3 server comes with the dev extra.
+if [ ! -x "$ROOT/.cache/npm/node_modules/.bin/azurite-blob" ]; then
+  mkdir -p "$ROOT/.cache/npm"
+  npm install --prefix "$ROOT/.cache/npm" --no-audit --no-fund --silent azurite@3 >/dev/null
+fi
 export PATH="$ROOT/.venv/bin:$PATH"
 
 ruff check

@@ -36,7 +36,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -210,6 +210,8 @@ class UserFile:
     folder: str
     name: str
     remote: bool = False
+    # The object store's GDAL settings (credentials): applied while GDAL reads it.
+    store_options: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 def user_file(
@@ -261,7 +263,18 @@ def bronze_file(objects: ObjectStore, key: str) -> UserFile:
         return user_file(gdal_path, name, folder=Path(gdal_path).parent)
     if not gdal_path.startswith(PLATFORM_REMOTE_PREFIXES):
         raise InputError(f"source {key!r} is not stored where GDAL can read it safely")
-    return UserFile(gdal_path, str(PurePosixPath(gdal_path).parent), name, remote=True)
+    with objects.open(key) as fh:  # a range read of the head, as for a local file
+        head = fh.read(SNIFF_BYTES)
+    found = reference_format(head)
+    if found is not None:
+        raise InputError(f"{name} is {found.what}, {found.danger}; {found.advice}")
+    return UserFile(
+        gdal_path,
+        str(PurePosixPath(gdal_path).parent),
+        name,
+        remote=True,
+        store_options=objects.gdal_options(),
+    )
 
 
 def check_source_key(key: str) -> str:
@@ -512,16 +525,34 @@ def _pyogrio_config(options: dict[str, str]) -> Iterator[None]:
                 _pyogrio_saved.clear()
 
 
+# What an object store's settings may not change in the settings above.
+_GUARDED = frozenset({"CPL_VSIL_CURL_ALLOWED_FILENAME", "GDAL_HTTP_PROXY", "GDAL_HTTPS_PROXY"})
+
+
+def with_store(options: dict[str, str], store_options: dict[str, str] | None) -> dict[str, str]:
+    """``options`` plus an object store's (endpoint, credentials, retries), guards kept."""
+    merged = dict(options)
+    for key, value in (store_options or {}).items():
+        if key not in _GUARDED:
+            merged[key] = value
+    return merged
+
+
 @contextmanager
 def safe_gdal(
-    *, raster: bool = True, vector: bool = True, remote_path: str | None = None
+    *,
+    raster: bool = True,
+    vector: bool = True,
+    remote_path: str | None = None,
+    store_options: dict[str, str] | None = None,
 ) -> Iterator[None]:
     """GDAL settings for reading a user file (see :func:`gdal_options`).
 
     rasterio's settings are thread-local (``rasterio.Env``); pyogrio's are process-wide
-    and reference-counted across threads.
+    and reference-counted across threads. ``store_options`` reach the object store that
+    holds ``remote_path``; they never go to pyogrio (vector files are read locally).
     """
-    options = gdal_options(remote_path)
+    options = with_store(gdal_options(remote_path), store_options if remote_path else None)
     with _maybe_rasterio_env(options if raster else None):
         if vector:
             with _pyogrio_config(gdal_options(None)):
@@ -537,8 +568,74 @@ def _maybe_rasterio_env(options: dict[str, str] | None) -> Iterator[None]:
         return
     import rasterio
 
-    with rasterio.Env(**options):
+    with rasterio.Env(**rasterio_env_kwargs(options)):
         yield
+
+
+# rasterio refuses AWS keys as plain options ("handled by boto3"): they go in a session.
+_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def rasterio_env_kwargs(options: dict[str, str]) -> dict[str, Any]:
+    """Keyword arguments of ``rasterio.Env`` that set ``options`` for one operation."""
+    from rasterio.session import Session
+
+    class _Options(Session):  # type: ignore[misc]
+        """GDAL options rasterio sets when the environment starts (credentials)."""
+
+        def __init__(self, values: dict[str, str]) -> None:
+            self._values = values
+
+        @classmethod
+        def hascreds(cls, config: Any) -> bool:
+            return True
+
+        @property
+        def credentials(self) -> dict[str, str]:
+            return dict(self._values)
+
+        def get_credential_options(self) -> dict[str, str]:
+            return dict(self._values)
+
+    secrets = {k: v for k, v in options.items() if k in _CREDENTIALS}
+    kwargs: dict[str, Any] = {k: v for k, v in options.items() if k not in _CREDENTIALS}
+    kwargs["session"] = _Options(secrets)
+    return kwargs
+
+
+def stored_options(objects: ObjectStore, key: str) -> dict[str, str]:
+    """GDAL settings for reading the platform's own object ``key`` (a COG it wrote).
+
+    The object's path is the only network file GDAL may read (no sidecar lookups, no
+    other URL); on a local store there is no network at all.
+    """
+    path = objects.gdal_path(key)
+    if objects.is_local:
+        return gdal_options(None)
+    return with_store(gdal_options(path), objects.gdal_options())
+
+
+@contextmanager
+def open_stored_raster(objects: ObjectStore, key: str) -> Iterator[DatasetReader]:
+    """Open a GeoTIFF the platform stored (a COG in silver or tmp), read in place.
+
+    Range requests on a remote store, with the store's settings for this read only; only
+    the GTiff driver may open it.
+    """
+    import rasterio
+    from rasterio.io import DatasetReader
+
+    path = objects.gdal_path(key)
+    with rasterio.Env(**rasterio_env_kwargs(stored_options(objects, key))):
+        ds = DatasetReader(path, driver=list(STORED_RASTER_DRIVERS))
+        try:
+            yield ds
+        finally:
+            ds.close()
+
+
+# What the platform writes and reads back: COGs (GDAL reads them with GTiff).
+STORED_RASTER_DRIVERS = ("GTiff",)
 
 
 # --- rasters ------------------------------------------------------------------------------
@@ -567,7 +664,11 @@ def open_raster(
     from rasterio.io import DatasetReader
 
     src = _as_user_file(source, name)
-    with safe_gdal(vector=False, remote_path=src.path if src.remote else None):
+    with safe_gdal(
+        vector=False,
+        remote_path=src.path if src.remote else None,
+        store_options=src.store_options,
+    ):
         ds = DatasetReader(src.path, driver=list(RASTER_DRIVERS))
         try:
             _check_raster(ds, src)

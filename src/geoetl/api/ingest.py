@@ -10,7 +10,9 @@ same job. A broken or oversized upload leaves nothing behind.
 
 from __future__ import annotations
 
+import shutil
 import unicodedata
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,8 +26,8 @@ from geoetl.auth.principal import level_above
 from geoetl.engine.models import JobView
 from geoetl.engine.workflow import validate_params
 from geoetl.errors import Forbidden, GeoEtlError, InputError, TooLarge
-from geoetl.gdalsafe import check_crs_text
-from geoetl.ingest import RASTER_SUFFIXES, detect_kind, job_request
+from geoetl.gdalsafe import bronze_file, check_crs_text
+from geoetl.ingest import RASTER_SUFFIXES, Kind, detect_kind, job_request
 from geoetl.platform import Platform
 from geoetl.publish import authorize
 
@@ -170,7 +172,7 @@ async def ingest_upload(
         raise
     try:
         await run_in_threadpool(platform.tokens.record_upload, source, caller.name)
-        kind = await run_in_threadpool(detect_kind, filename, objects.gdal_path(source))
+        kind = await run_in_threadpool(stored_kind, platform, filename, source)
         workflow, params = job_request(kind, source, options)
         wf = platform.workflows.get(workflow)
         params, level = await run_in_threadpool(authorize, platform, caller, wf, params)
@@ -185,3 +187,20 @@ async def ingest_upload(
     view.idempotent = idempotent
     response.headers["Location"] = str(request.url_for("get_job", job_id=job_id))
     return view
+
+
+def stored_kind(platform: Platform, filename: str, source: str) -> Kind:
+    """Raster or vector, for an upload stored at the bronze key ``source``.
+
+    Read where it is stored (GDAL reads a remote object's header in place); a zip on a
+    remote store is fetched to scratch first, as its member list is read locally.
+    """
+    objects = platform.objects
+    if objects.is_local or not filename.lower().endswith(".zip"):
+        return detect_kind(filename, bronze_file(objects, source))
+    folder = platform.settings.scratch_dir / "uploads" / uuid.uuid4().hex
+    try:
+        local = objects.get_file(source, folder / filename)
+        return detect_kind(filename, str(local))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

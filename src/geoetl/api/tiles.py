@@ -40,6 +40,7 @@ from titiler.core.dependencies import (
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.factory import TilerFactory
 
+from geoetl import gdalsafe
 from geoetl.api.security import caller_levels
 from geoetl.errors import InputError, NotFound
 from geoetl.platform import Platform
@@ -62,13 +63,7 @@ def _band_stats(item: dict[str, Any], asset: str) -> list[dict[str, Any]]:
     return [b.get("statistics") or {} for b in bands]
 
 
-def item_cog_path(
-    request: Request,
-    collection_id: Annotated[str, Path(description="STAC collection id.")],
-    item_id: Annotated[str, Path(description="STAC item id.")],
-    asset: Annotated[str, Query(description="Asset (tier) of the item to read.")] = "data",
-) -> str:
-    """The GDAL path of the item's COG asset; 404 for unknown items or assets."""
+def _asset_key(request: Request, collection_id: str, item_id: str, asset: str) -> str:
     item = _item(request, collection_id, item_id)
     assets = item.get("assets", {})
     if asset not in assets:
@@ -77,7 +72,39 @@ def item_cog_path(
     key = platform.objects.key_of(str(assets[asset].get("href", "")))
     if key is None:
         raise NotFound(f"asset {asset!r} of item {item_id} is not in this deployment's storage")
+    return key
+
+
+def item_cog_path(
+    request: Request,
+    collection_id: Annotated[str, Path(description="STAC collection id.")],
+    item_id: Annotated[str, Path(description="STAC item id.")],
+    asset: Annotated[str, Query(description="Asset (tier) of the item to read.")] = "data",
+) -> str:
+    """The GDAL path of the item's COG asset; 404 for unknown items or assets.
+
+    On S3 or Azure a ``/vsis3/``/``/vsiaz/`` path: the COG is read in place with range
+    requests, never downloaded.
+    """
+    key = _asset_key(request, collection_id, item_id, asset)
+    platform: Platform = request.app.state.platform
     return platform.objects.gdal_path(key)
+
+
+def item_gdal_env(
+    request: Request,
+    collection_id: Annotated[str, Path()],
+    item_id: Annotated[str, Path()],
+    asset: Annotated[str, Query(include_in_schema=False)] = "data",
+) -> dict[str, Any]:
+    """GDAL settings for this request's read (``rasterio.Env`` keywords).
+
+    The store's endpoint and credentials for this one read, with the COG's path as the
+    only network file GDAL may open (no sidecar probes); none at all on a local store.
+    """
+    key = _asset_key(request, collection_id, item_id, asset)
+    platform: Platform = request.app.state.platform
+    return gdalsafe.rasterio_env_kwargs(gdalsafe.stored_options(platform.objects, key))
 
 
 def default_layers(
@@ -334,6 +361,16 @@ class BoundedReader(Reader):
     max_px: int = attr.ib(default=0, kw_only=True)
     cap_text: str = attr.ib(default="", kw_only=True)
 
+    def __attrs_post_init__(self) -> None:
+        """Open the COG with the GTiff driver only, then let rio-tiler read it."""
+        if not self.dataset:
+            from rasterio.io import DatasetReader
+
+            self.dataset = self._ctx_stack.enter_context(
+                DatasetReader(self.input, driver=list(gdalsafe.STORED_RASTER_DRIVERS))
+            )
+        super().__attrs_post_init__()  # type: ignore[no-untyped-call]
+
     def _check_bands(self, indexes: Any, expression: str | None) -> None:
         assert self.dataset is not None  # opened by Reader.__attrs_post_init__
         try:
@@ -437,6 +474,7 @@ def install(app: FastAPI) -> None:
         router_prefix=PREFIX,
         reader=BoundedReader,
         path_dependency=item_cog_path,
+        environment_dependency=item_gdal_env,
         # titiler types these as dataclasses; any dependency returning one works.
         reader_dependency=reader_limits,  # type: ignore[arg-type]
         layer_dependency=default_layers,  # type: ignore[arg-type]

@@ -43,11 +43,10 @@ def ingest_file(
     (:class:`geoetl.cli.main.Interrupted`). ``progress`` is a display for the stage bars.
     """
     from geoetl.cli.main import run_in_process
-    from geoetl.storage.objectstore import ObjectStore
+    from geoetl.storage.objectstore import open_object_store
 
     kind = detect_kind(path.name, str(path))
-    assert state.settings.storage_url is not None
-    objects = ObjectStore(state.settings.storage_url)
+    objects = open_object_store(state.settings)
     with ThreadPoolExecutor(1, thread_name_prefix="geoetl-bronze") as pool:
         stored = pool.submit(_store, objects, path, state.settings.scratch_dir)
         platform = state.platform  # imports, connects and migrates meanwhile,

@@ -175,32 +175,34 @@ def find_raster(files: list[Path], folder: Path, archive: str) -> Path:
     return relative[candidates[0]]
 
 
-def bronze_raster(objects: ObjectStore, key: str, scratch: Path) -> gdalsafe.UserFile:
+def bronze_raster(
+    objects: ObjectStore, key: str, scratch: Path, downloads: Path | None = None
+) -> gdalsafe.UserFile:
     """The raster a bronze source key stands for, as a checked :class:`~gdalsafe.UserFile`.
 
     A ``.zip`` is unpacked into ``scratch`` (with the archive limits) and must hold one
     raster, read with the sidecar files next to it in the archive. Other files are read
-    where they are, with the sidecars stored in their bronze folder; on a remote store a
-    folder with sidecars is copied to ``scratch`` first, as GDAL may read only the one
-    remote object.
+    where they are on a local store, with the sidecars stored in their bronze folder. On
+    a remote store the bronze folder is downloaded to ``downloads`` (default
+    ``scratch``; a folder the job's tasks on this machine share, so it is fetched once):
+    GDAL reads all of a raster to convert it, and one sequential download costs less
+    than the hundreds of range requests the conversion would make.
     """
     name = gdalsafe.check_source_key(key)
+    downloads = downloads or scratch
     if name.lower().endswith(".zip"):
         from geoetl.archive import safe_extract
 
-        local = objects.local_copy(key, scratch / name)
+        local = objects.local_copy(key, downloads / name)
         folder = scratch / "unzipped"
         files = safe_extract(local, folder)
         raster = find_raster(files, folder, name)
         label = f"{raster.relative_to(folder).as_posix()} in {name}"
         return gdalsafe.user_file(raster, label, folder=folder)
     if not objects.is_local:
-        members = objects.list(str(PurePosixPath(key).parent))
-        if len(members) > 1:
-            folder = scratch / "source"
-            for member in members:
-                objects.local_copy(member, folder / PurePosixPath(member).name)
-            return gdalsafe.user_file(folder / name, name, folder=folder)
+        for member in objects.list(str(PurePosixPath(key).parent)):
+            objects.local_copy(member, downloads / PurePosixPath(member).name)
+        return gdalsafe.user_file(downloads / name, name, folder=downloads)
     return gdalsafe.bronze_file(objects, key)
 
 

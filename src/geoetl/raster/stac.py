@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import rasterio
 from affine import Affine
 from pystac import Asset, Item, MediaType
 from pystac.extensions.projection import ProjectionExtension
+from rasterio.io import DatasetReader
 from rasterio.warp import transform_geom
 from rio_stac import create_stac_item
 from rio_stac.stac import bbox_to_geom
@@ -21,9 +24,21 @@ from geoetl.storage.objectstore import sha256_file
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 
 
-def acquisition_datetime(path: Path) -> datetime | None:
+Cog: TypeAlias = Path | DatasetReader  # a local file, or a COG opened in place in the object store
+
+
+@contextmanager
+def _opened(cog: Cog) -> Iterator[DatasetReader]:
+    if isinstance(cog, DatasetReader):
+        yield cog
+        return
+    with rasterio.open(cog) as ds:
+        yield ds
+
+
+def acquisition_datetime(cog: Cog) -> datetime | None:
     """The file's TIFF date tag, when it has a usable one."""
-    with rasterio.open(path) as ds:
+    with _opened(cog) as ds:
         value = ds.tags().get("TIFFTAG_DATETIME")
     if not value:
         return None
@@ -35,7 +50,12 @@ def acquisition_datetime(path: Path) -> datetime | None:
 
 def file_fields(path: Path) -> dict[str, Any]:
     """File extension fields: size and a multihash SHA-256 checksum."""
-    return {"file:size": path.stat().st_size, "file:checksum": "1220" + sha256_file(path)}
+    return file_facts(path.stat().st_size, sha256_file(path))
+
+
+def file_facts(size: int, sha256: str) -> dict[str, Any]:
+    """File extension fields of a file of ``size`` bytes with that hex SHA-256."""
+    return {"file:size": size, "file:checksum": "1220" + sha256}
 
 
 def footprint(transform: Affine, width: int, height: int) -> dict[str, Any]:
@@ -58,7 +78,7 @@ def _envelope(geometry: dict[str, Any]) -> list[float]:
     return [min(xs), min(ys), max(xs), max(ys)]
 
 
-def add_projection(item: Item, cog: Path) -> None:
+def add_projection(item: Item, cog: Cog) -> None:
     """The projection extension: the CRS code (or WKT2), native bbox, footprint, shape, transform.
 
     rio-stac can add these too, but asks PROJ to identify the CRS twice per item, which
@@ -68,7 +88,7 @@ def add_projection(item: Item, cog: Path) -> None:
     item geometry is its footprint (the rotated rectangle) in EPSG:4326, the bbox that
     footprint's envelope; rio-stac gives the envelope of the bounds for both.
     """
-    with rasterio.open(cog) as ds:
+    with _opened(cog) as ds:
         if ds.crs is None:
             return
         identified = crs_string(ds.crs)
@@ -101,18 +121,24 @@ def _densified(polygon: dict[str, Any], points: int = 21) -> dict[str, Any]:
 
 
 def build_item(
-    cog: Path,
+    cog: Cog,
     *,
     item_id: str,
     collection_id: str,
     href: str,
     properties: dict[str, Any],
-    extra_assets: dict[str, tuple[Path, str, str]] | None = None,
+    extra_assets: dict[str, tuple[Path | dict[str, Any], str, str]] | None = None,
+    files: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A STAC item for ``cog`` (proj, raster and file extensions); never a null datetime."""
+    """A STAC item for ``cog`` (proj, raster and file extensions); never a null datetime.
+
+    ``cog`` is a local file or a dataset opened in place (statistics come from its
+    overviews: a few range reads). ``files`` gives the file fields (:func:`file_facts`)
+    of a COG that is not a local file; an extra asset gives its path or its fields.
+    """
     when = acquisition_datetime(cog) or datetime.now(tz=UTC)
     item = create_stac_item(
-        str(cog),
+        cog if isinstance(cog, DatasetReader) else str(cog),
         input_datetime=when,
         collection=collection_id,
         id=item_id,
@@ -125,7 +151,10 @@ def build_item(
         properties=properties,
     )
     add_projection(item, cog)
-    item.assets["data"].extra_fields.update(file_fields(cog))
+    if files is None:
+        assert isinstance(cog, Path), "give the file fields of a COG opened in place"
+        files = file_fields(cog)
+    item.assets["data"].extra_fields.update(files)
     for name, (path, asset_href, title) in (extra_assets or {}).items():
         item.add_asset(
             name,
@@ -134,7 +163,7 @@ def build_item(
                 media_type=MediaType.COG,
                 roles=["data"],
                 title=title,
-                extra_fields=file_fields(path),
+                extra_fields=file_fields(path) if isinstance(path, Path) else path,
             ),
         )
     if FILE_EXT not in item.stac_extensions:

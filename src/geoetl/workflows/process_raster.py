@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 import threading
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from geoetl import gdalsafe
 from geoetl.catalog.models import AccessLevel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
@@ -19,6 +20,7 @@ from geoetl.raster.cog import write_cog
 from geoetl.raster.inspect import DeclaredType, RasterInfo, inspect_raster, parse_crs
 from geoetl.raster.profiles import TierChoice, cog_profile, tiers_for
 from geoetl.raster.source import bronze_raster
+from geoetl.storage.objectstore import sha256_file
 
 
 class ProcessRasterParams(BaseModel):
@@ -81,7 +83,7 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> RasterInfo:
     ctx.progress(0, 1, "inspecting")
     if params.target_crs is not None:
         parse_crs(params.target_crs, "target_crs")  # refused before any COG is written
-    source = bronze_raster(objects, params.source, ctx.scratch)
+    source = bronze_raster(objects, params.source, ctx.scratch, source_downloads(ctx))
     return inspect_raster(
         source,
         source.name,
@@ -89,6 +91,14 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> RasterInfo:
         declared_type=params.raster_type,
         strict=params.strict_mode,
     )
+
+
+def source_downloads(ctx: TaskContext) -> Path:
+    """Where a remote source is downloaded: shared by the job's tasks on this machine.
+
+    Under the job's scratch folder, which the janitor removes once the job ended.
+    """
+    return ctx.scratch.parent / "source"
 
 
 def plan_tiers(params: ProcessRasterParams, results: StageResults) -> list[str]:
@@ -137,7 +147,9 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     preload(AFTER_COG_MODULES)
     message = f"writing {tier} COG"
     ctx.progress(0, 1, message)
-    source = bronze_raster(ctx.platform.objects, params.source, ctx.scratch / "source")
+    source = bronze_raster(
+        ctx.platform.objects, params.source, ctx.scratch / "source", source_downloads(ctx)
+    )
     out = ctx.scratch / "cog.tif"
 
     def report(fraction: float) -> None:
@@ -156,8 +168,11 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         progress=report,
     )
     ctx.raise_if_cancelled()  # a finished COG of a cancelled job is not staged
-    ctx.platform.objects.move_file(out, key)
-    staged = {**result.model_dump(), "tier": tier, "tmp_key": key}
+    # The STAC item's file fields, from the local file: the catalog stage reads the
+    # stored COG in place and never downloads it.
+    digest = sha256_file(out)
+    ctx.platform.objects.move_file(out, key)  # an upload (multipart) on S3 and Azure
+    staged = {**result.model_dump(), "tier": tier, "tmp_key": key, "sha256": digest}
     ctx.checkpoint("staged", staged)
     return staged
 
@@ -176,13 +191,8 @@ def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
             raise InputError(f"staged COG {cog['tmp_key']} is missing; resubmit the job")
         published.append({**cog, "key": key})
     primary = next((c for c in published if c["tier"] == "analysis"), published[0])
-    local = objects.local_copy(primary["key"], ctx.scratch / "primary.tif")
-    extras = {
-        c["tier"]: (
-            objects.local_copy(c["key"], ctx.scratch / f"{c['tier']}.tif"),
-            c["key"],
-            f"{c['tier']} COG ({c['compression']})",
-        )
+    extras: dict[str, tuple[Path | dict[str, Any], str, str]] = {
+        c["tier"]: (_file_facts(c), c["key"], f"{c['tier']} COG ({c['compression']})")
         for c in published
         if c is not primary
     }
@@ -202,17 +212,25 @@ def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     }
     from geoetl.raster.stac import build_item
 
-    item = build_item(
-        local,
-        item_id=item_id,
-        collection_id=params.collection_id,
-        href=primary["key"],
-        properties=properties,
-        extra_assets=extras,
-    )
+    with gdalsafe.open_stored_raster(objects, primary["key"]) as cog:  # read in place
+        item = build_item(
+            cog,
+            item_id=item_id,
+            collection_id=params.collection_id,
+            href=primary["key"],
+            properties=properties,
+            extra_assets=extras,
+            files=_file_facts(primary),
+        )
     ctx.platform.catalog.ensure_collection(params.collection_id, params.access_level)
     ctx.platform.catalog.upsert_item(item, params.access_level)
     return {"item_id": item_id, "cogs": published}
+
+
+def _file_facts(cog: dict[str, Any]) -> dict[str, Any]:
+    from geoetl.raster.stac import file_facts
+
+    return file_facts(int(cog["size_bytes"]), str(cog["sha256"]))
 
 
 def summarize(params: ProcessRasterParams, results: StageResults) -> dict[str, Any]:

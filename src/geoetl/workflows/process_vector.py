@@ -121,15 +121,19 @@ def _parse_crs(value: str, what: str) -> CRS:
 
 
 def _dataset(params: ProcessVectorParams, ctx: TaskContext) -> Path:
-    if not ctx.platform.objects.exists(params.source):
+    objects = ctx.platform.objects
+    if not objects.exists(params.source):
         raise InputError(f"source {params.source} does not exist in the object store")
     name = gdalsafe.check_source_key(params.source)  # a file directly in its bronze folder
-    local = ctx.platform.objects.local_copy(params.source, ctx.scratch / name)
-    if local.suffix.lower() == ".shp":
+    # On S3 or Azure the source is downloaded once per job and machine (every chunk task
+    # reads it), into the job's scratch folder; on a folder it is read where it is.
+    downloads = ctx.scratch.parent / "source"
+    local = objects.local_copy(params.source, downloads / name)
+    if local.suffix.lower() == ".shp" and not objects.is_local:
         # A loose shapefile's sidecars sit next to it in bronze under the same hash folder.
         folder = PurePosixPath(params.source).parent
-        for key in ctx.platform.objects.list(str(folder)):
-            ctx.platform.objects.local_copy(key, ctx.scratch / PurePosixPath(key).name)
+        for key in objects.list(str(folder)):
+            objects.local_copy(key, downloads / PurePosixPath(key).name)
     return find_dataset(local, ctx.scratch)
 
 
@@ -287,7 +291,8 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
         part = part_table(attrs.take(rows), geoms[rows], target, geometry_type)
         local = ctx.scratch / f"{table}.parquet"
         write_part(part, local)
-        key = ctx.platform.objects.put_file(local, _part_key(ctx.job_id, table, item["chunk_id"]))
+        key = _part_key(ctx.job_id, table, item["chunk_id"])
+        ctx.platform.objects.put_file(local, key)
         tables[table] = {
             "family": family,
             "layer": item["layer"],
