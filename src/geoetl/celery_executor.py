@@ -50,8 +50,10 @@ all of them only for messages waiting in a prefetch slot (milliseconds with earl
   default off is right: no message is held while its task runs), ``wait_time_seconds``,
   ``queue_name_prefix``.
 
-kombu's defaults suit early acks on every transport, so the URL is all a deployment
-configures; :func:`make_celery_app` takes ``transport_options`` for code that needs others.
+kombu's defaults suit early acks on every transport, so the URL is usually all a
+deployment configures; ``GEOETL_BROKER_TRANSPORT_OPTIONS`` (JSON) sets others, e.g.
+``{"predefined_queues": {…}}`` for SQS without ListQueues rights, or ``{"peek_lock_seconds":
+120}`` for Service Bus.
 """
 
 from __future__ import annotations
@@ -141,12 +143,13 @@ def make_celery_app(
 
     No result backend (results live in the database), JSON messages, early acks with a
     prefetch of one. ``queues`` are the stage queues this process's workers claim from
-    (``None``: any); ``transport_options`` are added to ``broker_transport_options``.
+    (``None``: any); ``transport_options`` go over ``settings.broker_transport_options``.
     """
     if not settings.broker_url:
         raise ValueError("the Celery executor needs GEOETL_BROKER_URL")
     app = Celery("geoetl", broker=settings.broker_url, set_as_current=False)
     options: dict[str, Any] = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}
+    options.update(settings.broker_transport_options)
     options.update(transport_options or {})
     app.conf.update(
         result_backend=None,

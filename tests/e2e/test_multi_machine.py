@@ -3,7 +3,7 @@
 Each group is what one machine would run: ``geoetl worker`` (Celery executor, two pool
 processes) and ``geoetl janitor``, in a process group of its own, with a GEOETL_HOME (and
 so a scratch folder) of its own. They share only the PostgreSQL database, the broker (a
-private ``redis-server``, so the test may restart it) and the object store. A raster
+private ``redis-server``, so the test may restart it) and an S3 server (moto). A raster
 ingest, a vector ingest and a 2,000-task fan-out run while one whole group is killed with
 SIGKILL and the broker is restarted (its messages lost: it keeps nothing on disk). The
 jobs must end with exact results, every task succeeded exactly once (the job events),
@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from geoetl.settings import Settings
 from tests.celery.brokers import RedisServer, start_janitor, start_worker
 from tests.celery.conftest import celery_settings_for
 from tests.engine.helpers import event_rows, task_rows, wait_for
+from tests.servers import S3Server, moto_s3
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 FAN_OUT = 2000
@@ -109,16 +111,14 @@ def assert_each_task_succeeded_once(platform: Platform, job_id: str) -> list[Any
 
 
 @pytest.fixture
-def shared_storage(tmp_path: Path) -> str:
-    """The object store both machines use: a folder both can reach, as a URL."""
-    # TODO(storage): S3 from tests/servers.py's moto_s3() once it lands.
-    folder = tmp_path / "shared-objects"
-    folder.mkdir()
-    return folder.as_uri()
+def s3() -> Iterator[S3Server]:
+    """The object store both machines use: an S3 server (moto), reached by URL."""
+    with moto_s3() as server:
+        yield server
 
 
 def test_two_machines_one_killed_broker_restarted(
-    pg_database_url: str, shared_storage: str, tmp_path: Path
+    pg_database_url: str, s3: S3Server, tmp_path: Path
 ) -> None:
     broker = RedisServer(tmp_path / "redis")
     broker.start()
@@ -132,7 +132,8 @@ def test_two_machines_one_killed_broker_restarted(
                 home,
                 pg_database_url,
                 broker.url,
-                storage_url=shared_storage,
+                storage_url=s3.storage_url,
+                **s3.settings(),
                 lease_seconds=4.0,
                 heartbeat_seconds=1.0,
             )
@@ -157,12 +158,20 @@ def test_two_machines_one_killed_broker_restarted(
         # Both machines at work on the fan-out, then one of them is gone.
         wait_for(lambda: work_done(platform, fan_out) >= FAN_OUT // 5, 90, "a fifth of the work")
         b_pids = b.pids()
-        running_on_b = [
-            r.task_id
-            for r in task_rows(platform, fan_out)
-            if r.status == "running" and pid_of(r.worker_id) in b_pids
-        ]
+
+        def held_by_b() -> list[str]:
+            return [
+                r.task_id
+                for job_id in jobs.values()
+                for r in task_rows(platform, job_id)
+                if r.status == "running" and pid_of(r.worker_id) in b_pids
+            ]
+
+        wait_for(held_by_b, 30, "machine B to hold a task")
         b.kill()
+        # What B held when it died: its leases must run out and A run those tasks again.
+        running_on_b = held_by_b()
+        assert running_on_b, "machine B held no task when it was killed"
         broker.stop()
         time.sleep(1.0)
         broker.start()
@@ -183,7 +192,7 @@ def test_two_machines_one_killed_broker_restarted(
         # Machine B did work that counted, and A finished what B was running.
         b_done = [r for r in rows["fan_out"] if pid_of(r.worker_id) in b_pids]
         assert b_done
-        by_id = {r.task_id: r for r in rows["fan_out"]}
+        by_id = {r.task_id: r for job_rows in rows.values() for r in job_rows}
         for task_id in running_on_b:
             assert pid_of(by_id[task_id].worker_id) not in b_pids
             assert by_id[task_id].attempt >= 2
