@@ -2,7 +2,7 @@
 
 Credentials: the keys in the settings, else the standard AWS chain (environment,
 profiles, web identity, instance role) that botocore resolves — for s3fs and, resolved
-per operation, for GDAL's ``/vsis3/``. Uploads above 16 MiB are multipart; bronze
+per operation, for GDAL's ``/vsis3/``. Uploads above 64 MiB are multipart; bronze
 writes are conditional creates (``If-None-Match: *``).
 """
 
@@ -21,8 +21,9 @@ import s3fs  # type: ignore[import-untyped]
 from geoetl.errors import NotFound, TransientError
 from geoetl.storage.base import ObjectStore, causes
 
-PART_BYTES = 16 * 1024 * 1024
-UPLOAD_CONCURRENCY = 8
+# Multipart above two parts (64 MiB), parts sent 4 at a time.
+PART_BYTES = 32 * 1024 * 1024
+UPLOAD_CONCURRENCY = 4
 # Error codes S3 and compatible servers answer when a request may succeed later.
 RETRYABLE_CODES = frozenset(
     {
@@ -158,7 +159,7 @@ class S3Store(ObjectStore):
         return True
 
     def put_file(self, local: Path, key: str, *, if_absent: bool = False) -> bool:
-        """Upload a local file (multipart above 16 MiB, parts in parallel).
+        """Upload a local file (multipart above 64 MiB, parts in parallel).
 
         With ``if_absent`` the upload is a conditional create (``If-None-Match: *``): an
         object already at ``key`` is kept and False returned.
@@ -176,6 +177,19 @@ class S3Store(ObjectStore):
         except FileExistsError:
             return False
         return True
+
+    def get_file(self, key: str, local: Path) -> Path:
+        """Download an object to ``local`` in one streamed GET.
+
+        Not in parallel ranges: one stream fills a worker's link for the sources geoetl
+        converts, and S3-compatible servers that re-read an object per range request
+        (moto, some gateways) slow down many times over.
+        """
+        full = self._full(key)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with self._errors(key):
+            self.fs.get_file(full, str(local), max_concurrency=1)
+        return local
 
     def delete(self, key: str) -> bool:
         """Delete one object; False if there was none."""

@@ -117,6 +117,19 @@ def silver_key(params: ProcessRasterParams, tier: str) -> str:
     return f"silver/cogs/{params.collection_id}/{params.resolved_item_id()}_{tier}.tif"
 
 
+def staging_key(ctx: TaskContext, params: ProcessRasterParams, tier: str) -> str:
+    """Where the COG task stores its COG.
+
+    On a folder it waits under tmp/ and the catalog stage renames it into silver. On S3
+    and Azure a "rename" is a server-side copy of the whole object (as slow as the
+    upload), so the COG is uploaded to its silver key at once; it is served only once
+    the catalog stage has recorded the item.
+    """
+    if ctx.platform.objects.is_local:
+        return tmp_key(ctx.job_id, params.resolved_item_id(), tier)
+    return silver_key(params, tier)
+
+
 # What the COG check and the catalog stage import (rio-cogeo with morecantile and pyproj,
 # pystac, rio-stac): about 0.1 s of a cold `geoetl ingest`, imported on a thread while
 # GDAL, which releases the interpreter lock, writes the COG.
@@ -140,7 +153,7 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     """Write this tier's COG in scratch and stage it under tmp/ (published by catalog)."""
     info = RasterInfo.model_validate(ctx.results["validate"])
     tier = str(ctx.item)
-    key = tmp_key(ctx.job_id, params.resolved_item_id(), tier)
+    key = staging_key(ctx, params, tier)
     if "staged" in ctx.checkpoints and ctx.platform.objects.exists(key):
         return dict(ctx.checkpoints["staged"])
     profile = cog_profile(info.raster_type, tier, info.dtype, params.jpeg_quality)  # type: ignore[arg-type]
@@ -185,7 +198,7 @@ def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     published = []
     for cog in cogs:
         key = silver_key(params, cog["tier"])
-        if objects.exists(cog["tmp_key"]):
+        if cog["tmp_key"] != key and objects.exists(cog["tmp_key"]):
             objects.move(cog["tmp_key"], key)
         elif not objects.exists(key):
             raise InputError(f"staged COG {cog['tmp_key']} is missing; resubmit the job")
