@@ -29,7 +29,8 @@ source of truth:
   ETA message sits unacknowledged in a worker's memory (past a Redis visibility timeout or a
   Service Bus lock it is delivered again, and it is lost with that worker's memory). The
   dispatcher keeps it on a timer thread and sends it when due; if that process ends first,
-  the janitor re-dispatches it.
+  the janitor re-dispatches it. Machines' clocks must agree (NTP): a message read before
+  its task is due, by the reader's clock, is dropped and left to the janitor.
 
 Queues: geoetl's stage queue ``raster`` is the Celery queue ``geoetl.raster`` (prefix
 :data:`QUEUE_PREFIX`, so geoetl can share a broker, or a virtual host, with other Celery

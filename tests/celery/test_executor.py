@@ -227,12 +227,16 @@ def test_broker_down_at_submit_is_recovered_by_the_janitor(
 
 
 def test_app_acknowledges_early_with_a_prefetch_of_one(celery_settings: Settings) -> None:
-    app = make_celery_app(celery_settings)
+    settings = celery_settings.model_copy(
+        update={"broker_transport_options": {"peek_lock_seconds": 120}}
+    )
+    app = make_celery_app(settings)
     try:
         assert app.conf.task_acks_late is False
         assert app.conf.worker_prefetch_multiplier == 1
         assert app.conf.result_backend is None
         assert app.conf.task_serializer == "json"
+        assert app.conf.broker_transport_options["peek_lock_seconds"] == 120
         assert "geoetl.run" in app.tasks
     finally:
         app.close()
