@@ -26,6 +26,7 @@ ZONES: tuple[Zone, ...] = ("bronze", "silver", "tmp")
 CHUNK = 8 * 1024 * 1024
 # File systems cap a name at 255 bytes; leave room for a staging suffix.
 MAX_NAME_BYTES = 200
+READ_AHEAD = 2 * 1024 * 1024
 # GDAL's /vsi… prefix per URL scheme.
 GDAL_PREFIXES = {"s3": "/vsis3", "az": "/vsiaz", "abfs": "/vsiaz", "gs": "/vsigs"}
 
@@ -177,7 +178,10 @@ class ObjectStore:
         with self._errors(key):
             if "r" in mode and not self.fs.isfile(full):
                 raise NotFound(f"no object {key!r}")
-            fh = self.fs.open(full, mode)
+            # Reads fetch 2 MiB ahead (a sniff, a parquet footer, a served range), not
+            # a whole upload part; writes go out in the store's part size.
+            size = READ_AHEAD if "r" in mode else None
+            fh = self.fs.open(full, mode, block_size=size) if size else self.fs.open(full, mode)
         try:
             yield fh
         except BaseException:
