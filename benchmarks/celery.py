@@ -157,6 +157,10 @@ def run_executor(executor: str, broker: str | None, args: argparse.Namespace) ->
             p.close()
             (logs / f"{executor}-{broker or 'none'}.log").write_text(workers.log_text())
         suspicious = workers.suspicious_lines()
+    console.print(
+        f"other processes used {others.fraction:.0%} of the CPUs during this configuration; "
+        f"PostgreSQL processes (anyone's) {others.postgres_cpu_s:.1f} CPU-s"
+    )
     sizes = {
         str(n): {
             "tasks_per_s_median": statistics.median(r.tasks_per_s for r in mine),

@@ -225,7 +225,7 @@ class _ProcessRunner:
         Claims grow 1, 2, 4, … up to the runner's batch limit while tasks are fast (as the
         local runner's batches do, carried from one message to the next), and fall back
         to 1 after a slow one; the ids not claimed yet then go back to the broker one
-        message each, for the other processes: slow tasks are never held on one process.
+        message each, so other processes share the slow ones.
         """
         runner = self.get()
         remaining = list(task_ids)
@@ -258,7 +258,9 @@ class _ProcessRunner:
 
 
 class CeleryDispatcher:
-    """Sends one ``geoetl.run`` message per runnable task to its queue's Celery queue.
+    """Sends ``geoetl.run`` messages naming runnable tasks to their queue's Celery queue.
+
+    One task per message, or several for a large dispatch (:func:`messages`).
 
     Never raises into the job store: a broker that cannot be reached is logged once per
     outage, is not tried again for :data:`OUTAGE_RETRY_S` (a submit does not wait on
@@ -405,9 +407,10 @@ def worker_queues() -> list[str]:
 def run_celery_worker(settings: Settings, queues: list[str] | None, concurrency: int) -> None:
     """Run a Celery worker of ``concurrency`` processes on ``queues`` until SIGTERM/SIGINT.
 
-    Each process builds one Runner on its first message and claims, per message, exactly
-    the task it names. A first SIGTERM or SIGINT stops after the running tasks (Celery's
-    warm shutdown).
+    Each process builds one Runner on its first message and claims exactly the tasks a
+    message names. A first SIGTERM or SIGINT stops after the running tasks (Celery's warm
+    shutdown). Leases that run out (a killed worker) and lost messages are recovered by
+    ``geoetl janitor``, which a Celery deployment always runs.
     """
     serving = queues or worker_queues()
     app = make_celery_app(settings, queues=serving)
