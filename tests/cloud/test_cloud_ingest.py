@@ -94,6 +94,7 @@ def test_raster_ingest_is_stored_and_served_from_the_object_store(client: TestCl
     assert cog.startswith("silver/cogs/")
     assert objects.list("tmp") == [] or all(not k.endswith(".tif") for k in objects.list("tmp"))
     assert all(k.startswith("bronze/") for k in fetched), fetched  # no COG came back down
+    assert not list(platform.settings.scratch_dir.glob("*/source/*"))  # downloads removed
 
     path = objects.gdal_path(cog)
     assert path.startswith(("/vsis3/", "/vsiaz/"))
@@ -131,6 +132,7 @@ def test_vector_ingest_is_stored_and_served_from_the_object_store(client: TestCl
     result = run(platform, "process_vector", {"source": source, "chunk_size": 40})
     [table] = result["tables"]
     assert table["features"] == 100
+    assert not list(platform.settings.scratch_dir.glob("*/source/*"))
     parquet = result["urls"]["geoparquet"][table["collection_id"]]
     assert parquet.startswith("silver/vector/")
     assert objects.size(parquet) > 0

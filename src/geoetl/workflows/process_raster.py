@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import threading
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -237,6 +238,9 @@ def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         )
     ctx.platform.catalog.ensure_collection(params.collection_id, params.access_level)
     ctx.platform.catalog.upsert_item(item, params.access_level)
+    # The last stage: the source downloaded for the job's tasks on this machine can go
+    # (the janitor removes the job's scratch too, but a CLI run may have none).
+    shutil.rmtree(source_downloads(ctx), ignore_errors=True)
     return {"item_id": item_id, "cogs": published}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -120,6 +121,11 @@ def _parse_crs(value: str, what: str) -> CRS:
     return gdalsafe.parse_crs(value, what)
 
 
+def source_downloads(ctx: TaskContext) -> Path:
+    """Where a remote source is downloaded: shared by the job's tasks on this machine."""
+    return ctx.scratch.parent / "source"
+
+
 def _dataset(params: ProcessVectorParams, ctx: TaskContext) -> Path:
     objects = ctx.platform.objects
     if not objects.exists(params.source):
@@ -127,7 +133,7 @@ def _dataset(params: ProcessVectorParams, ctx: TaskContext) -> Path:
     name = gdalsafe.check_source_key(params.source)  # a file directly in its bronze folder
     # On S3 or Azure the source is downloaded once per job and machine (every chunk task
     # reads it), into the job's scratch folder; on a folder it is read where it is.
-    downloads = ctx.scratch.parent / "source"
+    downloads = source_downloads(ctx)
     local = objects.local_copy(params.source, downloads / name)
     if local.suffix.lower() == ".shp" and not objects.is_local:
         # A loose shapefile's sidecars sit next to it in bronze under the same hash folder.
@@ -419,6 +425,7 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
 
 def register(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     """A STAC item per dataset linking its OGC API collections and GeoParquet assets."""
+    shutil.rmtree(source_downloads(ctx), ignore_errors=True)  # no later stage reads it
     done = ctx.results["finalize"]
     dataset_id = params.resolved_dataset_id()
     boxes = [t["bbox"] for t in done["tables"] if t["bbox"]]
