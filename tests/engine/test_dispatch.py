@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from geoetl.engine import ids
-from geoetl.engine.dispatch import NotifyDispatcher, Runnable
+from geoetl.engine.dispatch import NotifyDispatcher, PollingDispatcher, Runnable
 from geoetl.engine.models import Completion, JobStatus, TaskStatus
 from geoetl.engine.schema import tasks
 from geoetl.engine.store import JobStore
@@ -366,3 +366,29 @@ def test_a_worker_sleeps_through_other_queues_notifications(pg_routed: Platform)
         assert time.monotonic() - started < 1.0
     finally:
         waker.close()
+
+
+def test_the_local_executor_notifies_on_postgresql_and_polls_on_sqlite(
+    platform: Platform, backend: str
+) -> None:
+    dispatcher = platform.store.dispatcher
+    expected = NotifyDispatcher if backend == "postgres" else PollingDispatcher
+    assert type(dispatcher) is expected
+    # Neither needs every task id of a million-task stage: one per queue is enough.
+    assert getattr(dispatcher, "wants_ids", True) is False
+
+
+def test_a_dispatcher_without_wants_ids_gets_one_task_per_queue(routed: Platform) -> None:
+    class PerQueue(Recorder):
+        wants_ids = False
+
+    recorder = PerQueue(routed.store)
+    routed.store.dispatcher = recorder
+    job_id, _ = routed.store.submit("routed", {"n": 500})
+    split = _claim_one(routed, ids.task_id(job_id, "split", 0))
+    recorder.take()
+    routed.store.complete([Completion(split.task_id, split.attempt, 500)])
+    [one] = recorder.take()
+    assert (one.task_id, one.queue) == (ids.task_id(job_id, "work", 0), "heavy")
+    assert recorder.seen[one.task_id] == TaskStatus.queued
+    assert routed.queries.job(job_id).stages[1].queued == 500
