@@ -9,6 +9,7 @@ own on a free port.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -143,12 +144,17 @@ def start_janitor(
 
 
 def _start(settings: Settings, log: Path, *args: str, group: int | None) -> subprocess.Popen[bytes]:
+    env = settings_env(settings)
+    # settings_env writes str(value); the settings read dicts and lists as JSON.
+    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
+        if isinstance(value, dict | list):
+            env[f"GEOETL_{name.upper()}"] = json.dumps(value)
     with log.open("ab") as handle:
         # A new process group (this session, so others may join it) unless one is given:
         # killpg then stops the command with its children.
         return subprocess.Popen(
             geoetl_cmd(*args),
-            env=settings_env(settings),
+            env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,
             process_group=0 if group is None else group,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from geoetl.celery_executor import CeleryDispatcher, make_celery_app
 from geoetl.engine.dispatch import Runnable
@@ -144,6 +145,26 @@ def test_a_task_runs_only_on_a_worker_of_its_queue(
     for row in assert_each_task_once(celery_platform, vector):
         assert row.queue == "vector"
         assert pid_of(row.worker_id) in vector_pids
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_tasks_longer_than_the_visibility_timeout_run_once(
+    home: Path, pg_database_url: str, broker_url: str, processes: Processes
+) -> None:
+    # Redis hands an unacknowledged message to another consumer after the visibility
+    # timeout; acknowledged before its task runs, a message is never handed out again.
+    settings = celery_settings_for(
+        home, pg_database_url, broker_url, broker_transport_options={"visibility_timeout": 1}
+    )
+    platform = Platform.from_settings(settings)
+    try:
+        processes.worker(settings, "--concurrency", "2")
+        job_id, _ = platform.store.submit("fan_out_demo", {"n": 4, "sleep_ms": 2500})
+        assert finished(platform, job_id) == JobStatus.succeeded
+        assert_each_task_once(platform, job_id)
+        assert len(event_rows(platform, job_id, "task_started")) == len(task_rows(platform, job_id))
+    finally:
+        platform.close()
 
 
 def _seed_with_retries(n: int, flaky: float, attempts: int) -> int:
