@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -175,8 +176,10 @@ def platform(settings: Settings) -> Iterator[Platform]:
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that makes a ``geoetl`` subprocess use ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOETL_")}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        env[f"GEOETL_{name.upper()}"] = str(value)
+    for name, value in settings.model_dump(exclude_none=True, mode="json").items():
+        # Complex settings (dicts, lists) are read back from JSON.
+        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        env[f"GEOETL_{name.upper()}"] = text
     return env
 
 

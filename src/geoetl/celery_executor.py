@@ -69,10 +69,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kombu.exceptions import OperationalError as KombuOperationalError
-
 from celery import Celery  # type: ignore[import-untyped]
 from celery import signals as celery_signals
+from kombu.exceptions import OperationalError as KombuOperationalError
+
 from geoetl.engine.db import retry_transient
 from geoetl.engine.dispatch import Runnable
 from geoetl.engine.runner import FAST_TASK_SECONDS, MAX_BATCH

@@ -239,6 +239,32 @@ def test_claim_walks_the_queued_index_without_sorting(wide: Platform, restricted
         assert "Seq Scan on tasks" not in plan, plan
 
 
+def test_claim_by_task_id_looks_up_the_key_on_a_fresh_stage(wide: Platform) -> None:
+    # A Celery message names its tasks. Right after a big stage is inserted (statistics
+    # not refreshed), the claim must still go by primary key, not read every queued row.
+    job_id, _ = wide.store.submit("wide", {"n": 20_000})
+    engine = wide.store.engine
+    with engine.begin() as conn:
+        some = conn.execute(
+            sa.select(tasks.c.task_id).where(tasks.c.job_id == job_id).limit(3)
+        ).scalars()
+        ids = list(some)
+    statement = wide.store.claim_statement("w", 1, time.time(), task_ids=ids)
+    sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.begin() as conn:
+        if wide.store.postgres:
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+            assert "ix_tasks_queued" not in plan, plan
+            assert "tasks_pkey" in plan, plan
+        else:
+            plan = "\n".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            assert "ix_tasks_queued" not in plan, plan
+            assert "PRIMARY KEY" in plan or "sqlite_autoindex_tasks" in plan, plan
+        assert "Seq Scan on tasks" not in plan, plan
+    claimed = wide.store.claim("w", task_ids=ids)
+    assert sorted(t.task_id for t in claimed) == sorted(ids)
+
+
 def _age(platform: Platform, job_id: str, days: float) -> None:
     """Make a job look as if it had ended ``days`` ago."""
     with platform.store.write() as conn:

@@ -303,9 +303,16 @@ class JobStore:
         task_ids: Sequence[str] | None = None,
     ) -> sa.Update:
         """The UPDATE ... RETURNING that :meth:`claim` runs (tests EXPLAIN it)."""
+        # A message names its tasks: look them up by primary key. Spelled so that the
+        # queued partial index cannot match (PostgreSQL prefers it on a freshly inserted
+        # stage whose statistics are stale, and then reads every queued row: 4.8 ms a
+        # claim at 20,000 queued, against 0.14 ms by key).
+        status_ok = (
+            QUEUED if task_ids is None else tasks.c.status.op("||")(sa.literal("")) == "queued"
+        )
         pick = (
             sa.select(tasks.c.task_id)
-            .where(QUEUED, tasks.c.available_at <= now)
+            .where(status_ok, tasks.c.available_at <= now)
             .order_by(tasks.c.available_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
