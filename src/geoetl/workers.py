@@ -156,6 +156,7 @@ def run_worker(
             runner.worker_id,
             every=settings.janitor_interval_seconds,
             grace=settings.lease_seconds,
+            scratch_root=settings.scratch_dir,
         )
         serve_runner(runner, stop, waker, sweeper)
     finally:

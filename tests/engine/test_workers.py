@@ -131,3 +131,27 @@ def test_worker_pool_shares_work_and_stops_cleanly(platform: Platform, workers: 
     assert len({r.worker_id for r in rows}) == 2
     pool.send_signal(signal.SIGINT)
     assert pool.wait(30) == 0
+
+
+def test_a_worker_on_another_machine_cleans_its_own_scratch(
+    platform: Platform, settings: Settings, tmp_path: Path
+) -> None:
+    # A worker whose home (scratch) is its own, sharing only the database: leftovers of
+    # ended jobs in its scratch go, those of a job still open stay.
+    ended, _ = platform.store.submit("hello", {"name": "ended"})
+    platform.store.cancel(ended)
+    open_job, _ = platform.store.submit("fan_out_demo", {"n": 3})  # queue nobody serves here
+    home = tmp_path / "machine-b"
+    scratch = home / "scratch"
+    for job_id in (ended, open_job):
+        (scratch / job_id / "task").mkdir(parents=True)
+        (scratch / job_id / "task" / "part.tif").write_bytes(b"x" * 1024)
+    other = settings.model_copy(update={"home": home, "janitor_interval_seconds": 0.2})
+    proc = start_geoetl(other, "worker", "--queues", "vector", log=tmp_path / "b.log")
+    try:
+        wait_for(lambda: not (scratch / ended).exists(), 30, "the ended job's scratch removed")
+        assert (scratch / open_job / "task" / "part.tif").exists()
+        assert platform.store.job_status(open_job) == JobStatus.queued
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)

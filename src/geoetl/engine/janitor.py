@@ -119,15 +119,27 @@ class Janitor:
 
     def job_ended(self, job_id: str) -> bool:
         """True when the job ended, or is unknown (its leftovers belong to nobody)."""
-        try:
-            return self.store.job_status(job_id) in DONE
-        except NotFound:
-            return True
+        return job_ended(self.store, job_id)
 
     def _clean_scratch(self) -> None:
-        root = self.scratch_root
-        if root is None or not root.is_dir():
-            return
-        for folder in root.iterdir():
-            if self.job_ended(folder.name):
-                shutil.rmtree(folder, ignore_errors=True)
+        clean_scratch(self.store, self.scratch_root)
+
+
+def job_ended(store: JobStore, job_id: str) -> bool:
+    """True when the job ended, or is unknown (its leftovers belong to nobody)."""
+    try:
+        return store.job_status(job_id) in DONE
+    except NotFound:
+        return True
+
+
+def clean_scratch(store: JobStore, root: Path | None) -> int:
+    """Remove the scratch folders (one per job) of ended jobs under ``root``; how many."""
+    if root is None or not root.is_dir():
+        return 0
+    removed = 0
+    for folder in root.iterdir():
+        if folder.is_dir() and job_ended(store, folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed

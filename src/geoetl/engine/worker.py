@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from geoetl.engine.db import Outage, is_transient, outage_within
-from geoetl.engine.janitor import META_KEY
+from geoetl.engine.janitor import META_KEY, clean_scratch
 from geoetl.engine.runner import Runner
 from geoetl.engine.store import JobStore
 from geoetl.engine.waker import Waker
@@ -71,11 +72,22 @@ class LeaseSweeper:
     task is re-queued with its attempt number, which fences its old worker's completion.
     """
 
-    def __init__(self, store: JobStore, name: str, *, every: float, grace: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        name: str,
+        *,
+        every: float,
+        grace: float,
+        scratch_root: Path | None = None,
+    ) -> None:
         self.store = store
         self.name = name
         self.every = every
         self.grace = grace
+        # Scratch is local to each machine, and a janitor elsewhere cannot reach it: each
+        # worker removes the scratch folders of ended jobs on its own machine.
+        self.scratch_root = scratch_root
         self._outage = Outage(f"worker {name}: lease expiry", log)
 
     def janitor_running(self) -> bool:
@@ -88,7 +100,11 @@ class LeaseSweeper:
         return age < 2 * self.every
 
     def sweep(self) -> tuple[list[str], list[str]]:
-        """One pass: the (re-queued, failed) task ids; nothing while a janitor runs."""
+        """One pass: the (re-queued, failed) task ids; none while a janitor runs.
+
+        The scratch folders of ended jobs on this machine are removed either way.
+        """
+        clean_scratch(self.store, self.scratch_root)
         if self.janitor_running():
             return [], []
         requeued, failed = self.store.expire_leases()
