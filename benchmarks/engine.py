@@ -296,29 +296,33 @@ def measure(p: Platform, job_id: str, n: int, seed: int, wall: float) -> JobRun:
 
 @contextlib.contextmanager
 def job_store(backend: str, pg_settings: str = "") -> Iterator[tuple[Path, str | None]]:
-    """A fresh home folder and, for PostgreSQL, a fresh schema; both removed afterwards.
+    """A fresh home folder and, for PostgreSQL, a fresh database; both removed afterwards.
 
-    ``pg_settings`` (``name=value,...``) become session settings of every connection,
-    through the URL's ``options``: a way to try server settings without touching code.
+    A database, not a schema: the platform installs PostGIS and pgSTAC on first use, and
+    those need a database of their own. ``pg_settings`` (``name=value,...``) become
+    session settings of every connection, through the URL's ``options``: a way to try
+    server settings without touching code.
     """
     home = Path(tempfile.mkdtemp(prefix=f"geoetl-bench-{backend}-"))
-    schema: str | None = None
+    database: str | None = None
     try:
         url: str | None = None
         if backend == "postgres":
-            schema = f"bench_{uuid.uuid4().hex[:12]}"
+            database = f"geoetl_bench_{uuid.uuid4().hex[:12]}"
             with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                conn.execute(f"CREATE SCHEMA {schema}")
-            options = [f"-csearch_path={schema}"]
-            options += [f"-c{kv.strip()}" for kv in pg_settings.split(",") if kv.strip()]
-            url = f"{PG_DSN}?options=" + quote(" ".join(options), safe="-")
+                conn.execute(f"CREATE DATABASE {database}")
+            base = PG_DSN.rsplit("/", 1)[0]
+            url = f"{base}/{database}"
+            options = [f"-c{kv.strip()}" for kv in pg_settings.split(",") if kv.strip()]
+            if options:
+                url += "?options=" + quote(" ".join(options), safe="-")
         elif backend != "sqlite":
             raise ValueError(f"unknown backend {backend!r}")
         yield home, url
     finally:
-        if schema is not None:
+        if database is not None:
             with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+                conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         shutil.rmtree(home, ignore_errors=True)
 
 
