@@ -124,6 +124,19 @@ def test_raster_ingest_is_stored_and_served_from_the_object_store(client: TestCl
     item = client.get(result["urls"]["stac_item"]).json()
     assert item["assets"]["data"]["file:size"] == objects.size(cog)
 
+    # The COG downloads through the STAC API from the object store, ranges honoured.
+    asset_url = f"/stac/collections/{item['collection']}/items/{item['id']}/assets/data"
+    whole = client.get(asset_url)
+    assert whole.status_code == 200, whole.text
+    assert len(whole.content) == objects.size(cog)
+    with MemoryFile(whole.content) as mem, mem.open() as ds:
+        assert ds.driver == "GTiff"
+    header = client.get(asset_url, headers={"Range": "bytes=0-15"})
+    assert header.status_code == 206
+    assert header.content == whole.content[:16]
+    assert header.headers["Content-Range"] == f"bytes 0-15/{len(whole.content)}"
+    assert fetched == []  # streamed in ranges, never downloaded whole
+
 
 def test_vector_ingest_is_stored_and_served_from_the_object_store(client: TestClient) -> None:
     platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
@@ -169,3 +182,11 @@ def test_upload_through_the_api_lands_in_the_object_store(client: TestClient) ->
     [key] = [k for k in platform.objects.list("bronze") if k.endswith("/lc.tif")]
     assert platform.objects.size(key) == len(body)
     assert platform.objects.list("tmp/uploads") == []
+
+
+def test_a_fresh_deployment_on_an_empty_prefix_is_ready(client: TestClient) -> None:
+    platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
+    assert platform.objects.list("bronze") == []
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["storage"] == "ok"

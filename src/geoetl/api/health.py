@@ -13,6 +13,7 @@ from geoetl.api.deps import PlatformDep
 from geoetl.api.security import CallerDep
 from geoetl.engine.db import Outage, is_transient
 from geoetl.engine.janitor import META_KEY
+from geoetl.errors import TransientError
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -43,10 +44,13 @@ def _checks(platform: PlatformDep) -> dict[str, str]:
         checks["database"] = "error"
     objects = platform.objects
     try:
-        reachable = bool(objects.fs.exists(objects.root))
+        reachable = objects.ping()  # the bucket or container answers; an empty prefix is fine
         if not reachable:
             log.error("readiness: storage %s does not exist", objects.url)
         checks["storage"] = "ok" if reachable else "error"
+    except TransientError as exc:
+        log.warning("readiness: the storage is unreachable: %s", exc)
+        checks["storage"] = "error"
     except Exception:
         log.exception("readiness: the storage is unreachable")
         checks["storage"] = "error"

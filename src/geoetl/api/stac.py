@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from geoetl.api.deps import PlatformDep
@@ -33,6 +33,7 @@ from geoetl.errors import InputError, NotFound
 from geoetl.limits import check_count, check_filter, loads
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from geoetl.storage.http import object_response
 
 router = APIRouter(prefix="/stac", tags=["stac"])
 GEOJSON = "application/geo+json"
@@ -629,17 +630,18 @@ def get_asset(
     item = platform.catalog.get_item(collection_id, item_id, audience(request))
     found = item.get("assets", {}).get(asset)
     key = platform.objects.key_of(str(found.get("href", ""))) if found else None
-    if key is None or not platform.objects.is_local:
+    if key is None or found is None:
         raise NotFound(f"item {item_id} has no asset {asset!r} served here")
-    path = platform.objects.gdal_path(key)
-    if not Path(path).is_file():
-        raise NotFound(f"the file of asset {asset!r} of {item_id} is missing")
-    return FileResponse(
-        path,
-        media_type=str(found.get("type") or "application/octet-stream") if found else None,
-        filename=Path(key).name,
-        content_disposition_type="inline",
-    )
+    objects = platform.objects
+    missing = NotFound(f"the file of asset {asset!r} of {item_id} is missing")
+    if objects.is_local and not Path(objects.gdal_path(key)).is_file():
+        raise missing
+    media_type = str(found.get("type") or "application/octet-stream")
+    try:
+        # Read where it is stored: a folder's file, or ranged reads from S3/Azure.
+        return object_response(objects, key, request, media_type)
+    except NotFound:
+        raise missing from None
 
 
 @router.get("/queryables", name="stac_queryables")
