@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path("./geoetl-data"), description="Embedded data folder.")
     database_url: str | None = Field(
         default=None,
+        repr=False,  # may hold a password
         description="sqlite:///path or postgresql://user:pw@host/db; default: SQLite under home.",
     )
     storage_url: str | None = Field(
@@ -35,6 +36,7 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(
         default=None,
+        repr=False,  # may hold a password
         description=(
             "Celery broker (any kombu transport: redis://, amqp://, sqs://, "
             "azureservicebus://); required with executor=celery."
@@ -53,16 +55,22 @@ class Settings(BaseSettings):
     )
     s3_region: str | None = Field(default=None, description="S3 region, e.g. eu-west-1.")
     s3_access_key_id: str | None = Field(
-        default=None, description="S3 access key; default the standard AWS credential chain."
+        default=None,
+        repr=False,
+        description="S3 access key; default the standard AWS credential chain.",
     )
-    s3_secret_access_key: str | None = Field(default=None, description="S3 secret key.")
-    s3_session_token: str | None = Field(default=None, description="S3 session token.")
+    s3_secret_access_key: str | None = Field(default=None, repr=False, description="S3 secret key.")
+    s3_session_token: str | None = Field(default=None, repr=False, description="S3 session token.")
     azure_connection_string: str | None = Field(
-        default=None, description="Azure Storage connection string (Azurite's works too)."
+        default=None,
+        repr=False,
+        description="Azure Storage connection string (Azurite's works too).",
     )
     azure_account_name: str | None = Field(default=None, description="Azure storage account.")
-    azure_account_key: str | None = Field(default=None, description="Azure account key.")
-    azure_sas_token: str | None = Field(default=None, description="Azure SAS token.")
+    azure_account_key: str | None = Field(
+        default=None, repr=False, description="Azure account key."
+    )
+    azure_sas_token: str | None = Field(default=None, repr=False, description="Azure SAS token.")
     azure_use_identity: bool = Field(
         default=False,
         description="Authenticate to Azure with DefaultAzureCredential (managed identity).",
