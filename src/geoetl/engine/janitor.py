@@ -58,7 +58,10 @@ class Janitor:
         stale = self.store.stale_queued(self.redispatch_after)
         if stale:
             # The dispatcher's message was lost, or no worker of the queue was listening.
-            self.store.dispatcher.dispatch(stale)
+            try:
+                self.store.dispatcher.dispatch(stale)
+            except Exception:  # the rest of the pass must run; the next pass tries again
+                log.exception("janitor: re-dispatching %d task(s) failed", len(stale))
         pruned = 0
         days = self.event_retention_days
         if days > 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -17,7 +18,9 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from geoetl.storage.base import ObjectStore
 
 CHUNK = 1024 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# At most 19 digits (an int64): a longer value is no range we could serve, and int() of
+# thousands of digits would raise.
+_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
 
 def object_response(
@@ -35,7 +38,7 @@ def object_response(
     size = objects.size(key)  # NotFound for a missing object
     headers = {
         "Accept-Ranges": "bytes",
-        "Content-Disposition": f'inline; filename="{filename}"',
+        "Content-Disposition": _disposition(filename),
     }
     wanted = _byte_range(request.headers.get("range"), size)
     if wanted is None:
@@ -47,6 +50,14 @@ def object_response(
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
     return StreamingResponse(_read(objects, key, start, end + 1), 206, headers, media_type)
+
+
+def _disposition(filename: str) -> str:
+    """``inline`` with the name; a name beyond plain ASCII (or with quotes) as RFC 5987."""
+    quoted = quote(filename)
+    if quoted != filename:
+        return f"inline; filename*=utf-8''{quoted}"
+    return f'inline; filename="{filename}"'
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -65,6 +76,8 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
             return (-1, -1)
         return (max(0, size - n), size - 1)
     start = int(first)
+    if last and int(last) < start:
+        return None  # not a valid range: ignored, the whole object (RFC 9110 14.1.1)
     end = min(int(last), size - 1) if last else size - 1
     if start >= size or start > end:
         return (-1, -1)
