@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from geoetl.engine.schema import job_events, tasks
 from geoetl.platform import Platform
+from geoetl.settings import Settings
+from tests.conftest import start_geoetl
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -54,3 +59,36 @@ def make_runnable_now(platform: Platform) -> None:
     """Skip retry backoff: every queued task becomes claimable at once."""
     with platform.store.write() as conn:
         conn.execute(sa.update(tasks).where(tasks.c.status == "queued").values(available_at=0))
+
+
+class Workers:
+    """Worker subprocesses started by a test, always stopped afterwards."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, queues: str | None = None, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        """``geoetl worker`` (of ``queues``, comma-separated; default all queues)."""
+        log = self.logs / f"worker-{queues or 'all'}-{len(self.procs)}.log"
+        args = ["worker", "--concurrency", str(concurrency)]
+        if queues:
+            args += ["--queues", queues]
+        proc = start_geoetl(self.settings, *args, log=log)
+        self.procs.append(proc)
+        return proc
+
+    def output(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.logs.glob("worker-*.log")))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

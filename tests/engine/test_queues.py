@@ -6,58 +6,16 @@ Raster stages are on the ``raster`` queue and vector stages on ``vector``
 
 from __future__ import annotations
 
-import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 
 from geoetl.engine.models import JobStatus, TaskStatus
 from geoetl.platform import Platform
-from geoetl.settings import Settings
-from tests.conftest import start_geoetl
-from tests.engine.helpers import event_rows, task_rows, wait_for
+from tests.engine.helpers import Workers, event_rows, task_rows, wait_for
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
-
-
-class Workers:
-    """``geoetl worker --queues …`` subprocesses, stopped after the test."""
-
-    def __init__(self, settings: Settings, logs: Path) -> None:
-        self.settings = settings
-        self.logs = logs
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, queues: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
-        log = self.logs / f"worker-{queues}-{len(self.procs)}.log"
-        args = ("worker", "--queues", queues, "--concurrency", str(concurrency))
-        proc = start_geoetl(self.settings, *args, log=log)
-        self.procs.append(proc)
-        return proc
-
-    def output(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.logs.glob("worker-*.log")))
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture
-def workers(settings: Settings, tmp_path: Path, platform: Platform) -> Iterator[Workers]:
-    w = Workers(settings, tmp_path)
-    yield w
-    w.stop()
 
 
 def _pids(proc: subprocess.Popen[bytes]) -> set[int]:

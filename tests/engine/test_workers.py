@@ -4,54 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from geoetl.engine.models import JobStatus, TaskStatus
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.workers import make_janitor
 from tests.conftest import start_geoetl
-from tests.engine.helpers import event_rows, task_rows, wait_for
-
-
-class Workers:
-    """Worker subprocesses started by a test, always stopped afterwards."""
-
-    def __init__(self, settings: Settings, logs: Path) -> None:
-        self.settings = settings
-        self.logs = logs
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, concurrency: int = 1) -> subprocess.Popen[bytes]:
-        log = self.logs / f"worker-{len(self.procs)}.log"
-        proc = start_geoetl(self.settings, "worker", "--concurrency", str(concurrency), log=log)
-        self.procs.append(proc)
-        return proc
-
-    def output(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.logs.glob("worker-*.log")))
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture
-def workers(settings: Settings, tmp_path: Path, platform: Platform) -> Iterator[Workers]:
-    w = Workers(settings, tmp_path)
-    yield w
-    w.stop()
+from tests.engine.helpers import Workers, event_rows, task_rows, wait_for
 
 
 def test_four_workers_run_a_thousand_tasks_exactly_once(
