@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,16 +26,8 @@ from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.workers import make_runner
 from tests.conftest import bearer, serving
-from tests.engine.helpers import event_rows, task_rows, wait_for
+from tests.engine.helpers import Workers, event_rows, task_rows, wait_for
 from tests.engine.pgcluster import own_cluster, wait_until_up
-from tests.engine.test_workers import Workers
-
-
-@pytest.fixture
-def workers(settings: Settings, tmp_path: Path, platform: Platform) -> Iterator[Workers]:
-    w = Workers(settings, tmp_path)
-    yield w
-    w.stop()
 
 
 def _assert_each_task_succeeded_once(platform: Platform, job_id: str, tasks: int) -> None:
