@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from geoetl.audit import AuditLog
 from geoetl.auth.tokens import TokenStore
 from geoetl.catalog.backend import CatalogBackend, open_catalog
 from geoetl.engine.db import is_postgres, make_engine
@@ -15,6 +16,7 @@ from geoetl.features.registry import FeatureRegistry
 from geoetl.features.store import FeatureStore, open_feature_store
 from geoetl.settings import Settings
 from geoetl.storage.objectstore import ObjectStore, open_object_store
+from geoetl.versions import VersionStore
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Platform:
     features: FeatureStore
     feature_registry: FeatureRegistry
     tokens: TokenStore
+    versions: VersionStore
+    audit: AuditLog
 
     @property
     def workflows(self) -> Registry:
@@ -78,6 +82,8 @@ class Platform:
             features=open_feature_store(settings, engine),
             feature_registry=FeatureRegistry(engine),
             tokens=TokenStore(engine),
+            versions=VersionStore(engine),
+            audit=AuditLog(engine),
         )
 
     def close(self) -> None:

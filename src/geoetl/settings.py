@@ -175,8 +175,41 @@ class Settings(BaseSettings):
         pattern=r"^[a-z_][a-z0-9_]{0,62}$",
         description="PostgreSQL schema of published feature tables (the PostGIS backend).",
     )
+    approval: Literal["none", "required"] = Field(
+        default="none",
+        description=(
+            "required: every publication waits, staged and invisible to readers, until an "
+            "admin approves its job (geoetl jobs approve ID, POST /jobs/{id}/approve)."
+        ),
+    )
+    approval_collections: str = Field(
+        default="",
+        description="Comma-separated STAC collections whose publications need approval.",
+    )
+    orphan_grace_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="Age before an unreferenced object in silver/ or tmp/ counts as orphaned.",
+    )
+    bronze_retention_days: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Opt-in: bronze sources no job references are removed by the orphan sweep "
+            "once older than this; unset keeps every source."
+        ),
+    )
+    fault_point: str | None = Field(
+        default=None,
+        description=(
+            "Testing only: the process kills itself (SIGKILL) on reaching this named "
+            "step (e.g. unpublish:unserved), to prove a rerun converges."
+        ),
+    )
 
-    @field_validator("audience", "anonymous_clearance", "oidc_default_clearance", mode="before")
+    @field_validator(
+        "audience", "anonymous_clearance", "oidc_default_clearance", "approval", mode="before"
+    )
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -215,6 +248,11 @@ class Settings(BaseSettings):
                 "GEOETL_EXECUTOR=celery needs GEOETL_BROKER_URL (e.g. redis://127.0.0.1:6379/0)"
             )
         return self
+
+    def approval_required(self, collection_id: str) -> bool:
+        """Whether a publication into ``collection_id`` waits for an admin's approval."""
+        listed = {c.strip() for c in self.approval_collections.split(",") if c.strip()}
+        return self.approval == "required" or collection_id in listed
 
     @property
     def db_url(self) -> str:

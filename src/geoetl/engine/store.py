@@ -290,6 +290,49 @@ class JobStore:
             self._record(conn, changes)
         return JobStatus.cancelled
 
+    def approve(self, job_id: str, *, by: str, note: str | None = None) -> None:
+        """Let a job waiting for approval go on: the held stage's tasks are created."""
+        with self.write() as conn:
+            job = self._job_row(conn, job_id)
+            if job.status != JobStatus.awaiting_approval:
+                raise Conflict(f"job {job_id} is {job.status}, not awaiting approval")
+            now = time.time()
+            changes = self.changes()
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.job_id == job_id)
+                .values(status=JobStatus.running, updated_at=now)
+            )
+            changes.event(
+                job_id, "job_approved", f"approved by {by}" + (f": {note}" if note else "")
+            )
+            self._start_stage(conn, job_id, job.stage_index, now, changes, approved=True)
+            self._record(conn, changes)
+        self.dispatch(changes)
+
+    def reject(self, job_id: str, *, by: str, note: str | None = None) -> None:
+        """End a job waiting for approval: cancelled, with ``rejected`` as its error."""
+        with self.write() as conn:
+            job = self._job_row(conn, job_id)
+            if job.status != JobStatus.awaiting_approval:
+                raise Conflict(f"job {job_id} is {job.status}, not awaiting approval")
+            now = time.time()
+            message = f"rejected by {by}" + (f": {note}" if note else "")
+            error = JobError(message=message, kind="rejected", stage=job.stage)
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.job_id == job_id)
+                .values(
+                    status=JobStatus.cancelled,
+                    error=error.model_dump(mode="json"),
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+            changes = Changes()
+            changes.event(job_id, "job_rejected", message)
+            self._record(conn, changes)
+
     # -- workers: claim, heartbeat, checkpoint, complete, fail ----------------------------
 
     def claim_statement(
@@ -713,14 +756,44 @@ class JobStore:
         self._record(conn, changes)
 
     def _start_stage(
-        self, conn: Connection, job_id: str, index: int, now: float, changes: Changes
+        self,
+        conn: Connection,
+        job_id: str,
+        index: int,
+        now: float,
+        changes: Changes,
+        *,
+        approved: bool = False,
     ) -> None:
-        """Create the tasks of stage ``index`` (skipping empty fan-outs), or finish the job."""
+        """Create the tasks of stage ``index`` (skipping empty fan-outs), or finish the job.
+
+        A stage whose ``hold`` gives a reason parks the job in ``awaiting_approval``
+        instead (unless ``approved``: the held stage then starts).
+        """
         job = self._job_row(conn, job_id)
         wf = self.workflows.get(job.workflow)
+        first = index
         while index < len(wf.stages):
             stage = wf.stages[index]
             try:
+                if stage.hold is not None and not (approved and index == first):
+                    reason = stage.hold(
+                        validate_params(wf, job.params), _results_in(conn, job_id, wf, index)
+                    )
+                    if reason:
+                        conn.execute(
+                            sa.update(jobs)
+                            .where(jobs.c.job_id == job_id)
+                            .values(
+                                status=JobStatus.awaiting_approval,
+                                stage_index=index,
+                                stage=stage.name,
+                                remaining=0,
+                                updated_at=now,
+                            )
+                        )
+                        changes.event(job_id, "approval_requested", f"{stage.name}: {reason}")
+                        return
                 items: list[Any] = [None]
                 if stage.plan is not None:
                     params = validate_params(wf, job.params)

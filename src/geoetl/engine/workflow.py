@@ -21,6 +21,9 @@ Handler = Callable[[Any, "TaskContext"], Any]
 Plan = Callable[[Any, "StageResults"], Sequence[JSON]]
 """``(params, results of earlier stages) -> one item per task``; must be deterministic."""
 Finalize = Callable[[Any, "StageResults"], JSON]
+Hold = Callable[[Any, "StageResults"], "str | None"]
+"""``(params, results of earlier stages) -> reason``: a reason parks the job before the
+stage in ``awaiting_approval`` until :meth:`JobStore.approve` (or ``reject``)."""
 
 
 class StageResults(Mapping[str, Any]):
@@ -64,6 +67,8 @@ class Stage:
     queue: str = "default"
     retry: Retry = field(default_factory=Retry)
     lease: timedelta | None = None
+    hold: Hold | None = None
+    """Asked before the stage starts; a reason (str) waits for a person's approval."""
 
 
 @dataclass(frozen=True)
