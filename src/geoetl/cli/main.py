@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from geoetl.cli import audit as audit_cli
 from geoetl.cli import db as db_cli
 from geoetl.cli import ingest as ingest_cli
 from geoetl.cli import jobs as jobs_cli
@@ -39,6 +40,7 @@ app = typer.Typer(
 app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(tokens_cli.app, name="tokens")
 app.command()(ingest_cli.ingest)
+app.command("audit")(audit_cli.audit)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 db_app.command("create-reader-role")(db_cli.create_reader_role)
