@@ -260,8 +260,40 @@ def janitor(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option(help="One pass, then exit.")] = False,
     interval: Annotated[float | None, typer.Option(help="Seconds between passes.")] = None,
+    orphans: Annotated[
+        bool,
+        typer.Option(
+            "--orphans",
+            help="Sweep objects no item, version or active job uses (older than "
+            "GEOETL_ORPHAN_GRACE_HOURS) and abandoned versions, once, instead of a pass.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --orphans: list them, remove nothing.")
+    ] = False,
+    bronze: Annotated[
+        bool,
+        typer.Option(
+            "--bronze",
+            help="With --orphans: bronze sources no job uses too, once older than "
+            "GEOETL_BRONZE_RETENTION_DAYS.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --orphans: print the report as JSON.")
+    ] = False,
 ) -> None:
-    """Re-queue expired leases, re-dispatch lost tasks, clean scratch; report what was done."""
+    """Re-queue expired leases, re-dispatch lost tasks, clean scratch; report what was done.
+
+    With --orphans: remove (or list) orphaned objects and abandoned versions, once.
+    """
+    if orphans or dry_run or bronze or as_json:
+        from geoetl.cli.orphans import run_orphan_sweep
+
+        run_orphan_sweep(
+            get_state(ctx), orphans=orphans, dry_run=dry_run, bronze=bronze, as_json=as_json
+        )
+        return
     from geoetl.workers import make_janitor
 
     jan = make_janitor(get_state(ctx).platform)
