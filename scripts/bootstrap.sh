@@ -7,4 +7,4 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
   "$PY" -m venv "$ROOT/.venv"
 fi
 "$ROOT/.venv/bin/python" -m pip install --quiet --upgrade pip
-"$ROOT/.venv/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+"$ROOT/.venv/bin/python" -m pip install --quiet -e "$ROOT[dev]" -c "$ROOT/scripts/constraints.txt"

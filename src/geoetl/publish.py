@@ -161,6 +161,9 @@ def authorize(
     Forbidden, Conflict or InputError (with what to do) when ``principal`` may not
     submit this job.
     """
+    if workflow.name == "unpublish":
+        params = dict(params)
+        return params, _authorize_unpublish(platform, principal, workflow, params)
     level = job_access_level(workflow, params)
     ceiling = platform.settings.audience
     if level_above(level, principal.clearance):
@@ -194,3 +197,29 @@ def authorize(
             checked = validate_params(workflow, params)
     check_target(platform, checked, principal)  # type: ignore[arg-type]
     return params, level
+
+
+def _authorize_unpublish(
+    platform: Platform, principal: Principal, workflow: Workflow, params: dict[str, Any]
+) -> AccessLevel:
+    """Who may unpublish: an admin, or the publisher of every published version.
+
+    The job takes the item's most sensitive level, so only those who may see the
+    item see the job and its report.
+    """
+    from geoetl import lifecycle
+
+    checked = validate_params(workflow, params)
+    collection_id = str(checked.collection_id)  # type: ignore[attr-defined]
+    item_id = str(checked.item_id)  # type: ignore[attr-defined]
+    lifecycle.check_unpublish(platform, principal, collection_id, item_id)
+    history = platform.versions.history(collection_id, item_id)
+    params["seen_versions"] = [v.version for v in history if v.status == "published"]
+    levels = {v.access_level for v in history}
+    level: AccessLevel = "public"
+    for candidate in levels:
+        if level_above(candidate, level):
+            level = normalize_access_level(candidate)
+    if level_above(level, principal.clearance):
+        raise NotFound(f"no dataset {collection_id}/{item_id}")
+    return level

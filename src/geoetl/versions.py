@@ -137,7 +137,7 @@ class VersionStore:
                     )
                 ).scalar()
                 now = time.time()
-                values = {
+                values: dict[str, Any] = {
                     "collection_id": collection_id,
                     "item_id": item_id,
                     "version": (top or 0) + 1,
@@ -161,7 +161,7 @@ class VersionStore:
 
     def adopt(self, version: Version) -> None:
         """Record an item published before versions existed (as its version 1)."""
-        values = {k: v for k, v in version.__dict__.items()}
+        values = dict(version.__dict__)
         try:
             with self.engine.begin() as conn:
                 conn.execute(sa.insert(dataset_versions).values(**values))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from geoetl import lifecycle
 from geoetl.api import html
 from geoetl.api.deps import PlatformDep
 from geoetl.api.params import parse_bbox_text, parse_datetime
@@ -19,6 +20,7 @@ from geoetl.errors import InputError, NotFound
 from geoetl.features.registry import FeatureCollection
 from geoetl.features.store import FeatureQuery, TimeFilter
 from geoetl.limits import check_count, check_filter
+from geoetl.platform import Platform
 
 router = APIRouter(tags=["OGC API - Features"])
 GEOJSON = "application/geo+json"
@@ -51,12 +53,23 @@ RESERVED_PARAMS = {
     "filter-lang",
     "filter-crs",
     "sortby",
+    "version",
 }
 
 
 def visible(request: Request) -> list[str]:
     """Access levels this caller sees on this deployment."""
     return caller_levels(request)
+
+
+def _collection(platform: Platform, request: Request, collection_id: str) -> FeatureCollection:
+    """The collection as currently published, or as version ``?version=N`` served it."""
+    raw = request.query_params.get("version")
+    if raw is None:
+        return platform.feature_registry.get(collection_id, visible(request))
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+        raise InputError(f"version must be a whole number from 1, not {raw[:20]!r}")
+    return lifecycle.feature_collection_version(platform, collection_id, int(raw), visible(request))
 
 
 def _geojson(content: dict[str, Any]) -> JSONResponse:
@@ -148,14 +161,14 @@ def collection(
     collection_id: str, request: Request, platform: PlatformDep
 ) -> dict[str, Any] | HTMLResponse:
     """One feature collection."""
-    doc = _collection_doc(request, platform.feature_registry.get(collection_id, visible(request)))
+    doc = _collection_doc(request, _collection(platform, request, collection_id))
     return html.collection_page(request, doc) if html.wants_html(request) else doc
 
 
 @router.get("/collections/{collection_id}/queryables", name="get_queryables")
 def queryables(collection_id: str, request: Request, platform: PlatformDep) -> JSONResponse:
     """The properties a client may filter on, as JSON Schema."""
-    fc = platform.feature_registry.get(collection_id, visible(request))
+    fc = _collection(platform, request, collection_id)
     kinds = {"int": "integer", "float": "number", "bool": "boolean"}
     props: dict[str, Any] = {
         name: {"type": next((v for k, v in kinds.items() if dtype.startswith(k)), "string")}
@@ -210,7 +223,7 @@ def items(
     ] = None,
 ) -> JSONResponse | HTMLResponse:
     """Features of a collection, filtered by bbox, properties and CQL2, paged."""
-    fc = platform.feature_registry.get(collection_id, visible(request))
+    fc = _collection(platform, request, collection_id)
     settings = platform.settings
     node = None
     if filter_:
@@ -354,7 +367,7 @@ def feature(
     platform: PlatformDep,
 ) -> JSONResponse | HTMLResponse:
     """One feature by id."""
-    fc = platform.feature_registry.get(collection_id, visible(request))
+    fc = _collection(platform, request, collection_id)
     found, _ = platform.features.query(
         fc.dataset_id, fc.table_name, FeatureQuery(fields=fc.fields, feature_id=feature_id, limit=1)
     )

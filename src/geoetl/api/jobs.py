@@ -6,11 +6,12 @@ import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from geoetl import lifecycle
 from geoetl.api.deps import PlatformDep
-from geoetl.api.security import LevelsDep, PublisherDep, get_caller
+from geoetl.api.security import AdminDep, LevelsDep, PublisherDep, get_caller
 from geoetl.auth.principal import Principal
 from geoetl.engine.models import EventView, JobStatus, JobView, Page, TaskStatus, TaskView
 from geoetl.engine.workflow import Workflow, validate_params
@@ -53,6 +54,11 @@ def with_links(request: Request, view: JobView) -> JobView:
         {"rel": "cancel", "href": link("cancel_job"), "method": "POST"},
         {"rel": "resubmit", "href": link("resubmit_job"), "method": "POST"},
     ]
+    if view.status == JobStatus.awaiting_approval:
+        view.links += [
+            {"rel": "approve", "href": link("approve_job"), "method": "POST"},
+            {"rel": "reject", "href": link("reject_job"), "method": "POST"},
+        ]
     return view
 
 
@@ -229,6 +235,44 @@ def cancel_job(
     """Cancel an active job; 409 if it already ended. Its submitter or an admin."""
     steerable_job(platform, job_id, caller, levels)
     platform.store.cancel(job_id)
+    return with_links(request, platform.queries.job(job_id))
+
+
+class Decision(BaseModel):
+    """An admin's approval or rejection of a job awaiting approval."""
+
+    note: str | None = Field(
+        default=None, max_length=2000, description="Why; kept in the audit log."
+    )
+
+
+@router.post("/jobs/{job_id}/approve", response_model=JobView)
+def approve_job(
+    job_id: str,
+    request: Request,
+    platform: PlatformDep,
+    caller: AdminDep,
+    levels: LevelsDep,
+    decision: Decision | None = None,
+) -> JobView:
+    """Publish what a job awaiting approval staged; 409 unless it awaits approval. Admins."""
+    visible_job(platform, job_id, levels)
+    lifecycle.approve(platform, caller, job_id, decision.note if decision else None)
+    return with_links(request, platform.queries.job(job_id))
+
+
+@router.post("/jobs/{job_id}/reject", response_model=JobView)
+def reject_job(
+    job_id: str,
+    request: Request,
+    platform: PlatformDep,
+    caller: AdminDep,
+    levels: LevelsDep,
+    decision: Decision | None = None,
+) -> JobView:
+    """End a job awaiting approval and delete what it staged; 409 otherwise. Admins."""
+    visible_job(platform, job_id, levels)
+    lifecycle.reject(platform, caller, job_id, decision.note if decision else None)
     return with_links(request, platform.queries.job(job_id))
 
 

@@ -15,18 +15,19 @@ import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from geoetl import lifecycle
 from geoetl.api.deps import PlatformDep
 from geoetl.api.middleware import PREFIX_KEY
 from geoetl.api.params import parse_bbox, parse_datetime
-from geoetl.api.security import caller_levels
+from geoetl.api.security import caller_levels, get_caller
 from geoetl.catalog.documents import STAC_VERSION
 from geoetl.catalog.models import SearchRequest, SortKey
 from geoetl.errors import InputError, NotFound
@@ -129,7 +130,31 @@ def collection_doc(request: Request, doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def item_doc(platform: Platform, request: Request, item: dict[str, Any]) -> dict[str, Any]:
+VersionQuery = Annotated[
+    int | None,
+    Query(ge=1, le=1_000_000, description="A version of the item (default: the current one)."),
+]
+
+
+def stored_item(
+    platform: Platform, request: Request, collection_id: str, item_id: str, version: int | None
+) -> dict[str, Any]:
+    """The current item, or one version of it (drafts awaiting approval: admins only)."""
+    if version is None:
+        return platform.catalog.get_item(collection_id, item_id, audience(request))
+    return lifecycle.item_version(
+        platform,
+        collection_id,
+        item_id,
+        version,
+        audience(request),
+        drafts=get_caller(request).is_admin,
+    )
+
+
+def item_doc(
+    platform: Platform, request: Request, item: dict[str, Any], version: int | None = None
+) -> dict[str, Any]:
     """A stored item with links for this API and asset hrefs that are URLs.
 
     Assets are stored as object keys; each is served at
@@ -139,18 +164,19 @@ def item_doc(platform: Platform, request: Request, item: dict[str, Any]) -> dict
     cid, iid = item["collection"], item["id"]
     doc = {**item, "assets": {k: dict(v) for k, v in item.get("assets", {}).items()}}
     collection = stac_href(request, f"/collections/{cid}")
+    pinned = f"?version={version}" if version is not None else ""
     for name, asset in doc["assets"].items():
         if platform.objects.key_of(str(asset.get("href", ""))) is not None:
-            asset["href"] = f"{collection}/items/{quote(iid)}/assets/{quote(name)}"
+            asset["href"] = f"{collection}/items/{quote(iid)}/assets/{quote(name)}{pinned}"
     links = [
-        _link("self", f"{collection}/items/{iid}", GEOJSON),
+        _link("self", f"{collection}/items/{iid}{pinned}", GEOJSON),
         _link("root", stac_href(request)),
         _link("collection", collection),
         _link("parent", collection),
     ]
     if doc["properties"].get("geoetl:workflow") == "process_raster":
         tiles = f"{root_href(request)}/raster/collections/{cid}/items/{iid}"
-        links.append(_link("tiles", f"{tiles}/WebMercatorQuad/tilejson.json"))
+        links.append(_link("tiles", f"{tiles}/WebMercatorQuad/tilejson.json{pinned}"))
     for link in item.get("links", []):
         if link.get("rel") not in ("self", "root", "collection", "parent", "tiles"):
             href = str(link.get("href", ""))
@@ -615,19 +641,28 @@ def items(collection_id: str, request: Request, platform: PlatformDep) -> JSONRe
 
 @router.get("/collections/{collection_id}/items/{item_id}", name="get_item")
 def get_item(
-    collection_id: str, item_id: str, request: Request, platform: PlatformDep
+    collection_id: str,
+    item_id: str,
+    request: Request,
+    platform: PlatformDep,
+    version: VersionQuery = None,
 ) -> JSONResponse:
-    """A STAC item."""
-    item = platform.catalog.get_item(collection_id, item_id, audience(request))
-    return JSONResponse(item_doc(platform, request, item), media_type=GEOJSON)
+    """A STAC item: its current version, or ``?version=N``."""
+    item = stored_item(platform, request, collection_id, item_id, version)
+    return JSONResponse(item_doc(platform, request, item, version), media_type=GEOJSON)
 
 
 @router.get("/collections/{collection_id}/items/{item_id}/assets/{asset}", name="get_asset")
 def get_asset(
-    collection_id: str, item_id: str, asset: str, request: Request, platform: PlatformDep
+    collection_id: str,
+    item_id: str,
+    asset: str,
+    request: Request,
+    platform: PlatformDep,
+    version: VersionQuery = None,
 ) -> Response:
     """An asset's bytes (range requests honoured), for whoever may see the item."""
-    item = platform.catalog.get_item(collection_id, item_id, audience(request))
+    item = stored_item(platform, request, collection_id, item_id, version)
     found = item.get("assets", {}).get(asset)
     key = platform.objects.key_of(str(found.get("href", ""))) if found else None
     if key is None or found is None:

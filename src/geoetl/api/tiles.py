@@ -40,8 +40,8 @@ from titiler.core.dependencies import (
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.factory import TilerFactory
 
-from geoetl import gdalsafe
-from geoetl.api.security import caller_levels
+from geoetl import gdalsafe, lifecycle
+from geoetl.api.security import caller_levels, get_caller
 from geoetl.errors import InputError, NotFound
 from geoetl.platform import Platform
 
@@ -53,9 +53,30 @@ def _item(request: Request, collection_id: str, item_id: str) -> dict[str, Any]:
     if cached is not None and cached.get("id") == item_id:
         return cached
     platform: Platform = request.app.state.platform
-    item = platform.catalog.get_item(collection_id, item_id, caller_levels(request))
+    version = _version(request)
+    if version is None:
+        item = platform.catalog.get_item(collection_id, item_id, caller_levels(request))
+    else:
+        item = lifecycle.item_version(
+            platform,
+            collection_id,
+            item_id,
+            version,
+            caller_levels(request),
+            drafts=get_caller(request).is_admin,
+        )
     request.state.geoetl_item = item
     return item
+
+
+def _version(request: Request) -> int | None:
+    """``?version=N``: one published version of the item (default: the current one)."""
+    raw = request.query_params.get("version")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+        raise InputError(f"version must be a whole number from 1, not {raw[:20]!r}")
+    return int(raw)
 
 
 def _band_stats(item: dict[str, Any], asset: str) -> list[dict[str, Any]]:

@@ -124,3 +124,40 @@ def resubmit(
         typer.echo(view.model_dump_json(indent=2))
     else:
         console.print(f"{new_id} run {view.run} {status_text(view.status)}")
+
+
+Note = Annotated[str | None, typer.Option("--note", help="Why; kept in the audit log.")]
+
+
+@app.command()
+def approve(
+    ctx: typer.Context,
+    job: JobRef,
+    note: Note = None,
+    wait: Annotated[bool, typer.Option(help="Run the publication here until it ends.")] = False,
+) -> None:
+    """Publish what a job awaiting approval staged (acts as the local admin)."""
+    from geoetl import lifecycle
+    from geoetl.auth.principal import LOCAL_ADMIN
+
+    state = get_state(ctx)
+    job_id = resolve_job_id(state.platform.queries, job)
+    lifecycle.approve(state.platform, LOCAL_ADMIN, job_id, note)
+    if wait:
+        from geoetl.cli.main import finish, run_in_process
+
+        finish(run_in_process(state, job_id, quiet=False), as_json=False)
+        return
+    console.print(f"{job_id} approved: {status_text(state.platform.store.job_status(job_id))}")
+
+
+@app.command()
+def reject(ctx: typer.Context, job: JobRef, note: Note = None) -> None:
+    """Refuse a job awaiting approval: it ends and what it staged is deleted."""
+    from geoetl import lifecycle
+    from geoetl.auth.principal import LOCAL_ADMIN
+
+    platform = get_state(ctx).platform
+    job_id = resolve_job_id(platform.queries, job)
+    lifecycle.reject(platform, LOCAL_ADMIN, job_id, note)
+    console.print(f"{job_id} rejected: its staged outputs were deleted")

@@ -16,6 +16,7 @@ from geoetl.cli import audit as audit_cli
 from geoetl.cli import db as db_cli
 from geoetl.cli import ingest as ingest_cli
 from geoetl.cli import jobs as jobs_cli
+from geoetl.cli import lifecycle as lifecycle_cli
 from geoetl.cli import tokens as tokens_cli
 from geoetl.cli.render import JOB_ID_CHARS, console, err_console, follow, show_job
 from geoetl.cli.state import State, get_state
@@ -40,6 +41,8 @@ app = typer.Typer(
 app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(tokens_cli.app, name="tokens")
 app.command()(ingest_cli.ingest)
+app.command("unpublish")(lifecycle_cli.unpublish)
+app.command("versions")(lifecycle_cli.versions)
 app.command("audit")(audit_cli.audit)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

@@ -9,6 +9,7 @@ BUILT_IN = {
     "fan_out_demo": "geoetl.workflows.demo:fan_out_demo",
     "process_raster": "geoetl.workflows.process_raster:process_raster",
     "process_vector": "geoetl.workflows.process_vector:process_vector",
+    "unpublish": "geoetl.workflows.unpublish:unpublish",
 }
 """Each built-in workflow by reference; a workflow's module is imported when it is used."""
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib
 import shutil
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from geoetl import gdalsafe
+from geoetl import gdalsafe, lifecycle
 from geoetl.catalog.models import AccessLevel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
@@ -22,6 +23,8 @@ from geoetl.raster.inspect import DeclaredType, RasterInfo, inspect_raster, pars
 from geoetl.raster.profiles import TierChoice, cog_profile, tiers_for
 from geoetl.raster.source import bronze_raster
 from geoetl.storage.objectstore import sha256_file
+from geoetl.versions import Version
+from geoetl.workflows.stages import hold_for_approval, previous_result, publish
 
 
 class ProcessRasterParams(BaseModel):
@@ -75,8 +78,12 @@ class ProcessRasterParams(BaseModel):
         return Target(self.collection_id, self.resolved_item_id(), "item_id", bool(self.item_id))
 
 
-def validate(params: ProcessRasterParams, ctx: TaskContext) -> RasterInfo:
-    """Open and check the source; InputError tells the user what to fix."""
+def validate(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
+    """Open and check the source, and number the version this job publishes.
+
+    InputError tells the user what to fix. The same source with the same params as
+    the current version is ``unchanged``: no COG is written, nothing new is published.
+    """
     objects = ctx.platform.objects
     if not objects.exists(params.source):
         raise InputError(f"source {params.source} does not exist in the object store")
@@ -85,13 +92,40 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> RasterInfo:
     if params.target_crs is not None:
         parse_crs(params.target_crs, "target_crs")  # refused before any COG is written
     source = bronze_raster(objects, params.source, ctx.scratch, source_downloads(ctx))
-    return inspect_raster(
+    info = inspect_raster(
         source,
         source.name,
         input_crs=params.input_crs,
         declared_type=params.raster_type,
         strict=params.strict_mode,
     )
+    version = lifecycle.reserve(
+        ctx.platform,
+        kind="raster",
+        collection_id=params.collection_id,
+        item_id=params.resolved_item_id(),
+        job_id=ctx.job_id,
+        params=params,
+    )
+    return {
+        **info.model_dump(mode="json"),
+        "version": version.version,
+        "unchanged": version.job_id != ctx.job_id,
+    }
+
+
+def _info(results: Mapping[str, Any]) -> RasterInfo:
+    found = dict(results["validate"])
+    found.pop("version", None)
+    found.pop("unchanged", None)
+    return RasterInfo.model_validate(found)
+
+
+def _version(ctx: TaskContext, params: ProcessRasterParams) -> Version:
+    version: Version = ctx.platform.versions.get(
+        params.collection_id, params.resolved_item_id(), int(ctx.results["validate"]["version"])
+    )
+    return version
 
 
 def source_downloads(ctx: TaskContext) -> Path:
@@ -103,8 +137,10 @@ def source_downloads(ctx: TaskContext) -> Path:
 
 
 def plan_tiers(params: ProcessRasterParams, results: StageResults) -> list[str]:
-    """One COG task per tier to produce."""
-    info = RasterInfo.model_validate(results["validate"])
+    """One COG task per tier to produce (none when the version is unchanged)."""
+    if results["validate"].get("unchanged"):
+        return []
+    info = _info(results)
     return list(tiers_for(params.output_tier, info.raster_type))
 
 
@@ -113,9 +149,10 @@ def tmp_key(job_id: str, item_id: str, tier: str) -> str:
     return f"tmp/{job_id}/{item_id}_{tier}.tif"
 
 
-def silver_key(params: ProcessRasterParams, tier: str) -> str:
-    """The published COG's key."""
-    return f"silver/cogs/{params.collection_id}/{params.resolved_item_id()}_{tier}.tif"
+def silver_key(params: ProcessRasterParams, tier: str, version: int = 1) -> str:
+    """The published COG's key (versions after the first in a ``v{N}/`` folder)."""
+    prefix = lifecycle.cog_prefix(params.collection_id, version)
+    return f"{prefix}/{params.resolved_item_id()}_{tier}.tif"
 
 
 def staging_key(ctx: TaskContext, params: ProcessRasterParams, tier: str) -> str:
@@ -128,7 +165,7 @@ def staging_key(ctx: TaskContext, params: ProcessRasterParams, tier: str) -> str
     """
     if ctx.platform.objects.is_local:
         return tmp_key(ctx.job_id, params.resolved_item_id(), tier)
-    return silver_key(params, tier)
+    return silver_key(params, tier, int(ctx.results["validate"]["version"]))
 
 
 # What the COG check and the catalog stage import (rio-cogeo with morecantile and pyproj,
@@ -152,7 +189,7 @@ def preload(modules: tuple[str, ...]) -> None:
 
 def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     """Write this tier's COG in scratch and stage it under tmp/ (published by catalog)."""
-    info = RasterInfo.model_validate(ctx.results["validate"])
+    info = _info(ctx.results)
     tier = str(ctx.item)
     key = staging_key(ctx, params, tier)
     if "staged" in ctx.checkpoints and ctx.platform.objects.exists(key):
@@ -185,6 +222,11 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     # The STAC item's file fields, from the local file: the catalog stage reads the
     # stored COG in place and never downloads it.
     digest = sha256_file(out)
+    if key.startswith("silver/"):  # the janitor knows whose it is before it is published
+        version = _version(ctx, params)
+        ctx.platform.versions.add_objects(
+            version.collection_id, version.item_id, version.version, [key]
+        )
     ctx.platform.objects.move_file(out, key)  # an upload (multipart) on S3 and Azure
     staged = {**result.model_dump(), "tier": tier, "tmp_key": key, "sha256": digest}
     ctx.checkpoint("staged", staged)
@@ -192,13 +234,22 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
 
 
 def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
-    """Publish the staged COGs to silver and upsert the STAC item."""
+    """Move the staged COGs to silver and stage the STAC item as a draft version."""
+    version = _version(ctx, params)
+    if ctx.results["validate"].get("unchanged"):
+        shutil.rmtree(source_downloads(ctx), ignore_errors=True)
+        return {
+            "unchanged": True,
+            "item_id": version.item_id,
+            "version": version.version,
+            "previous": previous_result(ctx, version),
+        }
     cogs: list[dict[str, Any]] = ctx.results["cog"]
     objects = ctx.platform.objects
     item_id = params.resolved_item_id()
     published = []
     for cog in cogs:
-        key = silver_key(params, cog["tier"])
+        key = silver_key(params, cog["tier"], version.version)
         if cog["tmp_key"] != key and objects.exists(cog["tmp_key"]):
             objects.move(cog["tmp_key"], key)
         elif not objects.exists(key):
@@ -236,12 +287,16 @@ def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
             extra_assets=extras,
             files=_file_facts(primary),
         )
-    ctx.platform.catalog.ensure_collection(params.collection_id, params.access_level)
-    ctx.platform.catalog.upsert_item(item, params.access_level)
-    # The last stage: the source downloaded for the job's tasks on this machine can go
-    # (the janitor removes the job's scratch too, but a CLI run may have none).
+    lifecycle.stage_draft(ctx.platform, version, item, [c["key"] for c in published])
+    # No later stage reads the source: the copy downloaded for the job's tasks on this
+    # machine can go (the janitor removes the job's scratch too, but a CLI run has none).
     shutil.rmtree(source_downloads(ctx), ignore_errors=True)
-    return {"item_id": item_id, "cogs": published}
+    return {
+        "item_id": item_id,
+        "cogs": published,
+        "version": version.version,
+        "approval": lifecycle.needs_approval(ctx.platform, params.collection_id),
+    }
 
 
 def _file_facts(cog: dict[str, Any]) -> dict[str, Any]:
@@ -254,6 +309,8 @@ def summarize(params: ProcessRasterParams, results: StageResults) -> dict[str, A
     """The job result users see."""
     info = results["validate"]
     catalog = results["catalog"]
+    if catalog.get("unchanged"):
+        return unchanged_result(params, results)
     cogs = catalog["cogs"]
     primary = next((c for c in cogs if c["tier"] == "analysis"), cogs[0])
     return {
@@ -267,7 +324,25 @@ def summarize(params: ProcessRasterParams, results: StageResults) -> dict[str, A
         "reprojected": primary["reprojected"],
         "tiers": {c["tier"]: c["key"] for c in cogs},
         "warnings": info["warnings"],
+        "version": catalog["version"],
         "urls": raster_urls(params.collection_id, catalog["item_id"]),
+    }
+
+
+def unchanged_result(params: Any, results: StageResults) -> dict[str, Any]:
+    """An unchanged re-publication's result: the published version's, marked unchanged."""
+    version = int(results["validate"]["version"])
+    previous = results["catalog"].get("previous") or {}
+    return {
+        **previous,
+        "collection_id": params.collection_id,
+        "version": version,
+        "unchanged": True,
+        "warnings": [
+            *previous.get("warnings", []),
+            f"the same source with the same options is already published as version "
+            f"{version}: nothing new was published",
+        ],
     }
 
 
@@ -290,6 +365,7 @@ process_raster = Workflow(
         Stage("validate", validate, queue="raster"),
         Stage("cog", make_cog, plan=plan_tiers, retry=Retry(attempts=3), queue="raster"),
         Stage("catalog", register, queue="raster"),
+        Stage("publish", publish, hold=hold_for_approval, queue="raster"),
     ],
     finalize=summarize,
     description="Validate a raster, write Cloud-Optimized GeoTIFF(s), record a STAC item.",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -15,8 +17,7 @@ import shapely
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pyproj import CRS, Transformer
 
-from geoetl import gdalsafe
-from geoetl.auth.dbroles import sync_reader_grants
+from geoetl import gdalsafe, lifecycle
 from geoetl.catalog.models import AccessLevel
 from geoetl.engine.context import TaskContext
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
@@ -34,6 +35,8 @@ from geoetl.vector.geoparquet import (
 )
 from geoetl.vector.harden import HardenReport, as_multi, drop_m, harden
 from geoetl.vector.read import CsvOptions, find_dataset, list_layers, no_geometry, read_chunk
+from geoetl.versions import Version
+from geoetl.workflows.stages import hold_for_approval, previous_result, publish
 
 FAMILY_SUFFIX = {"points": "points", "lines": "lines", "polygons": "polygons"}
 MULTI_TYPE = {"points": "MultiPoint", "lines": "MultiLineString", "polygons": "MultiPolygon"}
@@ -46,6 +49,7 @@ RECIPES: dict[str, list[str]] = {
     "ingest_boundaries": ["normalize_crs", "clean", "simplify", "spatial_index"],
 }
 DEFAULT_TOLERANCE = {"EPSG:4326": 1e-5}  # ~1 m at the equator
+VERSION_SUFFIX = re.compile(r"__v[0-9]+$")
 
 
 class ProcessVectorParams(BaseModel):
@@ -56,7 +60,11 @@ class ProcessVectorParams(BaseModel):
     collection_id: str = Field(
         default="system-vectors", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
     )
-    dataset_id: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,60}$")
+    dataset_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,60}$",
+        description="Default: from the file name. Ids ending in __v<number> are reserved.",
+    )
     target_crs: str = "EPSG:4326"
     input_crs: str | None = None
     keep_z: bool = False
@@ -107,9 +115,21 @@ class ProcessVectorParams(BaseModel):
         """Simplification tolerance in target CRS units."""
         return self.simplify_tolerance or DEFAULT_TOLERANCE.get(self.target_crs.upper(), 1.0)
 
+    @field_validator("dataset_id")
+    @classmethod
+    def _not_a_version(cls, v: str | None) -> str | None:
+        if v is not None and VERSION_SUFFIX.search(v):
+            raise ValueError(
+                "dataset ids ending in __v<number> name versions of other datasets; "
+                "choose another dataset_id"
+            )
+        return v
+
     def resolved_dataset_id(self) -> str:
         """The dataset id: given, or from the file name."""
-        return self.dataset_id or slug(PurePosixPath(self.source).stem)[:60]
+        if self.dataset_id:
+            return self.dataset_id
+        return VERSION_SUFFIX.sub("", slug(PurePosixPath(self.source).stem)[:60]) or "vector"
 
     def publication_target(self) -> Target:
         """The dataset this job publishes: its id is global (one GeoPackage per id)."""
@@ -187,12 +207,44 @@ def inspect(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
         out.append(layer.model_dump())
     if not out:
         raise InputError(f"every layer of {path.name} is empty")
-    return {"dataset": path.name, "layers": out, "warnings": warnings}
+    version = lifecycle.reserve(
+        ctx.platform,
+        kind="vector",
+        collection_id=params.collection_id,
+        item_id=params.resolved_dataset_id(),
+        job_id=ctx.job_id,
+        params=params,
+    )
+    return {
+        "dataset": path.name,
+        "layers": out,
+        "warnings": warnings,
+        "version": version.version,
+        "unchanged": version.job_id != ctx.job_id,
+    }
+
+
+def storage_id(params: ProcessVectorParams, results: Mapping[str, Any]) -> str:
+    """The feature-store dataset of this job's version."""
+    return lifecycle.storage_dataset(
+        params.resolved_dataset_id(), int(results["inspect"]["version"])
+    )
+
+
+def _version(params: ProcessVectorParams, ctx: TaskContext) -> Version:
+    version: Version = ctx.platform.versions.get(
+        params.collection_id,
+        params.resolved_dataset_id(),
+        int(ctx.results["inspect"]["version"]),
+    )
+    return version
 
 
 def plan(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     """Column names per layer and the chunks to load; starts a fresh load of the dataset."""
-    ctx.platform.features.begin_load(params.resolved_dataset_id())
+    if ctx.results["inspect"].get("unchanged"):
+        return {"columns": {}, "chunks": []}
+    ctx.platform.features.begin_load(storage_id(params, ctx.results))
     layers = ctx.results["inspect"]["layers"]
     chunks = []
     columns = {}
@@ -288,7 +340,7 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     mapping = ctx.results["plan"]["columns"][item["layer"]]
     attrs = attributes.rename_columns([mapping.get(c, c) for c in attributes.column_names])
     n_layers = len(ctx.results["inspect"]["layers"])
-    dataset_id = params.resolved_dataset_id()
+    dataset_id = storage_id(params, ctx.results)
     tables = {}
     for family, rows in families.items():
         table = table_name(dataset_id, item["layer"], family, n_layers)
@@ -310,9 +362,12 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
 
 
 def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
-    """Write the GeoPackage and GeoParquet from the parts, publish, register collections."""
+    """Write the feature tables and GeoParquet from the parts (not served until published)."""
+    if ctx.results["inspect"].get("unchanged"):
+        return {"unchanged": True}
     chunks: list[dict[str, Any]] = ctx.results["load"]
-    dataset_id = params.resolved_dataset_id()
+    base_id = params.resolved_dataset_id()
+    dataset_id = storage_id(params, ctx.results)
     report = HardenReport()
     reprojected = 0
     tables: dict[str, dict[str, Any]] = {}
@@ -372,18 +427,23 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
     store.finish_load(dataset_id, index, described)
     out = []
     single = len(tables) == 1
+    version = _version(params, ctx)
+    keys = [f"silver/vector/{params.collection_id}/{table}.parquet" for table in sorted(tables)]
+    ctx.platform.versions.add_objects(version.collection_id, version.item_id, version.version, keys)
+    collections = []
     for table, info in sorted(tables.items()):
         local, rows, bbox = written[table]
         key = f"silver/vector/{params.collection_id}/{table}.parquet"
         objects.put_file(local, key)
-        collection_id = dataset_id if single else table
-        ctx.platform.feature_registry.upsert(
+        # OGC API collection ids stay the same from version to version.
+        collection_id = base_id if single else base_id + table[len(dataset_id) :]
+        collections.append(
             FeatureCollection(
                 collection_id=collection_id,
                 dataset_id=dataset_id,
                 table_name=table,
                 family=info["family"],
-                title=f"{dataset_id} ({info['family']})",
+                title=f"{base_id} ({info['family']})",
                 feature_count=rows,
                 bbox=bbox or None,
                 fields=store.fields(dataset_id, table),
@@ -391,7 +451,7 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
                 access_level=params.access_level,
                 stac_collection=params.collection_id,
                 job_id=ctx.job_id,
-            )
+            ).model_dump()
         )
         out.append(
             {
@@ -403,7 +463,6 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
                 "geoparquet": key,
             }
         )
-    sync_reader_grants(ctx.platform)  # PostgreSQL reader roles: grants follow the registry
     report.families = {t["family"]: t["features"] for t in out}
     intent, steps = params.recipe()
     warnings = list(ctx.results["inspect"].get("warnings", []))
@@ -417,6 +476,7 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
         )
     return {
         "tables": out,
+        "collections": collections,
         "report": {**report.model_dump(), "reprojected": reprojected},
         "recipe": {"intent": intent, "steps": steps},
         "warnings": warnings,
@@ -424,8 +484,19 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
 
 
 def register(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
-    """A STAC item per dataset linking its OGC API collections and GeoParquet assets."""
+    """A STAC item per dataset linking its OGC API collections and GeoParquet assets.
+
+    Staged as a draft version; the publish stage serves it.
+    """
     shutil.rmtree(source_downloads(ctx), ignore_errors=True)  # no later stage reads it
+    version = _version(params, ctx)
+    if ctx.results["inspect"].get("unchanged"):
+        return {
+            "unchanged": True,
+            "item_id": version.item_id,
+            "version": version.version,
+            "previous": previous_result(ctx, version),
+        }
     done = ctx.results["finalize"]
     dataset_id = params.resolved_dataset_id()
     boxes = [t["bbox"] for t in done["tables"] if t["bbox"]]
@@ -482,13 +553,37 @@ def register(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
         ],
         "assets": assets,
     }
-    ctx.platform.catalog.ensure_collection(params.collection_id, params.access_level)
-    ctx.platform.catalog.upsert_item(item, params.access_level)
-    return {"item_id": dataset_id}
+    lifecycle.stage_draft(
+        ctx.platform,
+        version,
+        item,
+        [t["geoparquet"] for t in done["tables"]],
+        storage_id=storage_id(params, ctx.results),
+        feature_collections=[FeatureCollection.model_validate(c) for c in done["collections"]],
+    )
+    return {
+        "item_id": dataset_id,
+        "version": version.version,
+        "approval": lifecycle.needs_approval(ctx.platform, params.collection_id),
+    }
 
 
 def summarize(params: ProcessVectorParams, results: StageResults) -> dict[str, Any]:
     """The job result: tables, report and URLs."""
+    if results["catalog"].get("unchanged"):
+        version = int(results["catalog"]["version"])
+        previous = results["catalog"].get("previous") or {}
+        return {
+            **previous,
+            "collection_id": params.collection_id,
+            "version": version,
+            "unchanged": True,
+            "warnings": [
+                *previous.get("warnings", []),
+                f"the same source with the same options is already published as version "
+                f"{version}: nothing new was published",
+            ],
+        }
     done = results["finalize"]
     dataset_id = params.resolved_dataset_id()
     return {
@@ -507,6 +602,7 @@ def summarize(params: ProcessVectorParams, results: StageResults) -> dict[str, A
         "columns": results["plan"]["columns"],
         "recipe": done["recipe"],
         "warnings": done["warnings"],
+        "version": results["catalog"]["version"],
         "urls": {
             "features": {
                 t["collection_id"]: f"/collections/{t['collection_id']}/items"
@@ -527,6 +623,7 @@ process_vector = Workflow(
         Stage("load", load_chunk, plan=chunk_items, retry=Retry(attempts=3), queue="vector"),
         Stage("finalize", finalize_load, queue="vector"),
         Stage("catalog", register, queue="vector"),
+        Stage("publish", publish, hold=hold_for_approval, queue="vector"),
     ],
     finalize=summarize,
     description="Read a vector dataset, clean and reproject it, publish it as OGC API Features.",
