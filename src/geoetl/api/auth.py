@@ -67,6 +67,12 @@ def list_tokens(platform: PlatformDep, caller: AdminDep) -> list[dict[str, Any]]
 def create_token(body: NewToken, platform: PlatformDep, caller: AdminDep) -> dict[str, str]:
     """Create a token; its secret is in this answer only. Admins."""
     secret = platform.tokens.create(body.name, body.role, body.clearance)
+    platform.audit.record(
+        caller.name,
+        "token_create",
+        body.name,
+        details={"role": body.role, "clearance": body.clearance},
+    )
     return {"name": body.name, "role": body.role, "clearance": body.clearance, "token": secret}
 
 
@@ -76,3 +82,4 @@ def revoke_token(
 ) -> None:
     """Revoke a token. Admins."""
     platform.tokens.revoke(name)
+    platform.audit.record(caller.name, "token_revoke", name)

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from geoetl.audit import AuditLog
 from geoetl.auth.principal import Principal, Role, normalize_role
 from geoetl.auth.tables import api_tokens, upload_owners
 from geoetl.catalog.models import AccessLevel, normalize_access_level
@@ -30,6 +31,8 @@ from geoetl.errors import Conflict, InputError, NotFound
 
 PREFIX = "geoetl_"
 ADMIN_TOKEN_FILE = "admin-token"
+SYSTEM_ACTOR = "system"
+"""The audit log's actor for what geoetl does on its own (the first admin token)."""
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 # Touching last_used_at on every request would make every read a write: once a minute.
 _TOUCH_EVERY = 60.0
@@ -195,11 +198,15 @@ class TokenStore:
         return found is not None
 
 
-def ensure_admin_token(tokens: TokenStore, home: Path) -> Path | None:
+def ensure_admin_token(
+    tokens: TokenStore, home: Path, audit: AuditLog | None = None
+) -> Path | None:
     """On a home without any token, create an admin token and write it to a file.
 
     The file is ``{home}/admin-token``, readable by its owner only (mode 0600), created
-    exclusively (never overwritten). Returns its path when it was written now.
+    exclusively (never overwritten). Returns its path when it was written now. The
+    creation is recorded in ``audit`` (by default the audit log of the tokens' database)
+    with the actor ``system``.
     """
     if tokens.any_active():
         return None
@@ -223,4 +230,8 @@ def ensure_admin_token(tokens: TokenStore, home: Path) -> Path | None:
         raise
     with os.fdopen(fd, "w") as fh:
         fh.write(secret + "\n")
+    # Recorded once the secret is safe in its file: a failure here leaves a usable token.
+    (audit or AuditLog(tokens.engine)).record(
+        SYSTEM_ACTOR, "token_create", name, details={"role": "admin", "clearance": "restricted"}
+    )
     return path

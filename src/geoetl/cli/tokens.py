@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from geoetl.auth.principal import LOCAL_ADMIN, normalize_role
+from geoetl.catalog.models import normalize_access_level
 from geoetl.cli.render import console
 from geoetl.cli.state import get_state
 
@@ -25,12 +27,14 @@ def create(
     """Create a token; its secret is printed once and stored only as a hash."""
     platform = get_state(ctx).platform
     secret = platform.tokens.create(name, role, clearance)
+    details = {"role": normalize_role(role), "clearance": normalize_access_level(clearance)}
+    platform.audit.record(LOCAL_ADMIN.name, "token_create", name, details=details)
+    doc = {"name": name, **details}
     if as_json:
-        doc = {"name": name, "role": role.lower(), "clearance": clearance.lower()}
         typer.echo(json.dumps({**doc, "token": secret}))
         return
     console.print(
-        f"token [bold]{name}[/] ({role.lower()}, clearance {clearance.lower()}); "
+        f"token [bold]{name}[/] ({doc['role']}, clearance {doc['clearance']}); "
         "it is shown only now — send it as 'Authorization: Bearer <token>':",
         highlight=False,
     )
@@ -74,5 +78,7 @@ def revoke(
     name: Annotated[str, typer.Argument(help="The token's name.")],
 ) -> None:
     """Revoke a token: it stops working at once."""
-    get_state(ctx).platform.tokens.revoke(name)
+    platform = get_state(ctx).platform
+    platform.tokens.revoke(name)
+    platform.audit.record(LOCAL_ADMIN.name, "token_revoke", name)
     console.print(f"revoked {name}")
