@@ -30,6 +30,7 @@ from geoetl.engine.worker import (
     worker_id,
 )
 from geoetl.errors import NotFound
+from geoetl.orphans import sweep_orphans
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # An upload (tmp/uploads/) untouched this long was cut off when its server stopped.
 STALE_UPLOAD_SECONDS = 24 * 3600
+# The orphan sweep lists every object in silver/ and tmp/: once an hour is enough.
+ORPHAN_SWEEP_SECONDS = 3600.0
+ORPHAN_SWEEP_META = "orphan_sweep"
 _JOB_ID = re.compile(r"[0-9a-f]{64}")
 
 
@@ -105,7 +109,49 @@ def make_janitor(platform: Platform) -> Janitor:
         scratch_root=settings.scratch_dir,
     )
     janitor.housekeeping.append(lambda: clean_tmp_objects(platform, janitor.job_ended))
+
+    def sweep() -> None:
+        sweep_orphans_hourly(platform)
+
+    janitor.housekeeping.append(sweep)
     return janitor
+
+
+def sweep_orphans_hourly(platform: Platform, now: float | None = None) -> bool:
+    """Run the orphan sweep (silver/ and tmp/, not bronze) unless one ran within the hour.
+
+    The last sweep's time and totals are in the job store's meta (``orphan_sweep``), so
+    every janitor of a deployment (``geoetl janitor``, each ``geoetl serve``) shares one
+    hourly sweep. A failure is logged, never raised: the janitor's pass goes on. True
+    when a sweep ran.
+    """
+    store = platform.store
+    now = time.time() if now is None else now
+    try:
+        last = store.get_meta(ORPHAN_SWEEP_META)
+        # abs(): a time far ahead (a clock set wrong once) must not stop the sweeps.
+        if isinstance(last, dict) and abs(now - float(last.get("at") or 0)) < ORPHAN_SWEEP_SECONDS:
+            return False
+        # Taken before the sweep: another janitor's pass meanwhile skips it.
+        store.set_meta(ORPHAN_SWEEP_META, {"at": now, "done": False})
+        report = sweep_orphans(platform, dry_run=False, now=now)
+        store.set_meta(
+            ORPHAN_SWEEP_META,
+            {
+                "at": now,
+                "done": True,
+                "objects": len(report.objects),
+                "bytes": report.bytes,
+                "versions_discarded": len(report.versions_discarded),
+                "tables_dropped": len(report.tables_dropped),
+                "errors": len(report.errors),
+            },
+        )
+        for error in report.errors:
+            log.warning("janitor: orphan sweep: %s", error)
+    except Exception:
+        log.exception("janitor: the orphan sweep failed; the next one is in an hour")
+    return True
 
 
 def clean_tmp_objects(platform: Platform, job_ended: Callable[[str], bool]) -> None:

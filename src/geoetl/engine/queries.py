@@ -174,6 +174,17 @@ class JobQueries:
             "running_tasks": {"all": running},
         }
 
+    def param_values(self, name: str) -> set[str]:
+        """Every distinct text value jobs hold in param ``name`` (the janitor's sources).
+
+        One scan of ``jobs`` that the database de-duplicates (``params->>name`` on
+        PostgreSQL, ``json_extract`` on SQLite): a thousand jobs of one file are one row.
+        """
+        value = jobs.c.params[name].as_string()
+        with self.store.read() as conn:
+            found = conn.execute(sa.select(value).where(value.is_not(None)).distinct()).scalars()
+            return {str(v) for v in found}
+
     # -- internals ------------------------------------------------------------------------
 
     def active_jobs(self, submitted_by: str) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple
 
 import fsspec
 
@@ -40,6 +40,30 @@ def sha256_file(path: Path) -> str:
         while size := fh.readinto(buffer):
             digest.update(view[:size])
     return digest.hexdigest()
+
+
+class ObjectInfo(NamedTuple):
+    """An object as a listing shows it: key, size in bytes, last written (epoch seconds)."""
+
+    key: str
+    size: int
+    modified: float
+
+
+Listing = list[ObjectInfo]  # named here: ObjectStore.list hides the builtin in its class
+
+
+def modified_of(info: dict[str, Any]) -> float | None:
+    """When a listing's entry was last written (seconds since the epoch), or None.
+
+    ``mtime`` on a folder, ``LastModified`` from s3fs, ``last_modified`` from adlfs.
+    """
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if isinstance(stamp, datetime):
+        return stamp.timestamp()
+    if isinstance(stamp, str):
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return None if stamp is None else float(stamp)
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -161,12 +185,10 @@ class ObjectStore:
         full = self._full(key)
         with self._errors(key):
             info = self.fs.info(full)
-        stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
-        if isinstance(stamp, datetime):
-            return stamp.timestamp()
+        stamp = modified_of(info)
         if stamp is None:
             raise ValueError(f"the store does not report when {key!r} was written")
-        return float(stamp)
+        return stamp
 
     @contextmanager
     def open(self, key: str, mode: str = "rb") -> Iterator[IO[Any]]:
@@ -210,6 +232,39 @@ class ObjectStore:
             except FileNotFoundError:
                 return []
         return sorted(p[len(self.root) + 1 :] for p in found)
+
+    def list_info(self, prefix: str) -> Listing:
+        """Objects under ``prefix`` with their size and time, sorted by key.
+
+        One listing (S3 and Azure return both facts with each name, so a million objects
+        cost a thousand list requests, not a million HEADs). Files being written are
+        listed too (a local ``.partial-`` name): one left behind by a killed writer ages
+        like any other object, and whoever deletes by age judges it so. A name that is no
+        valid key (outside the root, ``..``) is left out: no operation could reach it.
+        """
+        full = self._full(prefix).rstrip("/")
+        with self._errors(prefix):
+            try:
+                found: dict[str, dict[str, Any]] | list[str] = self.fs.find(full, detail=True)
+            except FileNotFoundError:
+                return []
+            if isinstance(found, list):  # adlfs answers a file's path without details
+                found = {path: self.fs.info(path) for path in found}
+        start = f"{self.root}/"
+        listed: Listing = []
+        for path, info in found.items():
+            if info.get("type") == "directory" or not path.startswith(start):
+                continue
+            key = path[len(start) :]
+            try:
+                self._full(key)
+            except ValueError:
+                continue
+            stamp = modified_of(info)
+            if stamp is None:  # never seen on the three backends; ask for that one object
+                stamp = self.modified(key)
+            listed.append(ObjectInfo(key, int(info.get("size") or 0), stamp))
+        return sorted(listed)
 
     def get_file(self, key: str, local: Path) -> Path:
         """Download an object to ``local`` (for what GDAL or pyogrio must read locally)."""
