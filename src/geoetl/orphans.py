@@ -3,7 +3,8 @@
 An object is referenced, and never removed whatever its age, by:
 
 - an asset of a catalog item (every collection, every access level): the current
-  version of each dataset, and items published before versions existed;
+  version of each dataset, and items published before versions existed (an href under
+  another root, a store since moved, protects the key from its zone folder on);
 - a version row that is ``published``; one in ``staging``/``draft`` whose job is still
   active, or whose row changed within the grace; one being unpublished for less than
   the grace (the unpublish is deleting its objects itself);
@@ -37,7 +38,7 @@ from geoetl.catalog.models import SearchRequest, SortKey
 from geoetl.engine.models import ACTIVE_JOB, JobStatus
 from geoetl.errors import InputError, NotFound
 from geoetl.platform import Platform
-from geoetl.storage.base import ObjectInfo, ObjectStore
+from geoetl.storage.base import ZONES, ObjectInfo, ObjectStore
 from geoetl.versions import LIVE, Version
 
 log = logging.getLogger(__name__)
@@ -219,9 +220,27 @@ def _asset_keys(objects: ObjectStore, item: dict[str, Any]) -> Iterable[str]:
         if isinstance(alternates, dict):
             hrefs += [a.get("href") for a in alternates.values() if isinstance(a, dict)]
         for href in hrefs:
-            key = objects.key_of(href) if isinstance(href, str) else None
+            if not isinstance(href, str):
+                continue
+            key = objects.key_of(href)
             if key is not None:
                 yield key
+            else:
+                yield from _zone_tails(href)
+
+
+def _zone_tails(href: str) -> Iterable[str]:
+    """Keys an href names under another root (a home or bucket since moved): never lose them.
+
+    ``s3://old/prefix/silver/cogs/c/i.tif`` protects ``silver/cogs/c/i.tif``: keeping an
+    object too many is cheap, deleting one a published item serves is not.
+    """
+    for zone in ZONES:
+        marker = f"/{zone}/"
+        at = href.find(marker)
+        while at != -1:
+            yield href[at + 1 :]
+            at = href.find(marker, at + 1)
 
 
 def _bronze_orphans(

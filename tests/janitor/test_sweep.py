@@ -69,6 +69,9 @@ def world(platform: Platform) -> World:
     for name in ("roads", "rivers", "rails"):
         key = keep(f"silver/vector/legacy/{name}.parquet")
         catalogue(platform, "legacy", name, {"data": f"{objects.url}/{key}"})
+    # Written when the store was elsewhere (a home or bucket since moved).
+    moved = keep("silver/cogs/moved/old_analysis.tif")
+    catalogue(platform, "moved", "old", {"data": f"s3://old-bucket/geoetl/{moved}"})
     secret = keep("silver/cogs/restricted/secret_analysis.tif")
     catalogue(platform, "restricted", "secret", {"data": secret}, level="restricted")
     staging = keep("silver/cogs/c/new_analysis.tif")
