@@ -205,9 +205,9 @@ def test_demo_workflows_are_off_unless_enabled(anonymous: TestClient) -> None:
     admin = token(anonymous, "root", "admin", "restricted")
     response = anonymous.post("/jobs/fan_out_demo", json={"n": 1_000_000}, headers=admin)
     assert response.status_code == 404
-    assert response.json()["detail"].endswith("known: process_raster, process_vector")
+    assert response.json()["detail"].endswith("known: process_raster, process_vector, unpublish")
     names = {w["name"] for w in anonymous.get("/workflows").json()}
-    assert names == {"process_raster", "process_vector"}
+    assert names == {"process_raster", "process_vector", "unpublish"}
 
 
 @pytest.mark.parametrize(
