@@ -94,19 +94,30 @@ def current_items(platform: Platform) -> list[dict[str, Any]]:
     return list(items)
 
 
-def dangling_assets(platform: Platform) -> list[str]:
-    """Asset keys of served items (current ones, and published versions) that are missing."""
-    missing = []
+def _served_keys(platform: Platform) -> set[tuple[str, str]]:
+    """(item, asset key) of every served item: current ones, and published versions."""
     docs = current_items(platform)
-    for v in platform.versions.with_status("published"):
-        if v.item:
-            docs.append(v.item)
+    docs += [v.item for v in platform.versions.with_status("published") if v.item]
+    keys = set()
     for item in docs:
         for asset in item.get("assets", {}).values():
             key = platform.objects.key_of(str(asset.get("href", "")))
-            if key is not None and not platform.objects.exists(key):
-                missing.append(f"{item.get('collection')}/{item['id']}: {key}")
-    return missing
+            if key is not None:
+                keys.add((f"{item.get('collection')}/{item['id']}", key))
+    return keys
+
+
+def dangling_assets(platform: Platform) -> list[str]:
+    """Asset keys of served items that are missing from the object store.
+
+    Read while a worker changes things, so a key counts only if it is still served
+    after its object was seen missing (references are read again): unpublishing
+    only ever removes references, so it was served all along.
+    """
+    missing = {ref for ref in _served_keys(platform) if not platform.objects.exists(ref[1])}
+    if missing:
+        missing &= _served_keys(platform)
+    return sorted(f"{item}: {key}" for item, key in missing)
 
 
 def no_item(platform: Platform, collection: str, item: str) -> bool:
