@@ -99,11 +99,15 @@ def _adopt_legacy(platform: Platform, collection_id: str, item_id: str) -> None:
             if fc.dataset_id == item_id and fc.stac_collection == collection_id
         ]
     now = time.time()
+    # An item copied from another deployment (migrate-data) says which version it is,
+    # and its tables are where the registry says: numbering continues after it.
+    number = str(props.get("version") or "1")
+    storage = collections[0]["dataset_id"] if collections else item_id
     platform.versions.adopt(
         Version(
             collection_id=collection_id,
             item_id=item_id,
-            version=1,
+            version=int(number) if number.isdigit() and int(number) > 0 else 1,
             kind="vector" if vector else "raster",
             status="published",
             job_id=str(props.get("geoetl:job_id") or ""),
@@ -113,7 +117,7 @@ def _adopt_legacy(platform: Platform, collection_id: str, item_id: str) -> None:
             access_level=str(props.get("geoetl:access_level") or "public"),
             item=item,
             objects=keys,
-            storage_id=item_id if vector else None,
+            storage_id=storage if vector else None,
             feature_collections=collections,
             created_at=now,
             published_at=now,
@@ -354,6 +358,20 @@ class UnpublishPlan:
     collections: list[str] = field(default_factory=list)
     remaining_current: int | None = None
 
+    @classmethod
+    def from_json(cls, report: dict[str, Any]) -> UnpublishPlan:
+        """A plan back from its report (a task's checkpoint)."""
+        return cls(
+            collection_id=str(report["collection_id"]),
+            item_id=str(report["item_id"]),
+            versions=[int(v) for v in report["versions"]],
+            objects=list(report["objects"]),
+            tables=list(report["tables"]),
+            items=list(report["items"]),
+            collections=list(report["collections"]),
+            remaining_current=report.get("current_version_after"),
+        )
+
     def as_json(self, dry_run: bool) -> dict[str, Any]:
         """The report users see."""
         return {
@@ -458,22 +476,22 @@ def delete_version_data(platform: Platform, version: Version) -> dict[str, Any]:
 
 def unpublish(
     platform: Platform,
-    collection_id: str,
-    item_id: str,
-    version: int | None,
+    plan: UnpublishPlan,
     *,
+    one_version: bool,
     actor: str,
     job_id: str | None,
 ) -> dict[str, Any]:
-    """Take versions out of serving, then delete their data; returns the report.
+    """Take the planned versions out of serving, then delete their data; the report.
 
     Order: (1) the versions are marked ``unpublishing`` and the catalog and feature
     registry are pointed at what remains (or emptied) — from here nothing served refers
     to them; (2) their objects and feature tables are deleted; (3) they are marked
     ``unpublished``; (4) an emptied non-system collection is deleted; (5) the audit log
-    records the report. Each step repeats safely, so a rerun after a crash converges.
+    records the report, once per job. Each step repeats safely: a rerun with the same
+    ``plan`` (the task keeps it as a checkpoint) after a crash at any step converges.
     """
-    plan = plan_unpublish(platform, collection_id, item_id, version)
+    collection_id, item_id = plan.collection_id, plan.item_id
     report = plan.as_json(dry_run=False)
     for number in plan.versions:
         platform.versions.update(
@@ -494,13 +512,16 @@ def unpublish(
         except (NotFound, Conflict) as exc:  # gone already, or an item arrived meanwhile
             log.info("collection %s kept: %s", cid, exc)
     fault_point(platform, "unpublish:collections")
-    platform.audit.record(
-        actor,
-        "unpublish",
-        f"{collection_id}/{item_id}" + (f"@v{plan.versions[0]}" if version is not None else ""),
-        job_id=job_id,
-        details=report,
-    )
+    done = job_id is not None and platform.audit.entries(action="unpublish", job_id=job_id, limit=1)
+    if not done:
+        target = f"{collection_id}/{item_id}"
+        platform.audit.record(
+            actor,
+            "unpublish",
+            f"{target}@v{plan.versions[0]}" if one_version else target,
+            job_id=job_id,
+            details=report,
+        )
     return report
 
 

@@ -48,15 +48,24 @@ def run(params: UnpublishParams, ctx: TaskContext) -> dict[str, Any]:
             platform, params.collection_id, params.item_id, params.version
         )
         return plan.as_json(dry_run=True)
+    # The plan is kept: a retry after a crash finishes exactly the same work, even once
+    # some of it is done (those versions are no longer "published" to a new plan).
+    saved = ctx.checkpoints.get("plan")
+    if saved is None:
+        plan = lifecycle.plan_unpublish(
+            platform, params.collection_id, params.item_id, params.version
+        )
+        ctx.checkpoint("plan", plan.as_json(dry_run=False))
+    else:
+        plan = lifecycle.UnpublishPlan.from_json(saved)
     try:
         actor = platform.queries.job(ctx.job_id).submitted_by or "local"
     except NotFound:
         actor = "local"
     return lifecycle.unpublish(
         platform,
-        params.collection_id,
-        params.item_id,
-        params.version,
+        plan,
+        one_version=params.version is not None,
         actor=actor,
         job_id=ctx.job_id,
     )
