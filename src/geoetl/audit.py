@@ -5,9 +5,11 @@ the table (a trigger on both backends, installed by the migration), so a mistake
 a compromised worker cannot rewrite history through geoetl's own connection.
 
 Actions: ``publish`` (a dataset's first version), ``replace`` (a new version of a
-published dataset), ``approve``, ``reject``, ``unpublish``, ``token_create``,
-``token_revoke``. ``actor`` is a token's name, an OIDC subject or ``local`` (the CLI
-on the machine); ``target`` names the dataset (``collection/item@vN``) or the token.
+published dataset), ``approve``, ``reject``, ``unpublish``, ``discard`` (a draft whose
+job ended without publishing: cancelled while awaiting approval, or swept by the
+janitor), ``token_create`` and ``token_revoke``. ``actor`` is a token's name
+(``token:NAME``), an OIDC subject, ``local`` (the CLI on the machine) or ``system``;
+``target`` names the dataset (``collection/item@vN``) or the token.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ ACTIONS = (
     "approve",
     "reject",
     "unpublish",
+    "discard",
     "token_create",
     "token_revoke",
 )

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from geoetl.catalog.models import SYSTEM_COLLECTIONS
 from geoetl.engine import ids
-from geoetl.engine.models import ACTIVE_JOB
+from geoetl.engine.models import ACTIVE_JOB, JobStatus
 from geoetl.errors import Conflict, Forbidden, InputError, NotFound
 from geoetl.features.registry import FeatureCollection
 from geoetl.versions import Version
@@ -317,6 +317,17 @@ def reject(platform: Platform, principal: Principal, job_id: str, note: str | No
     """An admin refuses a parked job: it ends, and its staged outputs are deleted."""
     _check_admin(principal)
     platform.store.reject(job_id, by=principal.name, note=note)
+    end_drafts(platform, job_id, actor=principal.name, status="rejected", note=note)
+
+
+def end_drafts(
+    platform: Platform, job_id: str, *, actor: str, status: str, note: str | None = None
+) -> None:
+    """Delete what an ended job staged but never published, and say so in the audit log.
+
+    ``status`` is ``rejected`` (an admin refused it) or ``discarded`` (cancelled while
+    awaiting approval). Only for jobs no task of which runs any more.
+    """
     for v in platform.versions.by_job(job_id):
         if v.status not in ("staging", "draft"):
             continue
@@ -326,15 +337,27 @@ def reject(platform: Platform, principal: Principal, job_id: str, note: str | No
             v.item_id,
             v.version,
             only_from=("staging", "draft"),
-            status="rejected",
+            status=status,
         )
         platform.audit.record(
-            principal.name,
-            "reject",
+            actor,
+            "reject" if status == "rejected" else "discard",
             v.ref,
             job_id=job_id,
             details={"note": note, "deleted": report},
         )
+
+
+def cancel(platform: Platform, job_id: str, *, actor: str) -> None:
+    """Cancel a job; one awaiting approval also loses what it staged at once.
+
+    A running job's drafts are left to the janitor's sweep: its tasks may still be
+    writing until they notice the cancellation.
+    """
+    waiting = platform.store.job_status(job_id) == JobStatus.awaiting_approval
+    platform.store.cancel(job_id)
+    if waiting:
+        end_drafts(platform, job_id, actor=actor, status="discarded", note="cancelled")
 
 
 def _check_admin(principal: Principal) -> None:

@@ -291,6 +291,16 @@ def _discard(
             if not moved:
                 continue
             log.info("janitor: discarded %s (its job ended before publishing)", version.ref)
+            try:
+                platform.audit.record(
+                    "system",
+                    "discard",
+                    version.ref,
+                    job_id=version.job_id,
+                    details={"reason": "its job ended before publishing", "by": "janitor"},
+                )
+            except Exception as exc:
+                report.errors.append(f"{version.ref}: discarded, not audited: {exc}")
         done.append(version)
         report.versions_discarded.append(version.ref)
     return done

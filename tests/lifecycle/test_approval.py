@@ -145,3 +145,28 @@ def test_vector_waits_and_reject_drops_its_table(
     [entry] = platform.audit.entries(action="reject")
     assert (entry.actor, entry.target) == ("local", "places/nc@v1")
     assert entry.details["note"] == "not this one"
+
+
+def test_cancelling_a_job_awaiting_approval_deletes_what_it_staged(approving: TestClient) -> None:
+    client = approving
+    platform = platform_of(client)
+    publisher = headers(platform, "publisher", name="pub")
+    job_id = submit(client, "process_raster", "elev.tif", collection_id="terrain", item_id="dem")
+    staged = platform.versions.get("terrain", "dem", 1).objects
+    assert staged
+    assert all(platform.objects.exists(k) for k in staged)
+
+    # Its submitter (here: not the publisher token) or an admin may cancel.
+    assert client.post(f"/jobs/{job_id}/cancel", headers=publisher).status_code == 403
+    admin = headers(platform, "admin", name="boss")
+    cancelled = client.post(f"/jobs/{job_id}/cancel", headers=admin)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+
+    assert not any(platform.objects.exists(k) for k in staged)
+    assert platform.versions.get("terrain", "dem", 1).status == "discarded"
+    assert no_item(platform, "terrain", "dem")
+    entries = platform.audit.entries(action="discard", job_id=job_id)
+    assert [(e.actor, e.target) for e in entries] == [("token:boss", "terrain/dem@v1")]
+    assert entries[0].details is not None
+    assert sorted(entries[0].details["deleted"]["objects"]) == sorted(staged)

@@ -234,7 +234,7 @@ def cancel_job(
 ) -> JobView:
     """Cancel an active job; 409 if it already ended. Its submitter or an admin."""
     steerable_job(platform, job_id, caller, levels)
-    platform.store.cancel(job_id)
+    lifecycle.cancel(platform, job_id, actor=caller.name)
     return with_links(request, platform.queries.job(job_id))
 
 

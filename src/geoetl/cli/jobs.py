@@ -95,10 +95,12 @@ def events(
 @app.command()
 def cancel(ctx: typer.Context, job: JobRef) -> None:
     """Cancel an active job."""
+    from geoetl import lifecycle
+
     platform = get_state(ctx).platform
     job_id = resolve_job_id(platform.queries, job)
-    status = platform.store.cancel(job_id)
-    console.print(f"{job_id} {status_text(status)}")
+    lifecycle.cancel(platform, job_id, actor="local")
+    console.print(f"{job_id} {status_text(platform.store.job_status(job_id))}")
 
 
 @app.command()
