@@ -170,3 +170,38 @@ def test_cancelling_a_job_awaiting_approval_deletes_what_it_staged(approving: Te
     assert [(e.actor, e.target) for e in entries] == [("token:boss", "terrain/dem@v1")]
     assert entries[0].details is not None
     assert sorted(entries[0].details["deleted"]["objects"]) == sorted(staged)
+
+
+def test_geoetl_ingest_stops_at_approval_and_approve_publishes(
+    approval_settings: Settings,
+) -> None:
+    ingest = geoetl(
+        approval_settings,
+        "ingest",
+        str(DATA / "elev.tif"),
+        "--item-id",
+        "dem",
+        "--collection",
+        "terrain",
+        "--access-level",
+        "public",
+        timeout=120,
+    )
+    # Waiting for an admin is no failure: the command returns and says what to do.
+    assert ingest.returncode == 0, ingest.stderr
+    assert "awaiting approval" in ingest.stderr
+    assert "geoetl jobs approve" in ingest.stderr
+    listed = geoetl(approval_settings, "jobs", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert '"awaiting_approval"' in listed.stdout
+    versions = geoetl(approval_settings, "versions", "terrain", "dem", "--json")
+    assert '"draft"' in versions.stdout
+    job_id = versions.stdout.split('"job_id": "')[1].split('"')[0]
+
+    approved = geoetl(approval_settings, "jobs", "approve", job_id, "--note", "ok", "--wait")
+    assert approved.returncode == 0, approved.stderr
+    versions = geoetl(approval_settings, "versions", "terrain", "dem", "--json")
+    assert '"published"' in versions.stdout
+    audit = geoetl(approval_settings, "audit", "--json")
+    assert '"action": "approve"' in audit.stdout
+    assert '"action": "publish"' in audit.stdout

@@ -59,6 +59,9 @@ SIDECARS = (*SHAPEFILE_SIDECARS, *RASTER_SIDECARS, *OTHER_SIDECARS)
 PROBED_SUFFIXES = {".json"}
 KINDS = {workflow: kind for kind, workflow in WORKFLOWS.items()}
 
+SETTLED_OK = {JobStatus.succeeded.value, JobStatus.awaiting_approval.value}
+"""Statuses that are no failure: published, or waiting for an admin's approval."""
+
 
 class FolderItem(BaseModel):
     """One dataset of the folder and what became of it."""
@@ -177,7 +180,7 @@ def ingest_folder(state: State, folder: Path, options: dict[str, Any], *, as_jso
         _report(folder, items, others, as_json=as_json)  # then main() says what stopped it
         raise
     _report(folder, items, others, as_json=as_json)
-    if any(item.status != JobStatus.succeeded.value for item in items):
+    if any(item.status not in SETTLED_OK for item in items):
         raise typer.Exit(1)
 
 

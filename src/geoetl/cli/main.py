@@ -152,7 +152,17 @@ def finish(view: JobView, *, as_json: bool) -> None:
     """Print a finished job and exit non-zero unless it succeeded."""
     if as_json:
         typer.echo(view.model_dump_json(indent=2))
-    elif view.status == JobStatus.cancelled:
+    elif view.status == JobStatus.awaiting_approval:
+        short = view.job_id[:JOB_ID_CHARS]
+        show_job(view)
+        err_console.print(
+            f"[magenta]awaiting approval:[/] job {short} ({view.workflow}) staged its outputs; "
+            f"nothing is published until an admin runs `geoetl jobs approve {short}` "
+            f"(or `geoetl jobs reject {short}`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
         short = view.job_id[:JOB_ID_CHARS]
         err_console.print(
             f"[yellow]cancelled:[/] job {short} ({view.workflow}) was cancelled; "
@@ -162,7 +172,7 @@ def finish(view: JobView, *, as_json: bool) -> None:
         )
     else:
         show_job(view)
-    if view.status != JobStatus.succeeded:
+    if view.status not in (JobStatus.succeeded, JobStatus.awaiting_approval):
         raise typer.Exit(1)
 
 

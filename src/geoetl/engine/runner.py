@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Key = tuple[str, int]
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
+SETTLED = {*TERMINAL, JobStatus.awaiting_approval}
+"""Where :meth:`Runner.run_job` stops: the job ended, or waits for a person."""
 
 # Tasks faster than this are claimed in growing batches (up to MAX_BATCH) to cut
 # round trips; slower ones one at a time so other workers can share the stage.
@@ -253,7 +255,7 @@ class Runner:
             idle = min(idle * 2, waker.max_idle)
 
     def run_job(self, job_id: str, stop: threading.Event | None = None) -> JobStatus:
-        """Work on one job's tasks until the job ends (other workers may help)."""
+        """Work on one job's tasks until the job ends or awaits approval (others may help)."""
         self._stop = stop
         idle = MIN_IDLE
         while stop is None or not stop.is_set():
@@ -261,7 +263,7 @@ class Runner:
                 idle = MIN_IDLE
                 continue
             status = self._db(lambda: self.store.job_status(job_id), f"job {job_id[:12]}")
-            if status in TERMINAL:
+            if status in SETTLED:
                 return status
             time.sleep(idle)
             idle = min(idle * 2, 0.1)
