@@ -75,7 +75,7 @@ def cog_prefix(collection_id: str, version: int) -> str:
     return base if version == 1 else f"{base}/v{version}"
 
 
-def _adopt_legacy(platform: Platform, collection_id: str, item_id: str) -> None:
+def adopt_legacy(platform: Platform, collection_id: str, item_id: str) -> None:
     """An item published before versions existed becomes version 1 of its history."""
     if platform.versions.history(collection_id, item_id):
         return
@@ -122,6 +122,7 @@ def _adopt_legacy(platform: Platform, collection_id: str, item_id: str) -> None:
             created_at=now,
             published_at=now,
             updated_at=now,
+            workflow=str(props.get("geoetl:workflow") or "") or None,
         )
     )
 
@@ -134,6 +135,8 @@ def reserve(
     item_id: str,
     job_id: str,
     params: Any,
+    workflow: str | None = None,
+    batch_id: str | None = None,
 ) -> Version:
     """The version this job publishes, numbered now; or the current one, unchanged.
 
@@ -141,7 +144,7 @@ def reserve(
     nothing: that version is returned (its ``job_id`` is another job's), and the job
     publishes nothing new.
     """
-    _adopt_legacy(platform, collection_id, item_id)
+    adopt_legacy(platform, collection_id, item_id)
     digest = params_hash(params)
     source_sha = params.source.split("/")[1] if params.source.count("/") >= 2 else ""
     for own in platform.versions.by_job(job_id):
@@ -159,6 +162,9 @@ def reserve(
         source_sha=source_sha,
         params_hash=digest,
         access_level=params.access_level,
+        workflow=workflow,
+        workflow_version=platform.workflows.get(workflow).version if workflow else None,
+        batch_id=batch_id,
     )
 
 
@@ -226,6 +232,15 @@ def versioned_item(version: Version, history: list[Version]) -> dict[str, Any]:
         links.append({"rel": "successor-version", "href": f"{base}?version={newer[0]}"})
     if latest != version.version:
         links.append({"rel": "latest-version", "href": base})
+    links = [link for link in links if link.get("rel") != "derived_from"]
+    links.append(
+        {
+            "rel": "derived_from",
+            "href": f"/lineage/{version.collection_id}/{version.item_id}?version={version.version}",
+            "type": "application/json",
+            "title": "The source file, job and workflow this version was made from",
+        }
+    )
     doc["links"] = links
     return doc
 
@@ -431,7 +446,7 @@ def plan_unpublish(
     platform: Platform, collection_id: str, item_id: str, version: int | None
 ) -> UnpublishPlan:
     """Exactly what unpublishing ``version`` (None: every version) deletes."""
-    _adopt_legacy(platform, collection_id, item_id)
+    adopt_legacy(platform, collection_id, item_id)
     history = platform.versions.history(collection_id, item_id)
     removable = ("published", "unpublishing")
     if version is None:
@@ -556,7 +571,7 @@ def check_unpublish(
         return
     if not principal.has_role("publisher"):
         raise Forbidden(f"unpublishing needs the publisher role; {principal.name} is a reader")
-    _adopt_legacy(platform, collection_id, item_id)
+    adopt_legacy(platform, collection_id, item_id)
     history = platform.versions.history(collection_id, item_id)
     if not history:
         raise NotFound(f"no dataset {collection_id}/{item_id}")
@@ -595,7 +610,7 @@ def item_version(
     drafts: bool = False,
 ) -> dict[str, Any]:
     """The STAC item of one version; NotFound unless published (or a draft, if allowed)."""
-    _adopt_legacy(platform, collection_id, item_id)
+    adopt_legacy(platform, collection_id, item_id)
     history = platform.versions.history(collection_id, item_id)
     found = next((v for v in history if v.version == version), None)
     allowed = ("published", "draft") if drafts else ("published",)

@@ -46,7 +46,7 @@ dataset_versions = sa.Table(
     sa.Column("status", sa.String(20), nullable=False, index=True),
     sa.Column("job_id", sa.String(64), nullable=False, index=True),
     sa.Column("source_key", sa.String(1000), nullable=False),
-    sa.Column("source_sha", sa.String(64), nullable=False),
+    sa.Column("source_sha", sa.String(64), nullable=False, index=True),
     sa.Column("params_hash", sa.String(64), nullable=False),
     sa.Column("access_level", sa.String(20), nullable=False),
     sa.Column("item", JsonOrNull, nullable=True),
@@ -56,6 +56,9 @@ dataset_versions = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("published_at", Time, nullable=True),
     sa.Column("updated_at", Time, nullable=False),
+    sa.Column("workflow", sa.String(100), nullable=True),
+    sa.Column("workflow_version", sa.Integer, nullable=True),
+    sa.Column("batch_id", sa.String(100), nullable=True, index=True),
 )
 
 
@@ -80,6 +83,9 @@ class Version:
     created_at: float = 0.0
     published_at: float | None = None
     updated_at: float = 0.0
+    workflow: str | None = None
+    workflow_version: int | None = None
+    batch_id: str | None = None
 
     @property
     def ref(self) -> str:
@@ -113,6 +119,9 @@ class VersionStore:
         source_sha: str,
         params_hash: str,
         access_level: str,
+        workflow: str | None = None,
+        workflow_version: int | None = None,
+        batch_id: str | None = None,
     ) -> Version:
         """The version ``job_id`` publishes: its own row again, or the next number.
 
@@ -151,6 +160,9 @@ class VersionStore:
                     "objects": [],
                     "created_at": now,
                     "updated_at": now,
+                    "workflow": workflow,
+                    "workflow_version": workflow_version,
+                    "batch_id": batch_id,
                 }
                 try:
                     conn.execute(sa.insert(dataset_versions).values(**values))
@@ -237,6 +249,34 @@ class VersionStore:
                 if fc.get("collection_id") == collection_id:
                     return dict(fc)
         return None
+
+    def derived_from(self, source: str) -> list[Version]:
+        """Versions made from a source: its bronze key, or its SHA-256."""
+        column = (
+            dataset_versions.c.source_sha if "/" not in source else dataset_versions.c.source_key
+        )
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(dataset_versions)
+                .where(column == source)
+                .order_by(
+                    dataset_versions.c.collection_id,
+                    dataset_versions.c.item_id,
+                    dataset_versions.c.version,
+                )
+            ).all()
+        return [_row(r) for r in rows]
+
+    def producing(self, key: str) -> list[Version]:
+        """Versions that wrote the object ``key``."""
+        like = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(dataset_versions).where(
+                    sa.cast(dataset_versions.c.objects, sa.Text).like(f"%{like}%", escape="\\")
+                )
+            ).all()
+        return [v for v in (_row(r) for r in rows) if key in v.objects]
 
     def add_objects(self, collection_id: str, item_id: str, version: int, keys: list[str]) -> None:
         """Record objects a version wrote (before they are published: the janitor knows)."""

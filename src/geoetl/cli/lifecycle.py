@@ -124,3 +124,37 @@ def unpublish(
         typer.echo(json.dumps(report, indent=2))
     else:
         _report(report)
+
+
+def lineage(
+    ctx: typer.Context,
+    what: Annotated[
+        str,
+        typer.Argument(
+            help="A source (bronze/… key or SHA-256), an output (silver/… key) or a dataset "
+            "(collection/item[@vN])."
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Where a dataset or object came from, or what a source became."""
+    from geoetl import lineage as lineage_mod
+
+    found = lineage_mod.trace(get_state(ctx).platform, what)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    arrow = "→ outputs" if found["direction"] == "source_to_outputs" else "← source"
+    console.print(f"lineage of {what} ({arrow})", highlight=False)
+    for r in found["records"]:
+        console.print(
+            f"[bold]{r['lineage_id']}[/] {r['status']}  job {r['job_id'][:12]}  "
+            f"{r['workflow'] or '?'} v{r['workflow_version'] or '?'}  {r['published'] or ''}",
+            highlight=False,
+        )
+        console.print(f"  source  {r['source']['key']}  sha256 {r['source']['sha256'][:16]}…")
+        for key in r["outputs"]["objects"]:
+            console.print(f"  object  {key}", highlight=False)
+        for table in r["outputs"]["feature_tables"]:
+            console.print(f"  table   {table}", highlight=False)
+        console.print(f"  item    {r['outputs']['stac_item']}", highlight=False)

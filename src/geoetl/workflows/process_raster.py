@@ -106,6 +106,7 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         item_id=params.resolved_item_id(),
         job_id=ctx.job_id,
         params=params,
+        workflow=ctx.workflow,
     )
     return {
         **info.model_dump(mode="json"),

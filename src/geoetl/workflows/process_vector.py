@@ -214,6 +214,7 @@ def inspect(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
         item_id=params.resolved_dataset_id(),
         job_id=ctx.job_id,
         params=params,
+        workflow=ctx.workflow,
     )
     return {
         "dataset": path.name,
