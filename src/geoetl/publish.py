@@ -177,15 +177,17 @@ def authorize(
             "deployment whose GEOETL_AUDIENCE includes it"
         )
     source = params.get("source")
-    if (
-        isinstance(source, str)
-        and not principal.is_admin
-        and not platform.tokens.uploaded_by(source, principal.name)
-    ):
-        raise Forbidden(
-            f"{principal.name} did not upload {source}; upload the file with POST /ingest "
-            "(only its uploader or an admin may publish it)"
-        )
+    sources = params.get("sources")
+    given = [source] if isinstance(source, str) else []
+    if isinstance(sources, list):
+        given += [s for s in sources if isinstance(s, str)]
+    if not principal.is_admin:
+        for key in given:
+            if not platform.tokens.uploaded_by(key, principal.name):
+                raise Forbidden(
+                    f"{principal.name} did not upload {key}; upload the file with POST "
+                    "/ingest (only its uploader or an admin may publish it)"
+                )
     checked = validate_params(workflow, params)
     if not hasattr(checked, "publication_target"):
         return params, level

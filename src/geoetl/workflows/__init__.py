@@ -8,6 +8,9 @@ BUILT_IN = {
     "hello": "geoetl.workflows.demo:hello",
     "fan_out_demo": "geoetl.workflows.demo:fan_out_demo",
     "process_raster": "geoetl.workflows.process_raster:process_raster",
+    "process_raster_collection": (
+        "geoetl.workflows.process_raster_collection:process_raster_collection"
+    ),
     "process_vector": "geoetl.workflows.process_vector:process_vector",
     "unpublish": "geoetl.workflows.unpublish:unpublish",
 }

@@ -116,15 +116,23 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
 
 
 def _info(results: Mapping[str, Any]) -> RasterInfo:
-    found = dict(results["validate"])
+    return info_of(results["validate"])
+
+
+def info_of(validated: Mapping[str, Any]) -> RasterInfo:
+    """The raster facts of a validate result (without its version fields)."""
+    found = dict(validated)
     found.pop("version", None)
     found.pop("unchanged", None)
     return RasterInfo.model_validate(found)
 
 
-def _version(ctx: TaskContext, params: ProcessRasterParams) -> Version:
+def version_of(
+    ctx: TaskContext, params: ProcessRasterParams, validated: Mapping[str, Any]
+) -> Version:
+    """The version a validate result reserved."""
     version: Version = ctx.platform.versions.get(
-        params.collection_id, params.resolved_item_id(), int(ctx.results["validate"]["version"])
+        params.collection_id, params.resolved_item_id(), int(validated["version"])
     )
     return version
 
@@ -156,7 +164,7 @@ def silver_key(params: ProcessRasterParams, tier: str, version: int = 1) -> str:
     return f"{prefix}/{params.resolved_item_id()}_{tier}.tif"
 
 
-def staging_key(ctx: TaskContext, params: ProcessRasterParams, tier: str) -> str:
+def staging_key(ctx: TaskContext, params: ProcessRasterParams, tier: str, version: int) -> str:
     """Where the COG task stores its COG.
 
     On a folder it waits under tmp/ and the catalog stage renames it into silver. On S3
@@ -166,7 +174,7 @@ def staging_key(ctx: TaskContext, params: ProcessRasterParams, tier: str) -> str
     """
     if ctx.platform.objects.is_local:
         return tmp_key(ctx.job_id, params.resolved_item_id(), tier)
-    return silver_key(params, tier, int(ctx.results["validate"]["version"]))
+    return silver_key(params, tier, version)
 
 
 # What the COG check and the catalog stage import (rio-cogeo with morecantile and pyproj,
@@ -190,9 +198,15 @@ def preload(modules: tuple[str, ...]) -> None:
 
 def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     """Write this tier's COG in scratch and stage it under tmp/ (published by catalog)."""
-    info = _info(ctx.results)
-    tier = str(ctx.item)
-    key = staging_key(ctx, params, tier)
+    return write_tier(params, ctx, ctx.results["validate"], str(ctx.item))
+
+
+def write_tier(
+    params: ProcessRasterParams, ctx: TaskContext, validated: Mapping[str, Any], tier: str
+) -> dict[str, Any]:
+    """Write one tier's COG of a validated source and stage it (a task's work)."""
+    info = info_of(validated)
+    key = staging_key(ctx, params, tier, int(validated["version"]))
     if "staged" in ctx.checkpoints and ctx.platform.objects.exists(key):
         return dict(ctx.checkpoints["staged"])
     profile = cog_profile(info.raster_type, tier, info.dtype, params.jpeg_quality)  # type: ignore[arg-type]
@@ -224,7 +238,7 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     # stored COG in place and never downloads it.
     digest = sha256_file(out)
     if key.startswith("silver/"):  # the janitor knows whose it is before it is published
-        version = _version(ctx, params)
+        version = version_of(ctx, params, validated)
         ctx.platform.versions.add_objects(
             version.collection_id, version.item_id, version.version, [key]
         )
@@ -236,16 +250,31 @@ def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
 
 def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     """Move the staged COGs to silver and stage the STAC item as a draft version."""
-    version = _version(ctx, params)
-    if ctx.results["validate"].get("unchanged"):
+    validated = ctx.results["validate"]
+    if validated.get("unchanged"):
         shutil.rmtree(source_downloads(ctx), ignore_errors=True)
+        version = version_of(ctx, params, validated)
         return {
             "unchanged": True,
             "item_id": version.item_id,
             "version": version.version,
             "previous": previous_result(ctx, version),
         }
-    cogs: list[dict[str, Any]] = ctx.results["cog"]
+    staged = stage_item(params, ctx, validated, ctx.results["cog"])
+    # No later stage reads the source: the copy downloaded for the job's tasks on this
+    # machine can go (the janitor removes the job's scratch too, but a CLI run has none).
+    shutil.rmtree(source_downloads(ctx), ignore_errors=True)
+    return staged
+
+
+def stage_item(
+    params: ProcessRasterParams,
+    ctx: TaskContext,
+    validated: Mapping[str, Any],
+    cogs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Move one source's staged COGs to silver and stage its STAC item as a draft."""
+    version = version_of(ctx, params, validated)
     objects = ctx.platform.objects
     item_id = params.resolved_item_id()
     published = []
@@ -263,7 +292,7 @@ def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         if c is not primary
     }
     source_sha = PurePosixPath(params.source).parts[1]
-    info = ctx.results["validate"]
+    info = validated
     now = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
     properties = {
         "geoetl:job_id": ctx.job_id,
@@ -289,9 +318,6 @@ def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
             files=_file_facts(primary),
         )
     lifecycle.stage_draft(ctx.platform, version, item, [c["key"] for c in published])
-    # No later stage reads the source: the copy downloaded for the job's tasks on this
-    # machine can go (the janitor removes the job's scratch too, but a CLI run has none).
-    shutil.rmtree(source_downloads(ctx), ignore_errors=True)
     return {
         "item_id": item_id,
         "cogs": published,

@@ -37,3 +37,16 @@ def publish(params: Any, ctx: TaskContext) -> dict[str, Any]:
     )
     done = lifecycle.publish(ctx.platform, version, ctx.job_id)
     return {"version": done.version, "status": done.status}
+
+
+def publish_all(params: Any, ctx: TaskContext) -> dict[str, Any]:
+    """Serve every draft version the catalog stage staged (a collection of items)."""
+    published = []
+    for staged in ctx.results["catalog"].get("versions", []):
+        version = ctx.platform.versions.get(
+            params.collection_id, staged["item_id"], int(staged["version"])
+        )
+        done = lifecycle.publish(ctx.platform, version, ctx.job_id)
+        published.append({"item_id": done.item_id, "version": done.version})
+        ctx.progress(len(published), len(ctx.results["catalog"]["versions"]), "publishing")
+    return {"published": published}
