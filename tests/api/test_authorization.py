@@ -91,6 +91,21 @@ def test_publishers_publish_up_to_their_clearance_and_only_what_they_uploaded(
     assert steal.status_code == 403
     assert "did not upload" in steal.json()["detail"]
 
+    # Hidden in a list of sources (a raster collection), it is refused just the same.
+    own = upload(anonymous, DATA / "elev.tif", public, access_level="public", name="own.tif")
+    assert own.status_code == 202, own.text
+    steal_in_list = anonymous.post(
+        "/jobs/process_raster_collection",
+        json={
+            "sources": [own.json()["params"]["source"], source],
+            "collection_id": "mine",
+            "access_level": "public",
+        },
+        headers=public,
+    )
+    assert steal_in_list.status_code == 403
+    assert source in steal_in_list.json()["detail"]
+
     ok = upload(anonymous, DATA / "elev.tif", public, access_level="public")
     assert ok.status_code == 202, ok.text
     assert ok.json()["submitted_by"] == "token:pub"
@@ -205,9 +220,10 @@ def test_demo_workflows_are_off_unless_enabled(anonymous: TestClient) -> None:
     admin = token(anonymous, "root", "admin", "restricted")
     response = anonymous.post("/jobs/fan_out_demo", json={"n": 1_000_000}, headers=admin)
     assert response.status_code == 404
-    assert response.json()["detail"].endswith("known: process_raster, process_vector, unpublish")
+    offered = ["process_raster", "process_raster_collection", "process_vector", "unpublish"]
+    assert response.json()["detail"].endswith("known: " + ", ".join(offered))
     names = {w["name"] for w in anonymous.get("/workflows").json()}
-    assert names == {"process_raster", "process_vector", "unpublish"}
+    assert names == set(offered)
 
 
 @pytest.mark.parametrize(
