@@ -14,8 +14,10 @@ from geoetl.catalog.models import SearchRequest
 from geoetl.engine.models import JobStatus
 from geoetl.engine.workflow import ParamsError
 from geoetl.platform import Platform
+from geoetl.settings import Settings
 from geoetl.storage.objectstore import sha256_file
 from geoetl.workers import make_runner
+from tests.cli.helpers import geoetl
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 
@@ -141,3 +143,21 @@ def test_sources_are_checked_before_any_work(platform: Platform) -> None:
         platform.store.submit(
             "process_raster_collection", {"sources": ["/etc/passwd"], "collection_id": "c"}
         )
+
+
+def test_geoetl_ingest_mosaic_publishes_a_folder_as_one_collection(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "Flood Tiles"
+    folder.mkdir()
+    quadrants(folder)
+    done = geoetl(settings, "ingest", str(folder), "--mosaic", "--access-level", "public")
+    assert done.returncode == 0, done.stderr
+    assert "published 4 rasters as collection flood_tiles" in done.stdout
+    assert "/raster/collections/flood_tiles/WebMercatorQuad/map.html" in done.stdout
+    platform = Platform.from_settings(settings)
+    try:
+        _, total = platform.catalog.search(SearchRequest(collections=["flood_tiles"], limit=10))
+    finally:
+        platform.close()
+    assert total == 4

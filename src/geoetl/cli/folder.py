@@ -241,3 +241,66 @@ def _report(folder: Path, items: list[FolderItem], others: list[Path], *, as_jso
     console.print(table, highlight=False)
     if skipped:
         console.print(Text(f"not datasets, left alone: {', '.join(skipped)}"), soft_wrap=True)
+
+
+RASTER_OPTIONS = (
+    "output_tier",
+    "target_crs",
+    "input_crs",
+    "raster_type",
+    "access_level",
+    "strict_mode",
+    "replace",
+)
+
+
+def ingest_mosaic(state: State, folder: Path, options: dict[str, Any], *, as_json: bool) -> None:
+    """Publish every raster under ``folder`` as one collection, in one job (a mosaic layer)."""
+    from geoetl.auth.principal import LOCAL_ADMIN
+    from geoetl.cli.main import finish, run_in_process
+    from geoetl.ingest import store_in_bronze
+    from geoetl.publish import authorize, slug
+
+    if not folder.is_dir():
+        raise InputError(f"--mosaic publishes a folder's rasters; {folder} is not a folder")
+    paths, _others = find_datasets(folder)
+    rasters = []
+    for path in paths:
+        try:
+            if detect_kind(path.name, str(path)) == "raster":
+                rasters.append(path)
+        except InputError:
+            continue  # refused files are not part of the layer; a single ingest says why
+    if not rasters:
+        raise InputError(f"{folder} holds no raster geoetl reads")
+    platform = state.platform
+    sources = [store_in_bronze(platform.objects, path) for path in rasters]
+    params: dict[str, Any] = {
+        "sources": sources,
+        "collection_id": options.get("collection_id") or slug(folder.name),
+        **{k: options[k] for k in RASTER_OPTIONS if options.get(k) is not None},
+    }
+    if str(params.get("target_crs", "")).lower() == "native":
+        params["target_crs"] = None
+    workflow = platform.workflows.get("process_raster_collection")
+    params, level = authorize(platform, LOCAL_ADMIN, workflow, params)
+    job_id, _ = platform.store.submit(
+        workflow.name, params, submitted_by=LOCAL_ADMIN.name, access_level=level
+    )
+    view = run_in_process(state, job_id, quiet=as_json, cancel_on_interrupt=True)
+    if as_json or view.status != JobStatus.succeeded or view.result is None:
+        finish(view, as_json=as_json)
+        return
+    result = view.result
+    base = state.settings.public_url.rstrip("/")
+    console.print(
+        f"[green]published[/] {len(result['items'])} rasters as collection "
+        f"{result['collection_id']} ({result['published']} new, "
+        f"{result['unchanged']} unchanged)"
+    )
+    console.print(f"  viewer   {base}{result['urls']['viewer']}", soft_wrap=True)
+    console.print(f"  tiles    {base}{result['urls']['tiles']}", soft_wrap=True)
+    console.print(f"  STAC     {base}{result['urls']['stac_collection']}", soft_wrap=True)
+    for warning in result.get("warnings", []):
+        console.print(f"  [yellow]warning[/] {warning}")
+    console.print(f"  job      {view.job_id}")

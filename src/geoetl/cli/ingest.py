@@ -120,6 +120,13 @@ def ingest(
     replace: Annotated[
         bool, typer.Option(help="Replace an item of the same id published from another file.")
     ] = False,
+    mosaic: Annotated[
+        bool,
+        typer.Option(
+            help="Folder: its rasters as one collection (--collection, default the folder's "
+            "name) served as a single mosaic layer, in one job."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished job.")] = False,
 ) -> None:
     """Publish a file, or every dataset in a folder: validate, convert, catalog, serve."""
@@ -145,6 +152,11 @@ def ingest(
         "strict_mode": strict or None,
         "replace": replace or None,
     }
+    if mosaic:
+        from geoetl.cli.folder import ingest_mosaic
+
+        ingest_mosaic(state, path, options, as_json=as_json)
+        return
     if path.is_dir() and path.suffix.lower() != ".gdb":
         from geoetl.cli.folder import ingest_folder
 
