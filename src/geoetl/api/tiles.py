@@ -511,4 +511,7 @@ def install(app: FastAPI) -> None:
         tags=["raster tiles"],
         dependencies=[Depends(check_request)],
     )
+    from geoetl.api import mosaic  # collections as one layer (it imports this module)
+
+    mosaic.install(app)
     add_exception_handlers(app, DEFAULT_STATUS_CODES)
