@@ -59,8 +59,11 @@ def fault_point(platform: Platform, name: str) -> None:
 
 
 def params_hash(params: BaseModel) -> str:
-    """What makes two publications of one source identical: the params but ``replace``."""
-    data = params.model_dump(mode="json", exclude={"replace"})
+    """What makes two publications of one source identical: the params but ``replace``.
+
+    (Nor the batch a file came in: the same file with the same options is the same.)
+    """
+    data = params.model_dump(mode="json", exclude={"replace", "batch_id"})
     return hashlib.sha256(ids.canonical_json(data).encode()).hexdigest()
 
 

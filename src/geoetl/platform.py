@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from geoetl.audit import AuditLog
 from geoetl.auth.tokens import TokenStore
+from geoetl.batches import BatchStore
 from geoetl.catalog.backend import CatalogBackend, open_catalog
 from geoetl.engine.db import is_postgres, make_engine
 from geoetl.engine.migrate import ensure_schema
@@ -33,6 +34,7 @@ class Platform:
     tokens: TokenStore
     versions: VersionStore
     audit: AuditLog
+    batches: BatchStore
 
     @property
     def workflows(self) -> Registry:
@@ -84,6 +86,7 @@ class Platform:
             tokens=TokenStore(engine),
             versions=VersionStore(engine),
             audit=AuditLog(engine),
+            batches=BatchStore(engine),
         )
 
     def close(self) -> None:

@@ -114,6 +114,16 @@ def make_janitor(platform: Platform) -> Janitor:
         sweep_orphans_hourly(platform)
 
     janitor.housekeeping.append(sweep)
+
+    def watch() -> None:
+        from geoetl.landing import watch_once
+
+        try:
+            watch_once(platform, worker_id("janitor"))
+        except Exception:  # a broken manifest or store is logged; the janitor goes on
+            log.exception("landing-zone watcher failed")
+
+    janitor.housekeeping.append(watch)
     return janitor
 
 

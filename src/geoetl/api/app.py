@@ -10,7 +10,19 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 import geoetl
-from geoetl.api import audit, auth, errors, features, health, ingest, jobs, lineage, stac, tiles
+from geoetl.api import (
+    audit,
+    auth,
+    batches,
+    errors,
+    features,
+    health,
+    ingest,
+    jobs,
+    lineage,
+    stac,
+    tiles,
+)
 from geoetl.api.middleware import EdgeMiddleware
 from geoetl.api.security import get_caller
 from geoetl.engine.workflow import Registry
@@ -56,6 +68,7 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
     app.include_router(auth.router)
     app.include_router(audit.router)
     app.include_router(lineage.router)
+    app.include_router(batches.router)
     app.include_router(jobs.router)
     app.include_router(ingest.router)
     app.include_router(health.router)

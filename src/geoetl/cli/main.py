@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from geoetl.cli import audit as audit_cli
+from geoetl.cli import batch as batch_cli
 from geoetl.cli import db as db_cli
 from geoetl.cli import ingest as ingest_cli
 from geoetl.cli import jobs as jobs_cli
@@ -40,6 +41,8 @@ app = typer.Typer(
 )
 app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(tokens_cli.app, name="tokens")
+app.add_typer(batch_cli.app, name="batch")
+app.command("watch")(batch_cli.watch)
 app.command()(ingest_cli.ingest)
 app.command("unpublish")(lifecycle_cli.unpublish)
 app.command("versions")(lifecycle_cli.versions)

@@ -21,8 +21,8 @@ import fsspec
 
 from geoetl.errors import InputError, NotFound, TransientError
 
-Zone = Literal["bronze", "silver", "tmp"]
-ZONES: tuple[Zone, ...] = ("bronze", "silver", "tmp")
+Zone = Literal["bronze", "silver", "tmp", "landing"]
+ZONES: tuple[Zone, ...] = ("bronze", "silver", "tmp", "landing")
 CHUNK = 8 * 1024 * 1024
 # File systems cap a name at 255 bytes; leave room for a staging suffix.
 MAX_NAME_BYTES = 200

@@ -52,6 +52,11 @@ class ProcessRasterParams(BaseModel):
     replace: bool = Field(
         default=False, description="Replace an item of that id published from another file."
     )
+    batch_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$",
+        description="The landing-zone batch this file came in (kept in its lineage).",
+    )
 
     @field_validator("access_level", mode="before")
     @classmethod
@@ -107,6 +112,7 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         job_id=ctx.job_id,
         params=params,
         workflow=ctx.workflow,
+        batch_id=params.batch_id,
     )
     return {
         **info.model_dump(mode="json"),

@@ -81,6 +81,11 @@ class ProcessVectorParams(BaseModel):
     replace: bool = Field(
         default=False, description="Replace a dataset of that id published from another file."
     )
+    batch_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$",
+        description="The landing-zone batch this file came in (kept in its lineage).",
+    )
 
     @field_validator("access_level", mode="before")
     @classmethod
@@ -215,6 +220,7 @@ def inspect(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
         job_id=ctx.job_id,
         params=params,
         workflow=ctx.workflow,
+        batch_id=params.batch_id,
     )
     return {
         "dataset": path.name,
