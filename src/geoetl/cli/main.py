@@ -167,6 +167,7 @@ def finish(view: JobView, *, as_json: bool) -> None:
             soft_wrap=True,
         )
         return
+    elif view.status == JobStatus.cancelled:
         short = view.job_id[:JOB_ID_CHARS]
         err_console.print(
             f"[yellow]cancelled:[/] job {short} ({view.workflow}) was cancelled; "
