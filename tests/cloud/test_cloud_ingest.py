@@ -92,6 +92,8 @@ def test_raster_ingest_is_stored_and_served_from_the_object_store(client: TestCl
     result = run(platform, "process_raster", {"source": source, "target_crs": None})
     cog = result["cog"]
     assert cog.startswith("silver/cogs/")
+    # The object names the lineage record (dataset version) that wrote it.
+    assert objects.metadata(cog)["geoetl_lineage"] == f"system-rasters/{result['item_id']}@v1"
     assert objects.list("tmp") == [] or all(not k.endswith(".tif") for k in objects.list("tmp"))
     assert all(k.startswith("bronze/") for k in fetched), fetched  # no COG came back down
     assert not list(platform.settings.scratch_dir.glob("*/source/*"))  # downloads removed
@@ -149,6 +151,7 @@ def test_vector_ingest_is_stored_and_served_from_the_object_store(client: TestCl
     parquet = result["urls"]["geoparquet"][table["collection_id"]]
     assert parquet.startswith("silver/vector/")
     assert objects.size(parquet) > 0
+    assert objects.metadata(parquet)["geoetl_lineage"] == "system-vectors/nc@v1"
     with objects.open(parquet) as fh:
         assert pq.read_metadata(fh).num_rows == 100
     page = client.get(f"/collections/{table['collection_id']}/items", params={"limit": 5})

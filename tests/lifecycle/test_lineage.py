@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geoetl.storage.objectstore import sha256_file
+from geoetl.storage.objectstore import LINEAGE, sha256_file
 from tests.lifecycle.helpers import (
     DATA,
     TestClient,
@@ -48,8 +48,10 @@ def test_lineage_walks_both_ways_for_rasters_and_vectors(client: TestClient) -> 
     )
     assert set(v1["outputs"]["objects"]).isdisjoint(v2["outputs"]["objects"])
 
-    # Output (a COG) -> the version and source that made it.
+    # Output (a COG) -> the version and source that made it; the object says so too.
     cog = v2["outputs"]["objects"][0]
+    assert platform.objects.metadata(cog)[LINEAGE] == "terrain/dem@v2"
+    assert platform.objects.metadata(v1["outputs"]["objects"][0])[LINEAGE] == "terrain/dem@v1"
     back = client.get("/lineage", params={"of": cog}).json()
     assert back["direction"] == "output_to_source"
     assert [r["lineage_id"] for r in back["records"]] == ["terrain/dem@v2"]
@@ -67,6 +69,7 @@ def test_lineage_walks_both_ways_for_rasters_and_vectors(client: TestClient) -> 
     assert counties[0]["outputs"]["feature_collections"] == ["counties"]
     parquet = counties[0]["outputs"]["objects"][0]
     assert parquet.endswith(".parquet")
+    assert platform.objects.metadata(parquet)[LINEAGE] == "system-vectors/counties@v1"
     assert (
         client.get("/lineage", params={"of": parquet}).json()["records"][0]["item_id"] == "counties"
     )

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import adlfs  # type: ignore[import-untyped]
 
 from geoetl.errors import NotFound, TransientError
-from geoetl.storage.base import ObjectStore, causes
+from geoetl.storage.base import ObjectStore, causes, meta_names
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 BLOCK_BYTES = 16 * 1024 * 1024
@@ -129,15 +129,37 @@ class AzureStore(ObjectStore):
                 self._token = (token.token, float(token.expires_on))
             return self._token[0]
 
-    def put_file(self, local: Any, key: str, *, if_absent: bool = False) -> bool:
-        """Upload a local file (in blocks when large); ``if_absent`` keeps an existing blob."""
+    def put_file(
+        self,
+        local: Any,
+        key: str,
+        *,
+        if_absent: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Upload a local file (in blocks when large); ``if_absent`` keeps an existing blob.
+
+        ``metadata`` is set on the blob right after the upload (adlfs sets its own at
+        upload); a reader that sees the blob before that finds it without.
+        """
         full = self._full(key)
         try:
             with self._errors(key):
                 self.fs.put_file(str(local), full, overwrite=not if_absent, max_concurrency=8)
         except FileExistsError:
             return False
+        if metadata:
+            with self._errors(key):
+                self.fs.setxattrs(full, **{"is_directory": "false", **dict(metadata)})
         return True
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """A blob's metadata (without adlfs's own ``is_directory``)."""
+        full = self._full(key)
+        with self._errors(key):
+            self.fs.invalidate_cache(full)
+            found = self.fs.info(full).get("metadata") or {}
+        return {k: v for k, v in meta_names(found).items() if k != "is_directory"}
 
 
 def _account_of(connection_string: str | None) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -20,6 +20,13 @@ from typing import IO, Any, Literal, NamedTuple
 import fsspec
 
 from geoetl.errors import InputError, NotFound, TransientError
+
+LINEAGE = "geoetl_lineage"
+"""Object metadata naming the dataset version (lineage record) that wrote a silver object.
+
+Letters and an underscore: a valid name on S3, Azure (C# identifiers) and as an extended
+attribute. :meth:`ObjectStore.metadata` reads names back lowercase with ``-`` as ``_``.
+"""
 
 Zone = Literal["bronze", "silver", "tmp", "landing"]
 ZONES: tuple[Zone, ...] = ("bronze", "silver", "tmp", "landing")
@@ -292,11 +299,21 @@ class ObjectStore:
 
     # -- writing -----------------------------------------------------------------------
 
-    def put_file(self, local: Path, key: str, *, if_absent: bool = False) -> bool:
+    def put_file(
+        self,
+        local: Path,
+        key: str,
+        *,
+        if_absent: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
         """Copy a local file to ``key``; readers never see a partial object.
 
         With ``if_absent`` an existing object is kept (a conditional create: content-
         addressed keys are written once). True when this call wrote the object.
+        ``metadata`` (e.g. ``{LINEAGE: "collection/item@v2"}``) is stored with the object
+        where the store keeps object metadata (S3 and Azure metadata, a folder's
+        extended attributes).
         """
         full = self._full(key)
         try:
@@ -306,11 +323,18 @@ class ObjectStore:
             return False
         return True
 
-    def move_file(self, local: Path, key: str) -> str:
+    def move_file(self, local: Path, key: str, *, metadata: Mapping[str, str] | None = None) -> str:
         """Move a local file (a finished output in scratch) to ``key``."""
-        self.put_file(local, key)
+        self.put_file(local, key, metadata=metadata)
         local.unlink(missing_ok=True)
         return key
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """The metadata stored with an object (empty where the store keeps none)."""
+        with self._errors(key):
+            info = self.fs.info(self._full(key))
+        found = info.get("Metadata") or info.get("metadata") or {}
+        return meta_names(found)
 
     def move(self, src: str, dst: str) -> str:
         """Move an object to another key (a server-side copy on a remote store)."""
@@ -383,6 +407,11 @@ class ObjectStore:
             if not self.exists(key):
                 self.put_file(member, key, if_absent=True)
         return f"{folder}/{main.name}"
+
+
+def meta_names(found: Mapping[str, Any]) -> dict[str, str]:
+    """Metadata as geoetl names it: lowercase, ``-`` read as ``_`` (s3fs turns ``_`` to ``-``)."""
+    return {str(k).lower().replace("-", "_"): str(v) for k, v in dict(found).items()}
 
 
 def check_name(name: str) -> None:

@@ -6,7 +6,7 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -107,7 +107,14 @@ class LocalStore(ObjectStore):
             shutil.copyfile(self._full(key), local)
         return local
 
-    def put_file(self, local: Path, key: str, *, if_absent: bool = False) -> bool:
+    def put_file(
+        self,
+        local: Path,
+        key: str,
+        *,
+        if_absent: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
         """Copy a local file to ``key`` under a temporary name, then rename it into place.
 
         With ``if_absent`` an existing object is kept (a hard link publishes the copy
@@ -119,6 +126,7 @@ class LocalStore(ObjectStore):
             partial = full.with_name(f"{full.name}.partial-{uuid.uuid4().hex[:8]}")
             try:
                 shutil.copyfile(local, partial)
+                _set_xattrs(partial, metadata)
                 return self._publish(partial, full, if_absent)
             finally:
                 partial.unlink(missing_ok=True)
@@ -134,7 +142,7 @@ class LocalStore(ObjectStore):
             return False
         return True
 
-    def move_file(self, local: Path, key: str) -> str:
+    def move_file(self, local: Path, key: str, *, metadata: Mapping[str, str] | None = None) -> str:
         """Move a local file (a finished output in scratch) to ``key``.
 
         On the same file system this is a rename, so a large COG is not copied again;
@@ -143,14 +151,29 @@ class LocalStore(ObjectStore):
         full = self._full(key)
         Path(full).parent.mkdir(parents=True, exist_ok=True)
         try:
+            _set_xattrs(local, metadata)
             os.replace(local, full)
             return key
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise TransientError(f"could not store {key}: {exc}") from exc
-        self.put_file(local, key)
+        self.put_file(local, key, metadata=metadata)
         local.unlink(missing_ok=True)
         return key
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """An object's metadata: its ``user.`` extended attributes (empty without)."""
+        full = Path(self._full(key))
+        with self._errors(key):
+            try:
+                names = os.listxattr(full)
+            except OSError:
+                return {}
+            return {
+                n.removeprefix(XATTR_PREFIX): os.getxattr(full, n).decode("utf-8", "replace")
+                for n in names
+                if n.startswith(XATTR_PREFIX)
+            }
 
     def move(self, src: str, dst: str) -> str:
         """Rename an object."""
@@ -200,3 +223,15 @@ class LocalStore(ObjectStore):
         finally:
             staging.unlink(missing_ok=True)
         return key, hexdigest
+
+
+XATTR_PREFIX = "user."
+
+
+def _set_xattrs(path: Path, metadata: Mapping[str, str] | None) -> None:
+    """Object metadata as extended attributes; skipped where the file system has none."""
+    for name, value in (metadata or {}).items():
+        try:
+            os.setxattr(path, XATTR_PREFIX + name, value.encode("utf-8"))
+        except OSError:  # no user xattrs here (some tmpfs, network mounts): metadata is optional
+            return

@@ -1,4 +1,4 @@
-"""The object store: zones (bronze, silver, tmp) on a folder, S3 or Azure Blob.
+"""The object store: zones (bronze, silver, tmp, landing) on a folder, S3 or Azure Blob.
 
 :func:`open_object_store` picks the backend from ``GEOETL_STORAGE_URL``; the rules
 every backend shares are in :mod:`geoetl.storage.base`, one module per backend beside it.
@@ -8,13 +8,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from geoetl.storage.base import MAX_NAME_BYTES, ZONES, ObjectStore, Upload, Zone, sha256_file
+from geoetl.storage.base import (
+    LINEAGE,
+    MAX_NAME_BYTES,
+    ZONES,
+    ObjectStore,
+    Upload,
+    Zone,
+    sha256_file,
+)
 from geoetl.storage.local import LocalStore
 
 if TYPE_CHECKING:
     from geoetl.settings import Settings
 
 __all__ = [
+    "LINEAGE",
     "MAX_NAME_BYTES",
     "ZONES",
     "LocalStore",

@@ -9,7 +9,7 @@ writes are conditional creates (``If-None-Match: *``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import s3fs  # type: ignore[import-untyped]
 
 from geoetl.errors import NotFound, TransientError
-from geoetl.storage.base import ObjectStore, causes
+from geoetl.storage.base import ObjectStore, causes, meta_names
 
 # Multipart above two parts (64 MiB), parts sent 4 at a time.
 PART_BYTES = 32 * 1024 * 1024
@@ -158,13 +158,22 @@ class S3Store(ObjectStore):
             return False
         return True
 
-    def put_file(self, local: Path, key: str, *, if_absent: bool = False) -> bool:
+    def put_file(
+        self,
+        local: Path,
+        key: str,
+        *,
+        if_absent: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
         """Upload a local file (multipart above 64 MiB, parts in parallel).
 
         With ``if_absent`` the upload is a conditional create (``If-None-Match: *``): an
-        object already at ``key`` is kept and False returned.
+        object already at ``key`` is kept and False returned. ``metadata`` becomes the
+        object's user metadata (``x-amz-meta-*``), sent with the upload.
         """
         full = self._full(key)
+        extra: dict[str, Any] = {"Metadata": dict(metadata)} if metadata else {}
         try:
             with self._errors(key):
                 self.fs.put_file(
@@ -173,10 +182,17 @@ class S3Store(ObjectStore):
                     mode="create" if if_absent else "overwrite",
                     chunksize=PART_BYTES,
                     max_concurrency=UPLOAD_CONCURRENCY,
+                    **extra,
                 )
         except FileExistsError:
             return False
         return True
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """An object's user metadata (one HEAD request)."""
+        with self._errors(key):
+            found = self.fs.metadata(self._full(key), refresh=True)
+        return meta_names(found)
 
     def get_file(self, key: str, local: Path) -> Path:
         """Download an object to ``local`` in one streamed GET.

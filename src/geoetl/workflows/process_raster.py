@@ -22,7 +22,7 @@ from geoetl.raster.cog import write_cog
 from geoetl.raster.inspect import DeclaredType, RasterInfo, inspect_raster, parse_crs
 from geoetl.raster.profiles import TierChoice, cog_profile, tiers_for
 from geoetl.raster.source import bronze_raster
-from geoetl.storage.objectstore import sha256_file
+from geoetl.storage.objectstore import LINEAGE, sha256_file
 from geoetl.versions import Version
 from geoetl.workflows.stages import hold_for_approval, previous_result, publish
 
@@ -248,7 +248,9 @@ def write_tier(
         ctx.platform.versions.add_objects(
             version.collection_id, version.item_id, version.version, [key]
         )
-    ctx.platform.objects.move_file(out, key)  # an upload (multipart) on S3 and Azure
+    # An upload (multipart) on S3 and Azure, tagged with the lineage record it belongs to.
+    lineage = f"{params.collection_id}/{params.resolved_item_id()}@v{validated['version']}"
+    ctx.platform.objects.move_file(out, key, metadata={LINEAGE: lineage})
     staged = {**result.model_dump(), "tier": tier, "tmp_key": key, "sha256": digest}
     ctx.checkpoint("staged", staged)
     return staged

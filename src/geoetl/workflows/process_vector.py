@@ -24,6 +24,7 @@ from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.errors import InputError
 from geoetl.features.registry import FeatureCollection
 from geoetl.publish import Target, ensure_target_free, slug
+from geoetl.storage.objectstore import LINEAGE
 from geoetl.vector.columns import index_columns, sanitize_columns
 from geoetl.vector.geoparquet import (
     COVERING,
@@ -441,7 +442,7 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
     for table, info in sorted(tables.items()):
         local, rows, bbox = written[table]
         key = f"silver/vector/{params.collection_id}/{table}.parquet"
-        objects.put_file(local, key)
+        objects.put_file(local, key, metadata={LINEAGE: version.ref})
         # OGC API collection ids stay the same from version to version.
         collection_id = base_id if single else base_id + table[len(dataset_id) :]
         collections.append(
