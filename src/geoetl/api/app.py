@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 import geoetl
-from geoetl.api import audit, auth, errors, features, health, ingest, jobs, stac, tiles
+from geoetl.api import audit, auth, errors, features, health, ingest, jobs, stac, tiles, ui
 from geoetl.api.middleware import EdgeMiddleware
 from geoetl.api.security import get_caller
 from geoetl.engine.workflow import Registry
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
     app.include_router(health.router)
     app.include_router(stac.router)
     app.include_router(features.router)
+    app.include_router(ui.router)
     tiles.install(app)
     from titiler.core.errors import DEFAULT_STATUS_CODES
 
