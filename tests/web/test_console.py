@@ -58,6 +58,7 @@ def site() -> Iterator[Site]:
         heartbeat_seconds=1.0,
         retry_base_seconds=0.01,
         retry_max_seconds=0.05,
+        approval_collections="review",
     )
     platform = Platform.from_settings(settings)
     try:
@@ -227,9 +228,15 @@ def test_a_failed_upload_shows_a_readable_error(browser: Any, site: Site) -> Non
 
 
 def _map_pixels(page: Any) -> np.ndarray:
+    """The map's pixels without the country outlines: what the data alone draws."""
     page.wait_for_selector(".leaflet-tile-loaded, path.leaflet-interactive", timeout=20_000)
     page.wait_for_load_state("networkidle", timeout=20_000)
-    return pixels(page.locator("#map").screenshot())
+    page.wait_for_selector(".leaflet-basemap-pane path", state="attached")  # background drawn
+    page.evaluate("document.querySelector('.leaflet-basemap-pane').style.display = 'none'")
+    try:
+        return pixels(page.locator("#map").screenshot())
+    finally:
+        page.evaluate("document.querySelector('.leaflet-basemap-pane').style.display = ''")
 
 
 def test_item_pages_draw_the_data(browser: Any, site: Site) -> None:
@@ -342,4 +349,33 @@ def test_every_page_at_phone_width(browser: Any, site: Site) -> None:
     tab = Tab(browser, site, None)
     tab.go("/ui")
     tab.shot("home")
+    tab.close()
+
+
+def test_an_admin_approves_a_job_awaiting_approval(browser: Any, site: Site) -> None:
+    # Runs last: it publishes a third item, into a collection that needs approval.
+    tab = Tab(browser, site, site.publisher)
+    page = tab.go("/ui/upload")
+    page.wait_for_selector("#upload-form[data-ready]:not([hidden])")
+    page.get_by_label("Files to publish").set_input_files(str(DATA / "elev.tif"))
+    page.get_by_label("Collection Id").fill("review")
+    page.get_by_label("Access Level").select_option("public")
+    page.get_by_role("button", name="Upload and publish").click()
+    page.wait_for_url("**/ui/jobs/*")
+    job_url = page.url
+    expect(page.locator("#summary .status")).to_have_text("awaiting approval", timeout=60_000)
+    # The publisher may cancel its job, not approve it.
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+    expect(page.get_by_role("button", name="Approve")).to_be_hidden()
+    tab.close()
+
+    tab = Tab(browser, site, site.admin)
+    page = tab.go(job_url.removeprefix(site.base))
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+    expect(page.get_by_role("button", name="Reject")).to_be_visible()
+    tab.shot("job-awaiting-approval")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator("#summary .status")).to_have_text("succeeded", timeout=60_000)
+    expect(page.get_by_role("link", name="Item page: review/elev")).to_be_visible()
+    expect(page.get_by_role("button", name="Approve")).to_be_hidden()
     tab.close()

@@ -58,7 +58,8 @@ def test_every_page_is_html_loading_only_this_server(client: TestClient, path: s
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_static_scripts_reference_no_external_url(client: TestClient) -> None:
-    for name in ("console.js", "jobs.js", "job.js", "upload.js", "catalog.js", "item.js"):
+    scripts = ("console.js", "signin.js", "jobs.js", "job.js", "upload.js", "catalog.js", "item.js")
+    for name in scripts:
         r = client.get(f"/static/ui/{name}")
         assert r.status_code == 200, name
         assert not re.search(r"https?://(?!127\.0\.0\.1)", r.text), name
@@ -78,3 +79,12 @@ def test_pages_render_no_data_server_side(client: TestClient) -> None:
     # token, so a page never holds data above the public level.
     html = client.get("/ui/jobs/abc").text
     assert '"job_id": "abc"' in html
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_ids_from_the_url_are_escaped(client: TestClient) -> None:
+    hostile = "%3C%2Fscript%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+    for path in (f"/ui/items/{hostile}/x", f"/ui/items/c/{hostile}", f"/ui/jobs/{hostile}"):
+        html = client.get(path).text
+        assert "<script>alert(1)" not in html
+        assert html.count("<script") == html.count("</script>")

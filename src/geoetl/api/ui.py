@@ -47,7 +47,13 @@ INGEST_OPTIONS = [
 
 
 def _render(request: Request, template: str, title: str, **context: Any) -> HTMLResponse:
-    page: dict[str, Any] = {"root": root_href(request), **context}
+    page: dict[str, Any] = {
+        "root": root_href(request),
+        # Country outlines under the maps (Natural Earth 1:110m, public domain): a
+        # background that needs no tile server and works offline.
+        "world": str(request.url_for("static", path="ui/world.geojson")),
+        **context,
+    }
     return TEMPLATES.TemplateResponse(
         request, template, {"title": title, "page": page, "nav": template}
     )

@@ -14,6 +14,7 @@
 
   const map = L.map("map", { worldCopyJump: true }).setView([20, 0], 1);
   geoetl.catalogMap = map;  // for scripts and tests driving the page
+  geoetl.basemap(map);
   const footprints = L.geoJSON(null, { style: { color: "#1f5fbf", weight: 2, fillOpacity: 0.15 } }).addTo(map);
   // A light world outline would need data; the footprints and the box draw on a plain map.
   let box = null;

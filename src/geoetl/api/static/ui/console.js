@@ -132,8 +132,23 @@ const geoetl = (() => {
     }, "Copy");
   }
 
+  // Country outlines under the data, from this server (no tile server, works offline).
+  function basemap(map) {
+    const pane = map.createPane("basemap");
+    pane.style.zIndex = 150;  // under raster tiles (200) and vectors (400)
+    pane.style.pointerEvents = "none";
+    map.getContainer().style.background = "#dbe9f4";
+    fetch(page.world)
+      .then((r) => r.json())
+      .then((world) => L.geoJSON(world, {
+        pane: "basemap", interactive: false,
+        style: { color: "#a3adb8", weight: 0.8, fillColor: "#f4f2ec", fillOpacity: 1 },
+      }).addTo(map))
+      .catch(() => { /* the data still draws */ });
+  }
+
   return {
-    page, root, token, setToken, api, raw, post, el, age, duration, when, statusBadge, flash,
+    page, basemap, root, token, setToken, api, raw, post, el, age, duration, when, statusBadge, flash,
     ready, roleAtLeast, me: () => me, copyButton, ApiError,
     uiUrl: (path) => root + "/ui" + path,
   };

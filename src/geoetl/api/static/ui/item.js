@@ -7,6 +7,7 @@
   const meta = document.getElementById("meta");
   const status = document.getElementById("map-status");
   const map = L.map("map").setView([0, 0], 1);
+  geoetl.basemap(map);
 
   const fact = (name, ...value) => meta.append(el("dt", {}, name), el("dd", {}, ...value));
   const round = (v) => (typeof v === "number" ? Number(v.toPrecision(7)) : v);
@@ -113,7 +114,8 @@
       } catch (e) { geoetl.flash(`Download failed: ${e.message}`, true); }
     });
     const kind = asset.type && asset.type.includes("geotiff") ? "COG" : asset.type && asset.type.includes("parquet") ? "GeoParquet" : asset.type || "";
-    const size = asset["file:size"] ? ` · ${(asset["file:size"] / 1048576).toFixed(2)} MiB` : "";
+    const bytes = asset["file:size"];
+    const size = bytes ? ` · ${bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MiB` : `${Math.ceil(bytes / 1024)} KiB`}` : "";
     return el("li", {}, a, ` ${kind}${size}`);
   }
 
