@@ -104,21 +104,33 @@
     if (!parseBox() && footprints.getBounds().isValid()) map.fitBounds(footprints.getBounds(), { maxZoom: 8 });
   }
 
-  form.addEventListener("submit", (ev) => { ev.preventDefault(); search(true); });
-  document.getElementById("clear").addEventListener("click", () => { form.reset(); showBox(null); search(true); });
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    search(true);
+    collections(document.getElementById("q").value.trim()).catch(() => {});
+  });
+  document.getElementById("clear").addEventListener("click", () => {
+    form.reset(); showBox(null); search(true); collections("").catch(() => {});
+  });
   document.getElementById("next").addEventListener("click", () => { pageIndex += 1; search(false); });
   document.getElementById("prev").addEventListener("click", () => { pageIndex = Math.max(0, pageIndex - 1); search(false); });
 
+  // Collections: all of them in the select; the table follows the free text (STAC q).
+  async function collections(text) {
+    const doc = await api(`/stac/collections${text ? `?q=${encodeURIComponent(text)}` : ""}`);
+    const select = document.getElementById("collection");
+    const rows = document.querySelector("#collections tbody");
+    rows.replaceChildren();
+    for (const c of doc.collections) {
+      if (![...select.options].some((o) => o.value === c.id)) select.append(el("option", { value: c.id }, c.id));
+      rows.append(el("tr", {}, el("td", {}, el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); select.value = c.id; search(true); } }, c.id)),
+        el("td", {}, c.title || ""), el("td", { class: "msg" }, c.description || "")));
+    }
+  }
+
   ready.then(async () => {
     try {
-      const doc = await api("/stac/collections");
-      const select = document.getElementById("collection");
-      const rows = document.querySelector("#collections tbody");
-      for (const c of doc.collections) {
-        select.append(el("option", { value: c.id }, c.id));
-        rows.append(el("tr", {}, el("td", {}, el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); select.value = c.id; search(true); } }, c.id)),
-          el("td", {}, c.title || ""), el("td", { class: "msg" }, c.description || "")));
-      }
+      await collections("");
     } catch (e) {
       errorBox.textContent = `Could not list the collections: ${e.message}`;
       errorBox.hidden = false;
