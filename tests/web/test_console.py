@@ -135,6 +135,14 @@ class Tab:
         assert self.problems == []
 
 
+# Visible links, buttons and form controls with no accessible name.
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll("a[href], button, input, select")]
+  .filter((n) => n.offsetParent !== null)
+  .filter((n) => !((n.labels && n.labels.length) || n.getAttribute("aria-label")
+    || n.textContent.trim() || n.title))
+  .map((n) => n.outerHTML.slice(0, 100))"""
+
+
 def zipped_shapefile() -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
@@ -351,15 +359,27 @@ def test_every_page_at_phone_width(browser: Any, site: Site) -> None:
         page = tab.go(path)
         page.wait_for_selector(ready)
         tab.shot(f"phone-{name}")
+        unnamed = page.evaluate(UNNAMED_CONTROLS)
+        assert unnamed == [], f"{path}: controls without an accessible name"
         overflow = page.evaluate("document.documentElement.scrollWidth")
         assert overflow <= 376, f"{path} is {overflow} px wide on a 375 px phone"
         assert page.locator("nav[aria-label=Main]").is_visible()
         assert page.title().endswith("geoetl console")
     tab.close()
-    # The laptop-width home page too.
+    # The laptop-width home page too, and the keyboard: the first Tab reaches the skip
+    # link, and signing in needs no mouse.
     tab = Tab(browser, site, None)
-    tab.go("/ui")
+    page = tab.go("/ui")
     tab.shot("home")
+    page = tab.go("/ui/signin")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    page.focus("#token")
+    page.keyboard.type(site.reader)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/ui/jobs")
+    expect(page.locator("#whoami")).to_contain_text("(reader)")
     tab.close()
 
 
