@@ -22,6 +22,7 @@ from geoetl.api import (
     lineage,
     stac,
     tiles,
+    ui,
 )
 from geoetl.api.middleware import EdgeMiddleware
 from geoetl.api.security import get_caller
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
     app.include_router(health.router)
     app.include_router(stac.router)
     app.include_router(features.router)
+    app.include_router(ui.router)
     tiles.install(app)
     from titiler.core.errors import DEFAULT_STATUS_CODES
 

@@ -126,6 +126,7 @@ def landing(request: Request) -> dict[str, Any] | HTMLResponse:
                 "type": "application/json",
             },
             {"rel": "data", "href": _url(request, "get_collections"), "type": "application/json"},
+            {"rel": "console", "href": _url(request, "ui_home"), "type": "text/html"},
         ],
     }
     return html.landing_page(request, doc) if html.wants_html(request) else doc

@@ -89,7 +89,13 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%}}</style></head>
 
 def landing_page(request: Request, doc: dict[str, Any]) -> HTMLResponse:
     """The landing page."""
-    return page(request, doc["title"], f"<p>{escape(doc['description'])}</p>{_links(doc['links'])}")
+    console = str(request.url_for("ui_home"))
+    intro = (
+        f"<p>{escape(doc['description'])}</p>"
+        f'<p><a href="{escape(console)}"><strong>Open the web console</strong></a>: '
+        "upload files, follow jobs, browse the catalog.</p>"
+    )
+    return page(request, doc["title"], intro + _links(doc["links"]))
 
 
 def conformance_page(request: Request, doc: dict[str, Any]) -> HTMLResponse:
