@@ -84,7 +84,31 @@ def make_runner(
         heartbeat_interval=settings.heartbeat_interval,
         queues=queues,
         on_close=on_close,
+        redact=path_redactor(platform),
     )
+
+
+def path_redactor(platform: Platform) -> Callable[[str], str]:
+    """Task errors without this machine's paths: a stored file reads as its object key.
+
+    ``/srv/geoetl-data/storage/bronze/ab…/x.tif`` → ``bronze/ab…/x.tif``; the scratch
+    folder reads as ``scratch/``, the home as ``~home/``; secrets as the store redacts them.
+    """
+    settings = platform.settings
+    swaps: list[tuple[str, str]] = []
+    objects = platform.objects
+    if objects.is_local:
+        probe = "bronze/x"
+        swaps.append((objects.gdal_path(probe)[: -len(probe)], ""))
+    swaps.append((f"{settings.scratch_dir}/", "scratch/"))
+    swaps.append((f"{settings.home}/", "~home/"))
+
+    def redact(text: str) -> str:
+        for path, shown in swaps:
+            text = text.replace(path, shown)
+        return objects.redact(text)
+
+    return redact
 
 
 def open_runner(settings: Settings, worker_id: str, queues: Sequence[str] | None = None) -> Runner:

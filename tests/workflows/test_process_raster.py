@@ -170,6 +170,10 @@ def test_bad_input_fails_cleanly(
     error = platform.queries.job(job_id).error
     assert error is not None
     assert message in error.message
+    # Users see object keys, never where this machine keeps its files.
+    assert str(platform.settings.home) not in error.message
+    if "GDAL can read" in message:
+        assert f"'{key}'" in error.message
     assert error.stage == "validate"
     assert silver_and_items(platform) == ([], 0)
 

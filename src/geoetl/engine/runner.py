@@ -163,8 +163,11 @@ class Runner:
         queues: Sequence[str] | None = None,
         max_batch: int = MAX_BATCH,
         on_close: Callable[[], None] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
+        # Error messages are shown to users: ``redact`` takes the machine's paths out.
+        self.redact = redact or (lambda text: text)
         self.services = services
         self.scratch_root = scratch_root
         self.worker_id = worker_id
@@ -365,9 +368,10 @@ class Runner:
     ) -> None:
         # Earlier completions of this batch commit first, keeping the job's order of events.
         self._flush(pending)
+        message = self.redact(message)
         error: dict[str, Any] = {"kind": kind, "message": message, "worker": self.worker_id}
         if detail:
-            error["traceback"] = detail
+            error["traceback"] = self.redact(detail)
         key = (ctx.task_id, ctx.attempt)
         self.heartbeat.finishing([key])
         try:
