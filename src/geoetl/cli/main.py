@@ -409,7 +409,9 @@ def demo(
     if serve:
         from geoetl.cli.serve import run_server
 
-        console.print(f"serving on {base} (API docs: {base}/docs); Ctrl+C stops")
+        console.print(
+            f"serving on {base} (web console: {base}/ui, API docs: {base}/docs); Ctrl+C stops"
+        )
         token_file = state.settings.home / "admin-token"
         if announce_admin_token(state) is None and token_file.exists():
             console.print(f"admin token for writes (uploads, jobs): {token_file}")
