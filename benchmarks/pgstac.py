@@ -23,8 +23,9 @@ first), limit=10:
 * ``bbox+datetime+filter``: all three.
 
 Both servers must return the same item ids for each search. The same searches are also
-timed in-process, through ``PgstacCatalog.search`` and through pgSTAC's ``search()``
-alone with geoetl's body, to show what the SQL and what the web layer cost.
+timed in-process, through ``PgstacCatalog.search`` (which reads pgSTAC's tables itself)
+and through pgSTAC's ``search()`` alone with the same search as its JSON body, to show
+what the SQL and what the web layer cost.
 
 Targets (exit code 0 only when all are met), for every kind: geoetl's p50 ≤ 10 ms and
 ≤ 1.0 x stac-fastapi-pgstac's p50.
@@ -241,7 +242,7 @@ def in_process(url: str, home: Path, cases: dict[str, list[dict[str, str]]], war
                     requests.append(
                         request.model_copy(update={"limit": request.limit + 1, "count": False})
                     )
-                bodies = [json.dumps(catalog.search_body(r)) for r in requests]
+                bodies = [json.dumps(pgstac_body(params)) for params in params_list]
                 for r, b in zip(requests[:warmup], bodies[:warmup], strict=True):
                     catalog.search(r)
                     conn.execute("SELECT search(%s::jsonb)", (b,)).fetchone()
@@ -261,6 +262,35 @@ def in_process(url: str, home: Path, cases: dict[str, list[dict[str, str]]], war
     finally:
         platform.close()
     return out
+
+
+def pgstac_body(params: dict[str, str]) -> dict[str, Any]:
+    """The body stac-fastapi-pgstac hands pgSTAC's ``search()`` for these GET parameters.
+
+    geoetl reads pgSTAC's tables itself (no ``search()`` body of its own any more); this
+    times pgSTAC's function on the same search, with the access-level filter and the
+    order geoetl applies, as the reference for what the SQL costs.
+    """
+    import cql2
+
+    parts: list[dict[str, Any]] = [
+        {"op": "in", "args": [{"property": "geoetl:access_level"}, ["public"]]}
+    ]
+    body: dict[str, Any] = {"limit": int(params["limit"]) + 1, "conf": {"context": "off"}}
+    if "bbox" in params:
+        body["bbox"] = [float(v) for v in params["bbox"].split(",")]
+    if "datetime" in params:
+        body["datetime"] = params["datetime"]
+    if "filter" in params:
+        parts.append(cql2.parse_text(params["filter"]).to_json())
+    body["filter"] = parts[0] if len(parts) == 1 else {"op": "and", "args": parts}
+    body["filter-lang"] = "cql2-json"
+    body["sortby"] = [
+        {"field": "datetime", "direction": "desc"},
+        {"field": "collection", "direction": "asc"},
+        {"field": "id", "direction": "asc"},
+    ]
+    return body
 
 
 # -- over HTTP ---------------------------------------------------------------------------------

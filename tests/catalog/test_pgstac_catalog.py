@@ -461,3 +461,61 @@ def test_a_3d_bbox_is_found_and_widens_the_extent_by_x_and_y(catalog: CatalogBac
     assert _ids(catalog, collections=["dem3d"], bbox=(10.5, 20.5, 10.6, 20.6)) == ["dem-3d"]
     extent = catalog.get_collection("dem3d")["extent"]["spatial"]["bbox"][0]
     assert extent == [10.0, 20.0, 11.0, 21.0]
+
+
+def test_searches_answer_what_pgstac_search_answers(pg_database_url: str) -> None:
+    """geoetl reads pgSTAC's tables itself; its documents and order are pgSTAC's own.
+
+    The same searches go to pgSTAC's ``search()`` (the function stac-fastapi-pgstac
+    calls) as cql2-json bodies, and every page must hold the same documents in the same
+    order as :meth:`PgstacCatalog.search` returns.
+    """
+    cat = _pgstac(pg_database_url)
+    cat.ensure_system_collections()
+    _load(cat)
+    by_date = [{"field": "datetime", "direction": "desc"}]
+    tie = [{"field": "collection", "direction": "asc"}, {"field": "id", "direction": "asc"}]
+    cases: list[tuple[SearchRequest, dict[str, Any]]] = [
+        (SearchRequest(limit=25), {"limit": 25}),
+        (SearchRequest(bbox=(-20, -10, 40, 50)), {"bbox": [-20, -10, 40, 50]}),
+        (
+            SearchRequest(start=START + timedelta(days=100), end=START + timedelta(days=400)),
+            {"datetime": "2020-04-10T00:00:00Z/2021-02-04T00:00:00Z"},
+        ),
+        (
+            SearchRequest(filter="cloud < 50 AND platform = 'beta'", limit=100),
+            {
+                "limit": 100,
+                "filter-lang": "cql2-json",
+                "filter": {
+                    "op": "and",
+                    "args": [
+                        {"op": "<", "args": [{"property": "cloud"}, 50]},
+                        {"op": "=", "args": [{"property": "platform"}, "beta"]},
+                    ],
+                },
+            },
+        ),
+        (
+            SearchRequest(collections=["coast"], access_levels=["public"], limit=100),
+            {
+                "limit": 100,
+                "collections": ["coast"],
+                "filter-lang": "cql2-json",
+                "filter": {"op": "in", "args": [{"property": "geoetl:access_level"}, ["public"]]},
+            },
+        ),
+    ]
+    try:
+        with cat.engine.connect() as conn:
+            conn.exec_driver_sql("SET search_path = pgstac, public")
+            for request, body in cases:
+                ours, _ = cat.search(request.model_copy(update={"count": False}))
+                full = {"limit": 10, **body, "sortby": by_date + tie, "conf": {"context": "off"}}
+                theirs = conn.exec_driver_sql(
+                    "SELECT pgstac.search(%s::jsonb)", (json.dumps(full),)
+                ).scalar_one()["features"]
+                assert ours, body
+                assert ours == theirs, body
+    finally:
+        cat.engine.dispose()

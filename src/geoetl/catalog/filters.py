@@ -5,14 +5,20 @@ builds SQLAlchemy expressions, so every literal is a bound parameter and propert
 names only ever reach SQL as bound JSON paths. ``id``, ``collection`` and
 ``datetime`` map to indexed columns; any other name is an item property.
 
+It is the catalogs' one CQL2 translator: :class:`ItemTable` says where a table keeps
+an item's fields, so the same code filters SqlCatalog's ``stac_items`` (SQLite or
+PostgreSQL) and pgSTAC's ``pgstac.items``.
+
 Spatial predicates need a geometry engine in the database: on SQLite geoetl
 registers ``geoetl_relate`` (shapely) on every connection; on PostgreSQL they use
-PostGIS when the database has it.
+PostGIS when the database has it (on pgSTAC's geometry column, which its GiST
+indexes cover).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -72,12 +78,48 @@ def epoch(value: datetime | date) -> float:
     return value.timestamp()
 
 
-class ItemSql:
-    """Expressions over ``stac_items`` for one database dialect."""
+@dataclass(frozen=True)
+class ItemTable:
+    """Where a table of catalogued items keeps the fields filters and sorts read."""
 
-    def __init__(self, dialect: str, postgis_schema: str | None = None) -> None:
+    id: Any
+    collection: Any
+    datetime: Any
+    # The JSON column holding the item's "properties" (and its "geometry" when the
+    # table has no geometry column).
+    document: Any
+    # True: ``datetime`` holds seconds since the epoch; False: a timestamp with time zone.
+    epoch: bool
+    # A PostGIS geometry column (SRID 4326), tested directly (its GiST index applies).
+    geometry: Any = None
+    # minx, miny, maxx, maxy columns: a cheap overlap test before the exact one.
+    bbox: tuple[Any, Any, Any, Any] | None = None
+
+
+STAC_ITEMS = ItemTable(
+    id=stac_items.c.item_id,
+    collection=stac_items.c.collection_id,
+    datetime=stac_items.c.datetime,
+    document=stac_items.c.data,
+    epoch=True,
+    bbox=(stac_items.c.minx, stac_items.c.miny, stac_items.c.maxx, stac_items.c.maxy),
+)
+
+POSTGIS_SCHEMA = sa.text(
+    "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+    "ON n.oid = e.extnamespace WHERE e.extname = 'postgis'"
+)
+
+
+class ItemSql:
+    """Expressions over a table of items (default ``stac_items``) for one database dialect."""
+
+    def __init__(
+        self, dialect: str, postgis_schema: str | None = None, table: ItemTable = STAC_ITEMS
+    ) -> None:
         self.sqlite = dialect == "sqlite"
         self.postgis_schema = postgis_schema
+        self.table = table
 
     # -- fields -------------------------------------------------------------------------
 
@@ -95,24 +137,24 @@ class ItemSql:
         """The item property ``name`` as the database's JSON value."""
         name = self.property_name(name)
         if self.sqlite:
-            return sa.func.json_extract(stac_items.c.data, f'$.properties."{name}"')
-        return sa.func.jsonb_extract_path(stac_items.c.data, "properties", name)
+            return sa.func.json_extract(self.table.document, f'$.properties."{name}"')
+        return sa.func.jsonb_extract_path(self.table.document, "properties", name)
 
     def json_property_text(self, name: str) -> Any:
         """The item property ``name`` as text (for LIKE)."""
         name = self.property_name(name)
         if self.sqlite:
-            return sa.func.json_extract(stac_items.c.data, f'$.properties."{name}"')
-        return sa.func.jsonb_extract_path_text(stac_items.c.data, "properties", name)
+            return sa.func.json_extract(self.table.document, f'$.properties."{name}"')
+        return sa.func.jsonb_extract_path_text(self.table.document, "properties", name)
 
     def sort_key(self, field: str) -> Any:
         """The expression a ``sortby`` field orders by."""
         if field in ("id", "properties.id"):
-            return stac_items.c.item_id
+            return self.table.id
         if field in ("collection", "properties.collection"):
-            return stac_items.c.collection_id
+            return self.table.collection
         if field in ("datetime", "properties.datetime"):
-            return stac_items.c.datetime
+            return self.table.datetime
         return self.json_property(field)
 
     # -- filters ------------------------------------------------------------------------
@@ -158,11 +200,11 @@ class ItemSql:
         if not isinstance(node, ast.Attribute):
             raise InputError(f"expected a property name, got {node!r}")
         if node.name == "id":
-            return stac_items.c.item_id
+            return self.table.id
         if node.name == "collection":
-            return stac_items.c.collection_id
+            return self.table.collection
         if node.name == "datetime":
-            return stac_items.c.datetime
+            return self.table.datetime
         if node.name == "geometry":
             raise InputError("geometry can only be used in spatial functions such as S_INTERSECTS")
         return self.json_property(node.name)
@@ -184,7 +226,7 @@ class ItemSql:
         if lhs.name == "datetime":
             if not isinstance(rhs, datetime | date):
                 raise InputError("datetime is compared with TIMESTAMP('…') or DATE('…') values")
-            return stac_items.c.datetime.op(op, is_comparison=True)(epoch(rhs))
+            return self.table.datetime.op(op, is_comparison=True)(self.time_value(rhs))
         value = iso_z(rhs) if isinstance(rhs, datetime | date) else rhs
         if not isinstance(value, bool | int | float | str):
             raise InputError(f"unsupported value in filter: {rhs!r}")
@@ -228,6 +270,12 @@ class ItemSql:
         geometry: dict[str, Any] = shapely.geometry.mapping(geometry_literal(rhs))
         return self.spatial(relation, geometry)
 
+    def time_value(self, value: datetime | date) -> Any:
+        """A timestamp as the ``datetime`` column holds it."""
+        if self.table.epoch:
+            return epoch(value)
+        return datetime.fromtimestamp(epoch(value), tz=UTC)
+
     def spatial(self, relation: str, geometry: dict[str, Any]) -> Any:
         """Items whose geometry has ``relation`` to ``geometry`` (GeoJSON, EPSG:4326)."""
         import shapely
@@ -238,16 +286,9 @@ class ItemSql:
             raise InputError(f"not a valid GeoJSON geometry: {exc}") from None
         if shape.is_empty:
             raise InputError("the filter geometry is empty")
-        minx, miny, maxx, maxy = shape.bounds
-        overlap = sa.and_(
-            stac_items.c.maxx >= minx,
-            stac_items.c.minx <= maxx,
-            stac_items.c.maxy >= miny,
-            stac_items.c.miny <= maxy,
-        )
         if self.sqlite:
             exact = sa.func.geoetl_relate(
-                relation, sa.func.json_extract(stac_items.c.data, "$.geometry"), shape.wkb
+                relation, sa.func.json_extract(self.table.document, "$.geometry"), shape.wkb
             )
             test = exact == 1
         else:
@@ -257,13 +298,20 @@ class ItemSql:
                     "(CREATE EXTENSION postgis)"
                 )
             st = getattr(sa.func, self.postgis_schema)
-            item_geom = st.st_geomfromgeojson(
-                sa.func.jsonb_extract_path_text(stac_items.c.data, "geometry")
-            )
             query_geom = st.st_geomfromwkb(sa.literal(shape.wkb, sa.LargeBinary), 4326)
+            if self.table.geometry is not None:
+                return getattr(st, f"st_{relation}")(self.table.geometry, query_geom)
+            item_geom = st.st_geomfromgeojson(
+                sa.func.jsonb_extract_path_text(self.table.document, "geometry")
+            )
             item_geom = st.st_setsrid(item_geom, 4326)
             test = getattr(st, f"st_{relation}")(item_geom, query_geom)
-        return sa.and_(overlap, test) if relation in NEEDS_OVERLAP else test
+        if self.table.bbox is None or relation not in NEEDS_OVERLAP:
+            return test
+        minx, miny, maxx, maxy = shape.bounds
+        lox, loy, hix, hiy = self.table.bbox
+        overlap = sa.and_(hix >= minx, lox <= maxx, hiy >= miny, loy <= maxy)
+        return sa.and_(overlap, test)
 
 
 def _sql_type(value: Any) -> Any:

@@ -41,18 +41,13 @@ class SqlCatalog:
     def sql(self) -> ItemSql:
         """Filter/sort expressions for this database (PostGIS looked up once)."""
         if self._sql is None:
+            # pygeofilter is imported when a filter or sort is first used, not at start-up.
+            from geoetl.catalog.filters import POSTGIS_SCHEMA, ItemSql
+
             schema = None
             if not self.sqlite:
                 with self._read() as conn:
-                    schema = conn.execute(
-                        sa.text(
-                            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
-                            "ON n.oid = e.extnamespace WHERE e.extname = 'postgis'"
-                        )
-                    ).scalar()
-            # pygeofilter is imported when a filter or sort is first used, not at start-up.
-            from geoetl.catalog.filters import ItemSql
-
+                    schema = conn.execute(POSTGIS_SCHEMA).scalar()
             self._sql = ItemSql(self.engine.dialect.name, schema)
         return self._sql
 
