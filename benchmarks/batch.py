@@ -125,10 +125,11 @@ def run_geoetl(inputs: Path, files: int, home: Path, workers: int) -> dict[str, 
         submitted = subprocess.run(
             [GEOETL, "batch", "submit", str(inputs), "--no-wait", "--json", *options],
             env=env,
-            check=True,
             capture_output=True,
             text=True,
         )
+        if submitted.returncode != 0:
+            raise BenchmarkError(f"batch submit failed: {submitted.stderr[-2000:]}")
         submit_s = time.perf_counter() - t0
         batch = json.loads(submitted.stdout)
         while True:
