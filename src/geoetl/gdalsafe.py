@@ -535,9 +535,10 @@ def check_hdf5(path: Path, name: str) -> None:
                     )
 
 
-# Drivers that open a NetCDF or HDF5 file as a whole (listing its variables), and the
-# driver and path prefix that open one variable of it.
-CONTAINER_DRIVERS: tuple[str, ...] = ("netCDF", "HDF5")
+# Drivers that open a NetCDF or HDF5 file as a whole (listing its variables; GDAL opens
+# an HDF5 file holding one dataset as that dataset, with HDF5Image), and the driver and
+# path prefix that open one variable of it.
+CONTAINER_DRIVERS: tuple[str, ...] = ("netCDF", "HDF5", "HDF5Image")
 _VARIABLE_OPENERS: dict[str, tuple[str, str]] = {
     "netCDF": ("netCDF", 'NETCDF:"{path}":{variable}'),
     "HDF5": ("HDF5Image", 'HDF5:"{path}"://{variable}'),

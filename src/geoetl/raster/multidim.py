@@ -95,10 +95,11 @@ def choose_variable(
     """
     listed = gdalsafe.variables(container)
     if not listed and container.count > 0:
-        own = container.tags(1).get("NETCDF_VARNAME")
-        if variable is not None and gdalsafe.check_variable_name(variable) != own:
+        own = _own_variables(container, source)
+        if variable is not None and gdalsafe.check_variable_name(variable) not in own:
             raise InputError(
-                f"{source.name} has no variable {variable[:80]!r}; its variable is {own}"
+                f"{source.name} has no variable {variable[:80]!r}; its variables are: "
+                f"{', '.join(own[:30]) or 'none GDAL can read as a raster'}"
             )
         return None
     if variable is not None:
@@ -117,6 +118,26 @@ def choose_variable(
     )
 
 
+def _own_variables(container: DatasetReader, source: gdalsafe.UserFile) -> list[str]:
+    """The variable(s) of a file GDAL opened as one variable (it lists none)."""
+    own = container.tags(1).get("NETCDF_VARNAME")
+    if own:
+        return [own]
+    import h5py  # type: ignore[import-untyped]
+
+    # HDF5Image: the file's one dataset of two or more dimensions (the file was walked
+    # by gdalsafe.check_hdf5 already: no link leads out of it).
+    found: list[str] = []
+    with h5py.File(source.path, "r") as handle:
+
+        def visit(name: str, obj: object) -> None:
+            if isinstance(obj, h5py.Dataset) and obj.ndim >= 2:
+                found.append(name.replace(" ", "_"))  # as GDAL names HDF5 subdatasets
+
+        handle.visititems(visit)
+    return found
+
+
 @contextmanager
 def open_chosen(
     source: gdalsafe.UserFile, variable: str | None
@@ -125,7 +146,8 @@ def open_chosen(
     with gdalsafe.open_container(source) as container:
         name = choose_variable(container, source, variable)
         if name is None:
-            yield container, str(container.tags(1).get("NETCDF_VARNAME") or "")
+            own = _own_variables(container, source)
+            yield container, own[0] if len(own) == 1 else ""
             return
     with gdalsafe.open_variable(source, name) as ds:
         yield ds, name
