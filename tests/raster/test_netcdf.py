@@ -27,6 +27,7 @@ from geoetl.errors import InputError
 from geoetl.ingest import job_request
 from geoetl.platform import Platform
 from geoetl.raster import multidim
+from geoetl.settings import Settings
 from geoetl.storage.objectstore import sha256_file
 from geoetl.workers import make_runner
 from geoetl.workflows.process_raster import ProcessRasterParams
@@ -309,9 +310,7 @@ def _virtual(f: h5py.File, secret: Path) -> None:
         (_virtual, "a virtual dataset"),
     ],
 )
-def test_hdf5_that_reads_other_files_is_refused(
-    tmp_path: Path, make: Any, message: str
-) -> None:
+def test_hdf5_that_reads_other_files_is_refused(tmp_path: Path, make: Any, message: str) -> None:
     secret = tmp_path / "secret.h5"  # outside the upload's folder
     with h5py.File(secret, "w") as f:
         f["stolen"] = np.full((4, 4), 42, dtype="uint8")
@@ -383,20 +382,32 @@ def test_netcdf_variable_is_published_with_units_scaling_nodata_and_times(
     assert [b["data_type"] for b in bands] == ["int16"] * 4
 
 
-def test_reprojected_variable_keeps_its_metadata(platform: Platform, nc: Path) -> None:
-    source = put(platform, nc)
-    result = run(
-        platform,
-        "process_raster",
-        {"source": source, "variable": "pr", "target_crs": "EPSG:3857", "item_id": "pr"},
-    )
-    with rasterio.open(platform.objects.gdal_path(result["cog"])) as out:
-        assert out.crs == rasterio.crs.CRS.from_epsg(3857)
-        assert out.nodata == -1
-        assert list(out.descriptions) == EXPECTED_TIMES
-        assert out.tags(1)["units"] == "kg m-2 s-1"
-    item = check_item(platform.catalog.get_item("system-rasters", "pr"))
-    assert item.properties["end_datetime"] == EXPECTED_TIMES[-1]
+@pytest.mark.parametrize("in_memory", [True, False], ids=["warp-in-memory", "warp-streamed"])
+def test_reprojected_variable_keeps_its_metadata(
+    settings: Settings, nc: Path, in_memory: bool
+) -> None:
+    memory = settings.raster_warp_memory_mb if in_memory else 0
+    platform = Platform.from_settings(settings.model_copy(update={"raster_warp_memory_mb": memory}))
+    try:
+        source = put(platform, nc)
+        result = run(
+            platform,
+            "process_raster",
+            {"source": source, "variable": "pr", "target_crs": "EPSG:3857", "item_id": "pr"},
+        )
+        with rasterio.open(platform.objects.gdal_path(result["cog"])) as out:
+            assert out.crs == rasterio.crs.CRS.from_epsg(3857)
+            assert out.nodata == -1
+            assert list(out.descriptions) == EXPECTED_TIMES
+            assert out.tags(1)["units"] == "kg m-2 s-1"
+            if in_memory:
+                assert out.units == ("kg m-2 s-1",) * 4
+        item = check_item(platform.catalog.get_item("system-rasters", "pr"))
+        assert item.properties["end_datetime"] == EXPECTED_TIMES[-1]
+        bands = item.assets["data"].extra_fields["raster:bands"]
+        assert [b["unit"] for b in bands] == ["kg m-2 s-1"] * 4
+    finally:
+        platform.close()
 
 
 def test_time_steps_as_items_each_with_its_datetime(platform: Platform, nc: Path) -> None:

@@ -131,6 +131,20 @@ def add_projection(item: Item, cog: Cog) -> None:
             item.bbox = _envelope(geometry)
 
 
+def _band_units(item: Item, cog: Cog) -> None:
+    """A band's unit from its ``units`` metadata (CF) where GDAL's unit field is empty.
+
+    A COG warped by GDAL's COG driver keeps band metadata but not the unit field.
+    """
+    bands = item.assets["data"].extra_fields.get("raster:bands") or []
+    with _opened(cog) as ds:
+        for index, band in enumerate(bands, start=1):
+            if not band.get("unit") and index <= ds.count:
+                unit = ds.tags(index).get("units")
+                if unit:
+                    band["unit"] = unit
+
+
 def _densified(polygon: dict[str, Any], points: int = 21) -> dict[str, Any]:
     """``polygon`` with ``points`` vertices per edge, so a reprojected edge may curve."""
     ring = polygon["coordinates"][0]
@@ -183,6 +197,7 @@ def build_item(
         properties=properties,
     )
     add_projection(item, cog)
+    _band_units(item, cog)
     if files is None:
         assert isinstance(cog, Path), "give the file fields of a COG opened in place"
         files = file_fields(cog)
