@@ -204,6 +204,58 @@ def test_a_calendar_without_real_dates_keeps_its_text_but_gives_no_coverage(
         assert ds.tags()["time_calendar"] == "360_day"
 
 
+def test_projected_grid_mapping_gives_the_crs(tmp_path: Path) -> None:
+    path = tmp_path / "utm.nc"  # one variable: GDAL opens the file as it
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("y", 3)
+        ds.createDimension("x", 4)
+        x = ds.createVariable("x", "f8", ("x",))
+        x.standard_name = "projection_x_coordinate"
+        x.units = "m"
+        x[:] = 500000 + 1000 * np.arange(4)
+        y = ds.createVariable("y", "f8", ("y",))
+        y.standard_name = "projection_y_coordinate"
+        y.units = "m"
+        y[:] = 5000000 + 1000 * np.arange(3)
+        crs = ds.createVariable("crs", "i4")
+        crs.grid_mapping_name = "transverse_mercator"
+        crs.scale_factor_at_central_meridian = 0.9996
+        crs.longitude_of_central_meridian = 15.0
+        crs.latitude_of_projection_origin = 0.0
+        crs.false_easting = 500000.0
+        crs.false_northing = 0.0
+        crs.semi_major_axis = 6378137.0
+        crs.inverse_flattening = 298.257223563
+        elev = ds.createVariable("elev", "f4", ("y", "x"))
+        elev.grid_mapping = "crs"
+        elev.units = "m"
+        elev[:] = np.arange(12, dtype="float32").reshape(3, 4)
+    with pytest.raises(InputError, match="has no variable 'tas'; its variables are: elev"):
+        extract(path, "tas")
+    with rasterio.open(extract(path, "elev")) as ds:
+        assert ds.crs.to_epsg() == 32633
+        assert tuple(ds.bounds) == (499500.0, 4999500.0, 503500.0, 5002500.0)
+        assert np.array_equal(ds.read(1), np.arange(12).reshape(3, 4)[::-1])
+        assert ds.descriptions == ("elev",)  # no time axis: the variable's name
+        assert ds.units == ("m",)
+
+
+def test_longitudes_from_0_to_360_are_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "global.nc"
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("lat", 3)
+        ds.createDimension("lon", 4)
+        lat = ds.createVariable("lat", "f8", ("lat",))
+        lat.units = "degrees_north"
+        lat[:] = [-60.0, 0.0, 60.0]
+        lon = ds.createVariable("lon", "f8", ("lon",))
+        lon.units = "degrees_east"
+        lon[:] = [45.0, 135.0, 225.0, 315.0]
+        ds.createVariable("t", "f4", ("lat", "lon"))[:] = np.zeros((3, 4), "float32")
+    with pytest.raises(InputError, match=r"longitudes run from 0 to 360, and geoetl publishes longitudes from -180"):
+        extract(path, None)
+
+
 def test_a_netcdf_variable_without_axes_has_no_georeferencing(tmp_path: Path) -> None:
     path = tmp_path / "grid.nc"
     with netCDF4.Dataset(path, "w") as ds:

@@ -295,6 +295,12 @@ def _write(
     crs = ds.crs
     if crs is None and not ds.gcps[0] and _latlon_axes(tags):
         crs = rasterio.crs.CRS.from_epsg(4326)
+    if crs is not None and crs.is_geographic and not ds.gcps[0] and ds.bounds.right > 180.5:
+        raise InputError(
+            f"{label}: its longitudes run from {ds.bounds.left:g} to {ds.bounds.right:g}, "
+            "and geoetl publishes longitudes from -180 to 180; shift the grid "
+            "first (for example cdo sellonlatbox,-180,180,-90,90, or xarray's roll)"
+        )
     bands = [time_index + 1] if time_index is not None else list(ds.indexes)
     profile = {
         "driver": "GTiff",
