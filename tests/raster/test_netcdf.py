@@ -252,7 +252,7 @@ def test_longitudes_from_0_to_360_are_a_clear_error(tmp_path: Path) -> None:
         lon.units = "degrees_east"
         lon[:] = [45.0, 135.0, 225.0, 315.0]
         ds.createVariable("t", "f4", ("lat", "lon"))[:] = np.zeros((3, 4), "float32")
-    with pytest.raises(InputError, match=r"longitudes run from 0 to 360, and geoetl publishes longitudes from -180"):
+    with pytest.raises(InputError, match="longitudes run from 0 to 360, and geoetl publishes"):
         extract(path, None)
 
 
