@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 
     from geoetl.storage.objectstore import ObjectStore
 
-# Raster drivers a user of geoetl expects. Never VRT, GTI, WMS, WMTS, WCS, MBTiles,
-# Rasterlite, KMLSUPEROVERLAY, PDF, PCIDSK, MRF, HDF5, Zarr, STACIT, STACTA, the
+# Raster drivers a user of geoetl expects (HDF5 only through open_container and
+# open_variable, once check_hdf5 walked the file). Never VRT, GTI, WMS, WMTS, WCS, MBTiles,
+# Rasterlite, KMLSUPEROVERLAY, PDF, PCIDSK, MRF, Zarr, STACIT, STACTA, the
 # PostGIS/HTTP/cloud-service drivers or anything else that opens other datasets,
 # connection strings or URLs named inside a file.
 # Files that are a vector dataset on their own (a .gdb folder is one too): what the
@@ -540,8 +541,8 @@ def check_hdf5(path: Path, name: str) -> None:
 # path prefix that open one variable of it.
 CONTAINER_DRIVERS: tuple[str, ...] = ("netCDF", "HDF5", "HDF5Image")
 _VARIABLE_OPENERS: dict[str, tuple[str, str]] = {
-    "netCDF": ("netCDF", 'NETCDF:"{path}":{variable}'),
-    "HDF5": ("HDF5Image", 'HDF5:"{path}"://{variable}'),
+    "netCDF": ("netCDF", "NETCDF"),
+    "HDF5": ("HDF5Image", "HDF5"),
 }
 # A variable name geoetl puts into a GDAL path: letters, digits, '_', '.', '-', and '/'
 # between the names of groups; no quotes, colons, '..', spaces or '/vsi…/'.
@@ -557,7 +558,8 @@ class Variable:
     name: str
     description: str
     dimensions: int
-    gdal_path: str = field(repr=False)
+    gdal_name: str = field(repr=False)
+    """The name as GDAL lists it: ``name`` after up to two slashes (``//data/temp``)."""
 
 
 def check_variable_name(name: str) -> str:
@@ -598,11 +600,11 @@ def variables(ds: DatasetReader) -> list[Variable]:
     while f"SUBDATASET_{index}_NAME" in tags:
         path = tags[f"SUBDATASET_{index}_NAME"]
         description = tags.get(f"SUBDATASET_{index}_DESC", "")
-        name = _variable_of(path)
+        listed = _variable_of(path)
         shape = re.match(r"^\[([0-9x]+)\]", description)
         dims = len(shape.group(1).split("x")) if shape else 2
-        if name is not None:
-            found.append(Variable(name, description, dims, path))
+        if listed is not None:
+            found.append(Variable(listed.lstrip("/"), description, dims, listed))
         index += 1
     return found
 
@@ -610,7 +612,7 @@ def variables(ds: DatasetReader) -> list[Variable]:
 def _variable_of(path: str) -> str | None:
     # NETCDF:"/p/f.nc":var  or  HDF5:"/p/f.h5"://group/var  (GDAL quotes the file name).
     match = re.match(r'^[A-Za-z0-9]+:"[^"]*":(.*)$', path)
-    return match.group(1).lstrip("/") if match else None
+    return match.group(1) if match else None
 
 
 def variable_path(ds: DatasetReader, source: UserFile, variable: str) -> tuple[str, str]:
@@ -621,13 +623,18 @@ def variable_path(ds: DatasetReader, source: UserFile, variable: str) -> tuple[s
     """
     name = check_variable_name(variable)
     known = variables(ds)
-    if name not in {v.name for v in known}:
+    entry = next((v for v in known if v.name == name), None)
+    if entry is None:
         listed = ", ".join(v.name for v in known[:30]) or "none GDAL can read as a raster"
         raise InputError(
             f"{source.name} has no variable {variable[:80]!r}; its variables are: {listed}"
         )
-    driver, template = _VARIABLE_OPENERS[ds.driver]
-    return template.format(path=source.path, variable=name), driver
+    # The file's own spelling, checked like the user's: only slashes may precede the name.
+    spelled = entry.gdal_name in (name, f"/{name}", f"//{name}")
+    if not spelled or ds.driver not in _VARIABLE_OPENERS:
+        raise InputError(f"{source.name}: GDAL lists variable {name} in a form geoetl refuses")
+    driver, prefix = _VARIABLE_OPENERS[ds.driver]
+    return f'{prefix}:"{source.path}":{entry.gdal_name}', driver
 
 
 @contextmanager
