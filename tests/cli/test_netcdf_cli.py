@@ -33,3 +33,12 @@ def test_ingest_netcdf_variable_as_bands_then_as_items(settings: Settings, tmp_p
     for time in EXPECTED_TIMES:
         assert time in shown
     assert "climate_pr_20210101T000000" in shown
+
+
+def test_ingest_folder_of_netcdf_time_steps_as_items(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    make_netcdf(folder / "run1.nc")
+    run = geoetl(settings, "ingest", str(folder), "--variable", "tas", "--time-as", "items")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "4 items" in run.stdout
