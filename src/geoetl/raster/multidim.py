@@ -50,6 +50,9 @@ CF_TIME_UNITS = re.compile(r"^\s*[A-Za-z]+\s+since\s+\S")
 REAL_CALENDARS = frozenset({"standard", "gregorian", "proleptic_gregorian"})
 # Bytes of pixels (one band) copied per read/write.
 COPY_CHUNK_BYTES = 32 * 1024 * 1024
+# GDAL's block cache during the copy. Its default (5% of RAM) fills with blocks read and
+# written once: copying 8 x 3000 x 3000 int16 peaked at 556 MiB RSS with it.
+COPY_CACHE_BYTES = 64 * 1024 * 1024
 # Where the copies are kept, under the folder given to extract().
 VARIABLES_FOLDER = "variables"
 
@@ -255,9 +258,11 @@ def extract(
     Written once into ``folder/variables`` (atomically: tasks on one machine share it)
     and returned as a checked user file named after the source, variable and time.
     """
+    import rasterio
+
     out_dir = folder / VARIABLES_FOLDER
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open_chosen(source, variable) as (ds, name):
+    with rasterio.Env(GDAL_CACHEMAX=COPY_CACHE_BYTES), open_chosen(source, variable) as (ds, name):
         axis = time_axis(ds)
         if time_index is not None and not 0 <= time_index < ds.count:
             raise InputError(
