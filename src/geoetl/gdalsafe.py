@@ -22,6 +22,11 @@ which driver opens it, so every user file goes through this module:
   driver must be in :data:`VECTOR_DRIVERS` before any data is read. (pyogrio offers
   neither an allowed-driver list at open nor GDAL's file list: the sniff and the
   allow-list of drivers that open no other files stand in for them.)
+* :func:`open_variable`: one variable of a NetCDF or HDF5 file, named by the user but
+  opened by a GDAL path the platform builds (``NETCDF:"<file>":<variable>``), after the
+  name was checked against a strict pattern and the file's own list of variables. HDF5
+  files (NetCDF-4 is HDF5) are walked first: external links, external raw data and
+  virtual datasets, which make the HDF5 library read other files, are refused.
 * :func:`parse_crs`: CRS strings from users (``input_crs``, ``target_crs``) parsed by
   PROJ without file or network access (no ``+init=``, no grid paths, no URLs).
 """
@@ -48,8 +53,9 @@ if TYPE_CHECKING:
 
     from geoetl.storage.objectstore import ObjectStore
 
-# Raster drivers a user of geoetl expects. Never VRT, GTI, WMS, WMTS, WCS, MBTiles,
-# Rasterlite, KMLSUPEROVERLAY, PDF, PCIDSK, MRF, HDF5, Zarr, STACIT, STACTA, the
+# Raster drivers a user of geoetl expects (HDF5 only through open_container and
+# open_variable, once check_hdf5 walked the file). Never VRT, GTI, WMS, WMTS, WCS, MBTiles,
+# Rasterlite, KMLSUPEROVERLAY, PDF, PCIDSK, MRF, Zarr, STACIT, STACTA, the
 # PostGIS/HTTP/cloud-service drivers or anything else that opens other datasets,
 # connection strings or URLs named inside a file.
 # Files that are a vector dataset on their own (a .gdb folder is one too): what the
@@ -370,6 +376,8 @@ def sniff(path: Path, name: str) -> None:
     found = reference_format(head)
     if found is not None:
         raise InputError(f"{name} is {found.what}, {found.danger}; {found.advice}")
+    if is_hdf5(head):
+        check_hdf5(path, name)
     if head.lstrip(b"\xef\xbb\xbf \t\r\n\x1e")[:1] in (b"{", b"["):
         href = crs_link(path)
         if href is not None:
@@ -460,6 +468,203 @@ def check_files(files: Iterable[str], source: UserFile) -> None:
                 "own folder; geoetl reads only the uploaded file and its sidecar files — "
                 "upload the data itself"
             )
+
+
+# --- HDF5 and NetCDF-4 -------------------------------------------------------------------
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# An HDF5 file may start with a user block of 512, 1024, 2048, … bytes.
+_HDF5_OFFSETS = (0, *(512 << i for i in range(12)))
+# The HDF5 walk stops (and refuses the file) past this many objects: a real dataset
+# holds a few hundred at most.
+MAX_HDF5_OBJECTS = 100_000
+
+
+def is_hdf5(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) is an HDF5 file's (NetCDF-4 too)."""
+    return any(head[o : o + 8] == HDF5_SIGNATURE for o in _HDF5_OFFSETS if o < len(head))
+
+
+def check_hdf5(path: Path, name: str) -> None:
+    """Refuse an HDF5 file whose objects make the HDF5 library read other files.
+
+    External links (``ExternalLink``), datasets whose raw data lives in external files
+    (``H5Pset_external``) and virtual datasets (VDS) name other files that the HDF5
+    library opens itself, out of GDAL's sight (GDAL's file list shows only the file):
+    ``/etc/passwd``, another bronze object. Every group and dataset is visited once
+    (h5py resolves no link while walking); soft links stay inside the file.
+    """
+    import h5py  # type: ignore[import-untyped]
+
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{name} is not a readable HDF5 file ({exc})") from None
+    with handle:
+        seen: set[Any] = set()
+        pending: list[Any] = [handle]
+        while pending:
+            group = pending.pop()
+            for key in group:
+                link = group.get(key, getlink=True)
+                if isinstance(link, h5py.ExternalLink):
+                    raise InputError(
+                        f"{name} holds an external link ({group.name}/{key} → "
+                        f"{str(link.filename)[:80]!r}), which makes the HDF5 library read "
+                        "another file; upload a file that holds its data itself"
+                    )
+                if isinstance(link, h5py.SoftLink):
+                    continue  # a path inside this file, visited through its hard link
+                obj = group.get(key)
+                address = h5py.h5o.get_info(obj.id).addr
+                if address in seen:
+                    continue
+                seen.add(address)
+                if len(seen) > MAX_HDF5_OBJECTS:
+                    raise InputError(
+                        f"{name} holds more than {MAX_HDF5_OBJECTS} HDF5 objects; geoetl "
+                        "reads data files, not archives of them"
+                    )
+                if isinstance(obj, h5py.Group):
+                    pending.append(obj)
+                elif isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
+                    raise InputError(
+                        f"{name}: dataset {obj.name} keeps its values in other files "
+                        f"({'a virtual dataset' if obj.is_virtual else 'external storage'}), "
+                        "which the HDF5 library would read; upload a file that holds its "
+                        "data itself"
+                    )
+
+
+# Drivers that open a NetCDF or HDF5 file as a whole (listing its variables; GDAL opens
+# an HDF5 file holding one dataset as that dataset, with HDF5Image), and the driver and
+# path prefix that open one variable of it.
+CONTAINER_DRIVERS: tuple[str, ...] = ("netCDF", "HDF5", "HDF5Image")
+_VARIABLE_OPENERS: dict[str, tuple[str, str]] = {
+    "netCDF": ("netCDF", "NETCDF"),
+    "HDF5": ("HDF5Image", "HDF5"),
+}
+# A variable name geoetl puts into a GDAL path: letters, digits, '_', '.', '-', and '/'
+# between the names of groups; no quotes, colons, '..', spaces or '/vsi…/'.
+VARIABLE_NAME = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}(/[A-Za-z_][A-Za-z0-9_.-]{0,127}){0,15}$"
+)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A variable of a NetCDF/HDF5 file as GDAL lists it (a subdataset)."""
+
+    name: str
+    description: str
+    dimensions: int
+    gdal_name: str = field(repr=False)
+    """The name as GDAL lists it: ``name`` after up to two slashes (``//data/temp``)."""
+
+
+def check_variable_name(name: str) -> str:
+    """``name`` without leading slashes, or InputError when it is not a plain variable name."""
+    cleaned = name.strip().lstrip("/")
+    if not VARIABLE_NAME.match(cleaned) or ".." in cleaned.split("/"):
+        raise InputError(
+            f"variable {name[:80]!r} is not a variable name geoetl accepts (letters, digits, "
+            "'_', '.', '-', and '/' between group names); give the name of a variable as "
+            "ncdump -h or gdalinfo lists it"
+        )
+    return cleaned
+
+
+@contextmanager
+def open_container(source: UserFile) -> Iterator[DatasetReader]:
+    """Open a NetCDF/HDF5 user file as a whole, with only :data:`CONTAINER_DRIVERS`."""
+    from rasterio.io import DatasetReader
+
+    if source.remote:
+        raise InputError(f"{source.name}: NetCDF and HDF5 files are read from a local copy")
+    if '"' in source.path:
+        raise InputError(f"{source.name}: a file whose path holds '\"' cannot be read; rename it")
+    with safe_gdal(vector=False):
+        ds = DatasetReader(source.path, driver=list(CONTAINER_DRIVERS))
+        try:
+            _check_driver(ds, source, CONTAINER_DRIVERS)
+            yield ds
+        finally:
+            ds.close()
+
+
+def variables(ds: DatasetReader) -> list[Variable]:
+    """The variables (subdatasets) GDAL lists for an open container, in its order."""
+    tags = ds.tags(ns="SUBDATASETS")
+    found = []
+    index = 1
+    while f"SUBDATASET_{index}_NAME" in tags:
+        path = tags[f"SUBDATASET_{index}_NAME"]
+        description = tags.get(f"SUBDATASET_{index}_DESC", "")
+        listed = _variable_of(path)
+        shape = re.match(r"^\[([0-9x]+)\]", description)
+        dims = len(shape.group(1).split("x")) if shape else 2
+        if listed is not None:
+            found.append(Variable(listed.lstrip("/"), description, dims, listed))
+        index += 1
+    return found
+
+
+def _variable_of(path: str) -> str | None:
+    # NETCDF:"/p/f.nc":var  or  HDF5:"/p/f.h5"://group/var  (GDAL quotes the file name).
+    match = re.match(r'^[A-Za-z0-9]+:"[^"]*":(.*)$', path)
+    return match.group(1) if match else None
+
+
+def variable_path(ds: DatasetReader, source: UserFile, variable: str) -> tuple[str, str]:
+    """The GDAL path (built here) and driver that open ``variable`` of the container ``ds``.
+
+    InputError when ``variable`` is not a plain name, or not one of the file's variables
+    (the message lists them).
+    """
+    name = check_variable_name(variable)
+    known = variables(ds)
+    entry = next((v for v in known if v.name == name), None)
+    if entry is None:
+        listed = ", ".join(v.name for v in known[:30]) or "none GDAL can read as a raster"
+        raise InputError(
+            f"{source.name} has no variable {variable[:80]!r}; its variables are: {listed}"
+        )
+    # The file's own spelling, checked like the user's: only slashes may precede the name.
+    spelled = entry.gdal_name in (name, f"/{name}", f"//{name}")
+    if not spelled or ds.driver not in _VARIABLE_OPENERS:
+        raise InputError(f"{source.name}: GDAL lists variable {name} in a form geoetl refuses")
+    driver, prefix = _VARIABLE_OPENERS[ds.driver]
+    return f'{prefix}:"{source.path}":{entry.gdal_name}', driver
+
+
+@contextmanager
+def open_variable(source: UserFile, variable: str) -> Iterator[DatasetReader]:
+    """Open one variable of a NetCDF/HDF5 user file (see :func:`variable_path`).
+
+    The container is opened first with :data:`CONTAINER_DRIVERS` to list its variables;
+    the variable is then opened by a platform-made path with its driver only, and the
+    files GDAL reports touching must lie in the source's folder.
+    """
+    from rasterio.io import DatasetReader
+
+    with open_container(source) as container:
+        path, driver = variable_path(container, source, variable)
+    with safe_gdal(vector=False):
+        ds = DatasetReader(path, driver=[driver])
+        try:
+            _check_driver(ds, source, (driver,))
+            yield ds
+        finally:
+            ds.close()
+
+
+def _check_driver(ds: DatasetReader, source: UserFile, drivers: tuple[str, ...]) -> None:
+    if ds.driver not in drivers:
+        raise InputError(
+            f"{source.name} was read by GDAL's {ds.driver} driver, which geoetl does not "
+            "accept for NetCDF/HDF5 variables"
+        )
+    check_files(ds.files, source)
 
 
 # --- GDAL configuration -------------------------------------------------------------------

@@ -20,10 +20,21 @@ Kind = Literal["raster", "vector"]
 
 SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")
 WORKFLOWS: dict[Kind, str] = {"raster": "process_raster", "vector": "process_vector"}
+# A raster's time steps as items (time_as=items): one item per step.
+TIMES_WORKFLOW = "process_raster_times"
 
 _SHARED = ("access_level", "input_crs", "collection_id", "target_crs", "replace")
 OPTIONS: dict[Kind, tuple[str, ...]] = {
-    "raster": (*_SHARED, "item_id", "output_tier", "raster_type", "strict_mode", "jpeg_quality"),
+    "raster": (
+        *_SHARED,
+        "item_id",
+        "output_tier",
+        "raster_type",
+        "strict_mode",
+        "jpeg_quality",
+        "variable",
+        "time_as",
+    ),
     "vector": (*_SHARED, "dataset_id", "layer", "keep_z", "csv_lat", "csv_lon", "csv_wkt"),
 }
 
@@ -94,6 +105,8 @@ def job_request(kind: Kind, source: str, options: dict[str, Any]) -> tuple[str, 
 
     Options that do not apply to the kind (a vector ``layer`` for a raster) and unset
     ones are left out; a raster's ``target_crs`` of ``native`` keeps the file's CRS.
+    A NetCDF variable with ``time_as=items`` is published by process_raster_times (one
+    item per time step).
     """
     params: dict[str, Any] = {"source": source}
     for name in OPTIONS[kind]:
@@ -103,4 +116,6 @@ def job_request(kind: Kind, source: str, options: dict[str, Any]) -> tuple[str, 
         if name == "target_crs" and kind == "raster" and str(value).lower() == "native":
             value = None
         params[name] = value
+    if kind == "raster" and params.get("time_as") == "items":
+        return TIMES_WORKFLOW, params
     return WORKFLOWS[kind], params

@@ -220,7 +220,13 @@ def test_demo_workflows_are_off_unless_enabled(anonymous: TestClient) -> None:
     admin = token(anonymous, "root", "admin", "restricted")
     response = anonymous.post("/jobs/fan_out_demo", json={"n": 1_000_000}, headers=admin)
     assert response.status_code == 404
-    offered = ["process_raster", "process_raster_collection", "process_vector", "unpublish"]
+    offered = [
+        "process_raster",
+        "process_raster_collection",
+        "process_raster_times",
+        "process_vector",
+        "unpublish",
+    ]
     assert response.json()["detail"].endswith("known: " + ", ".join(offered))
     names = {w["name"] for w in anonymous.get("/workflows").json()}
     assert names == set(offered)

@@ -105,6 +105,12 @@ async def ingest_upload(
     input_crs: Annotated[str | None, Query(description="CRS of a file that has none.")] = None,
     raster_type: Annotated[str | None, Query(description="Raster: auto, rgb, dem, …")] = None,
     jpeg_quality: Annotated[int | None, Query(ge=1, le=100)] = None,
+    variable: Annotated[
+        str | None, Query(description="NetCDF/HDF5: the variable to publish.")
+    ] = None,
+    time_as: Annotated[
+        str | None, Query(description="NetCDF: time steps as 'bands' (default) or 'items'.")
+    ] = None,
     strict_mode: Annotated[bool | None, Query(description="Raster: warnings fail.")] = None,
     keep_z: Annotated[bool | None, Query(description="Vector: keep Z coordinates.")] = None,
     csv_lat: Annotated[str | None, Query(description="CSV latitude column.")] = None,
@@ -132,6 +138,8 @@ async def ingest_upload(
         "input_crs": input_crs,
         "raster_type": raster_type,
         "jpeg_quality": jpeg_quality,
+        "variable": variable,
+        "time_as": time_as,
         "strict_mode": strict_mode,
         "keep_z": keep_z,
         "csv_lat": csv_lat,

@@ -24,7 +24,7 @@ from geoetl.cli.render import console, err_console, progress_display, status_tex
 from geoetl.cli.state import State
 from geoetl.engine.models import JobStatus, JobView
 from geoetl.errors import GeoEtlError, InputError
-from geoetl.ingest import SHAPEFILE_SIDECARS, WORKFLOWS, detect_kind
+from geoetl.ingest import SHAPEFILE_SIDECARS, TIMES_WORKFLOW, WORKFLOWS, detect_kind
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -57,7 +57,7 @@ OTHER_SIDECARS = (".fix", ".atx", ".ain", ".aih", ".gfs")
 SIDECARS = (*SHAPEFILE_SIDECARS, *RASTER_SIDECARS, *OTHER_SIDECARS)
 # Suffixes whose content decides: a .json is as often a settings file as GeoJSON.
 PROBED_SUFFIXES = {".json"}
-KINDS = {workflow: kind for kind, workflow in WORKFLOWS.items()}
+KINDS = {workflow: kind for kind, workflow in WORKFLOWS.items()} | {TIMES_WORKFLOW: "raster"}
 
 SETTLED_OK = {JobStatus.succeeded.value, JobStatus.awaiting_approval.value}
 """Statuses that are no failure: published, or waiting for an admin's approval."""
@@ -205,7 +205,9 @@ def _ingest(
     if view.status == JobStatus.succeeded:
         result = view.result or {}
         item.published = (
-            f"{result['collection_id']}/{result.get('item_id') or result['dataset_id']}"
+            f"{result['collection_id']}/{result.get('item_id') or result.get('dataset_id')}"
+            if "items" not in result
+            else f"{result['collection_id']}: {len(result['items'])} items"
         )
     elif view.error is not None:
         item.error = view.error.message

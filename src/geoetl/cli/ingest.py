@@ -111,6 +111,16 @@ def ingest(
     ] = None,
     input_crs: Annotated[str | None, typer.Option(help="CRS of a file that has none.")] = None,
     raster_type: Annotated[str | None, typer.Option(help="Raster: auto, rgb, dem, …")] = None,
+    variable: Annotated[
+        str | None,
+        typer.Option(help="NetCDF/HDF5: the variable to publish (default: the only one)."),
+    ] = None,
+    time_as: Annotated[
+        str | None,
+        typer.Option(
+            help="NetCDF: time steps as 'bands' of one item (default) or one item each ('items')."
+        ),
+    ] = None,
     keep_z: Annotated[bool, typer.Option(help="Vector: keep Z coordinates.")] = False,
     csv_lat: Annotated[str | None, typer.Option(help="CSV latitude column.")] = None,
     csv_lon: Annotated[str | None, typer.Option(help="CSV longitude column.")] = None,
@@ -144,6 +154,8 @@ def ingest(
         "target_crs": target_crs,
         "input_crs": input_crs,
         "raster_type": raster_type,
+        "variable": variable,
+        "time_as": time_as,
         "keep_z": keep_z or None,
         "csv_lat": csv_lat,
         "csv_lon": csv_lon,
@@ -178,6 +190,14 @@ def ingest(
         console.print(f"  viewer   {base}{result['urls']['viewer']}", soft_wrap=True)
         console.print(f"  tiles    {base}{result['urls']['tiles']}", soft_wrap=True)
         console.print(f"  preview  {base}{result['urls']['preview']}", soft_wrap=True)
+    elif view.workflow == "process_raster_times":
+        console.print(
+            f"[green]published[/] {result['collection_id']}: variable {result['variable']}, "
+            f"{len(result['items'])} time steps"
+        )
+        for entry in result["items"]:
+            console.print(f"  {entry['time']:<22}{entry['item_id']}", soft_wrap=True)
+        console.print(f"  catalog  {base}{result['urls']['stac_collection']}", soft_wrap=True)
     else:
         console.print(f"[green]published[/] {result['collection_id']}/{result['dataset_id']}")
         for table in result["tables"]:

@@ -310,6 +310,7 @@ def _warp_into_memory(
                 mem.set_band_description(band, src.descriptions[band - 1])
         mem.scales = tuple(src.scales) + (1.0,) * (mem.count - src.count)
         mem.offsets = tuple(src.offsets) + (0.0,) * (mem.count - src.count)
+        mem.units = tuple(u or "" for u in src.units) + ("",) * (mem.count - src.count)
         mem.close()
         with memfile.open() as warped:
             yield warped

@@ -32,6 +32,10 @@ RASTER_SUFFIXES = frozenset(
         ".jp2",
         ".img",
         ".nc",
+        ".nc4",
+        ".h5",
+        ".hdf5",
+        ".he5",
         ".png",
         ".jpg",
         ".jpeg",
@@ -176,7 +180,13 @@ def find_raster(files: list[Path], folder: Path, archive: str) -> Path:
 
 
 def bronze_raster(
-    objects: ObjectStore, key: str, scratch: Path, downloads: Path | None = None
+    objects: ObjectStore,
+    key: str,
+    scratch: Path,
+    downloads: Path | None = None,
+    *,
+    variable: str | None = None,
+    time_index: int | None = None,
 ) -> gdalsafe.UserFile:
     """The raster a bronze source key stands for, as a checked :class:`~gdalsafe.UserFile`.
 
@@ -187,9 +197,30 @@ def bronze_raster(
     ``scratch``; a folder the job's tasks on this machine share, so it is fetched once):
     GDAL reads all of a raster to convert it, and one sequential download costs less
     than the hundreds of range requests the conversion would make.
+
+    A NetCDF or HDF5 file gives the raster of one ``variable`` (its only data variable
+    when None), all its time steps as bands or only ``time_index`` (0-based): a GeoTIFF
+    copy made once in ``downloads`` (:func:`geoetl.raster.multidim.extract`). A
+    ``variable`` or ``time_index`` for any other file is an InputError.
     """
+    found = bronze_file(objects, key, scratch, downloads or scratch)
+    from geoetl.raster import multidim
+
+    if multidim.is_container(found):
+        return multidim.extract(found, variable, time_index, downloads or scratch)
+    if variable is not None or time_index is not None:
+        raise InputError(
+            f"{found.name} is not a NetCDF or HDF5 file; variable and time_as apply only "
+            "to those — leave them out"
+        )
+    return found
+
+
+def bronze_file(
+    objects: ObjectStore, key: str, scratch: Path, downloads: Path
+) -> gdalsafe.UserFile:
+    """The bronze file itself (unzipped, or downloaded from a remote store), checked."""
     name = gdalsafe.check_source_key(key)
-    downloads = downloads or scratch
     if name.lower().endswith(".zip"):
         from geoetl.archive import safe_extract
 

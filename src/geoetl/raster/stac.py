@@ -48,6 +48,29 @@ def acquisition_datetime(cog: Cog) -> datetime | None:
         return None
 
 
+def time_coverage(cog: Cog) -> tuple[datetime, datetime] | None:
+    """The time range a COG's tags give (``time_coverage_start``/``_end``, ISO 8601).
+
+    geoetl writes them for a NetCDF variable's time steps (:mod:`geoetl.raster.multidim`).
+    """
+    with _opened(cog) as ds:
+        tags = ds.tags()
+    try:
+        start, end = (
+            datetime.fromisoformat(tags[f"time_coverage_{edge}"].replace("Z", "+00:00"))
+            for edge in ("start", "end")
+        )
+    except (KeyError, ValueError):
+        return None
+    if start.tzinfo is None or end.tzinfo is None or end < start:
+        return None
+    return start, end
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def file_fields(path: Path) -> dict[str, Any]:
     """File extension fields: size and a multihash SHA-256 checksum."""
     return file_facts(path.stat().st_size, sha256_file(path))
@@ -108,6 +131,20 @@ def add_projection(item: Item, cog: Cog) -> None:
             item.bbox = _envelope(geometry)
 
 
+def _band_units(item: Item, cog: Cog) -> None:
+    """A band's unit from its ``units`` metadata (CF) where GDAL's unit field is empty.
+
+    A COG warped by GDAL's COG driver keeps band metadata but not the unit field.
+    """
+    bands = item.assets["data"].extra_fields.get("raster:bands") or []
+    with _opened(cog) as ds:
+        for index, band in enumerate(bands, start=1):
+            if not band.get("unit") and index <= ds.count:
+                unit = ds.tags(index).get("units")
+                if unit:
+                    band["unit"] = unit
+
+
 def _densified(polygon: dict[str, Any], points: int = 21) -> dict[str, Any]:
     """``polygon`` with ``points`` vertices per edge, so a reprojected edge may curve."""
     ring = polygon["coordinates"][0]
@@ -137,6 +174,15 @@ def build_item(
     of a COG that is not a local file; an extra asset gives its path or its fields.
     """
     when = acquisition_datetime(cog) or datetime.now(tz=UTC)
+    coverage = time_coverage(cog)
+    if coverage is not None:
+        when = coverage[0]
+        if coverage[1] != coverage[0]:
+            properties = {
+                **properties,
+                "start_datetime": _stamp(coverage[0]),
+                "end_datetime": _stamp(coverage[1]),
+            }
     item = create_stac_item(
         cog if isinstance(cog, DatasetReader) else str(cog),
         input_datetime=when,
@@ -151,6 +197,7 @@ def build_item(
         properties=properties,
     )
     add_projection(item, cog)
+    _band_units(item, cog)
     if files is None:
         assert isinstance(cog, Path), "give the file fields of a COG opened in place"
         files = file_fields(cog)

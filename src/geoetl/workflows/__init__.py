@@ -11,6 +11,7 @@ BUILT_IN = {
     "process_raster_collection": (
         "geoetl.workflows.process_raster_collection:process_raster_collection"
     ),
+    "process_raster_times": "geoetl.workflows.process_raster_times:process_raster_times",
     "process_vector": "geoetl.workflows.process_vector:process_vector",
     "unpublish": "geoetl.workflows.unpublish:unpublish",
 }

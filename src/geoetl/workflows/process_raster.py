@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -57,6 +57,18 @@ class ProcessRasterParams(BaseModel):
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$",
         description="The landing-zone batch this file came in (kept in its lineage).",
     )
+    variable: str | None = Field(
+        default=None,
+        description="NetCDF/HDF5: the variable to publish (default: the file's only one).",
+    )
+    time_as: Literal["bands", "items"] = Field(
+        default="bands",
+        description="NetCDF: time steps as the bands of one item, or one item each "
+        "(process_raster_times).",
+    )
+    time_index: int | None = Field(
+        default=None, ge=0, description="NetCDF: publish only this time step (0-based)."
+    )
 
     @field_validator("access_level", mode="before")
     @classmethod
@@ -71,11 +83,21 @@ class ProcessRasterParams(BaseModel):
             raise ValueError("source must be a key in the bronze zone (bronze/…)")
         return v
 
+    @field_validator("variable")
+    @classmethod
+    def _variable(cls, v: str | None) -> str | None:
+        try:
+            return None if v is None else gdalsafe.check_variable_name(v)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
     def resolved_item_id(self) -> str:
         """The item id: given, or derived from the source file name and tier."""
         if self.item_id:
             return self.item_id
         stem = slug(PurePosixPath(self.source).stem)
+        if self.variable:
+            stem = slug(f"{stem}_{self.variable.strip('/')}")
         return stem if self.output_tier == "analysis" else f"{stem}_{self.output_tier}"
 
     def publication_target(self) -> Target:
@@ -96,7 +118,19 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     ctx.progress(0, 1, "inspecting")
     if params.target_crs is not None:
         parse_crs(params.target_crs, "target_crs")  # refused before any COG is written
-    source = bronze_raster(objects, params.source, ctx.scratch, source_downloads(ctx))
+    if params.time_as == "items" and params.time_index is None:
+        raise InputError(
+            "time_as=items publishes one item per time step: submit process_raster_times "
+            "(geoetl ingest --time-as items does)"
+        )
+    source = bronze_raster(
+        objects,
+        params.source,
+        ctx.scratch,
+        source_downloads(ctx),
+        variable=params.variable,
+        time_index=params.time_index,
+    )
     info = inspect_raster(
         source,
         source.name,
@@ -220,7 +254,12 @@ def write_tier(
     message = f"writing {tier} COG"
     ctx.progress(0, 1, message)
     source = bronze_raster(
-        ctx.platform.objects, params.source, ctx.scratch / "source", source_downloads(ctx)
+        ctx.platform.objects,
+        params.source,
+        ctx.scratch / "source",
+        source_downloads(ctx),
+        variable=params.variable,
+        time_index=params.time_index,
     )
     out = ctx.scratch / "cog.tif"
 
