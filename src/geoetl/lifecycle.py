@@ -58,12 +58,36 @@ def fault_point(platform: Platform, name: str) -> None:
 # -- reserving and staging ------------------------------------------------------------------
 
 
-def params_hash(params: BaseModel) -> str:
-    """What makes two publications of one source identical: the params but ``replace``.
+# Parameters left out of a publication's identity: replacing is how, not what, and the
+# same file with the same options is the same whatever batch it came in.
+NOT_IDENTITY = {"replace", "batch_id"}
+# Parameters added to workflows after versions began recording params hashes.
+ADDED_LATER = ("variable", "time_as", "time_index")
 
-    (Nor the batch a file came in: the same file with the same options is the same.)
+
+def params_hash(params: BaseModel) -> str:
+    """What makes two publications of one source identical: the params that were set.
+
+    A parameter at its default counts as not given, so a parameter added to a workflow
+    later (with a default that keeps the old behaviour) leaves every hash as it was.
     """
-    data = params.model_dump(mode="json", exclude={"replace", "batch_id"})
+    return _sha(params.model_dump(mode="json", exclude=NOT_IDENTITY, exclude_defaults=True))
+
+
+def earlier_params_hashes(params: BaseModel) -> set[str]:
+    """The hash an older version of the same publication recorded.
+
+    Before defaults were left out, a hash covered every parameter the workflow had then,
+    defaults included; parameters added since (:data:`ADDED_LATER`) did not exist, and
+    are at their defaults when the publication is the same.
+    """
+    full = params.model_dump(mode="json", exclude=NOT_IDENTITY)
+    given = params.model_dump(mode="json", exclude=NOT_IDENTITY, exclude_defaults=True)
+    older = {k: v for k, v in full.items() if k in given or k not in ADDED_LATER}
+    return {_sha(full), _sha(older)}
+
+
+def _sha(data: dict[str, Any]) -> str:
     return hashlib.sha256(ids.canonical_json(data).encode()).hexdigest()
 
 
@@ -154,7 +178,11 @@ def reserve(
         if (own.collection_id, own.item_id) == (collection_id, item_id):
             return own
     current = platform.versions.current(collection_id, item_id)
-    if current is not None and (current.source_sha, current.params_hash) == (source_sha, digest):
+    if (
+        current is not None
+        and current.source_sha == source_sha
+        and current.params_hash in {digest, *earlier_params_hashes(params)}
+    ):
         return current
     return platform.versions.reserve(
         collection_id,

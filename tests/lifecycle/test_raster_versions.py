@@ -117,6 +117,41 @@ def test_identical_republication_is_a_no_op(client: TestClient) -> None:
     assert [v.version for v in platform.versions.history("terrain", "dem")] == [1, 2]
 
 
+def test_a_version_hashed_before_parameters_were_added_is_still_unchanged(
+    client: TestClient,
+) -> None:
+    """Versions recorded before NetCDF's parameters existed hashed every parameter then
+    known, defaults included; re-publishing the same file must not make a new version."""
+    import hashlib
+
+    import sqlalchemy as sa
+
+    from geoetl.engine.ids import canonical_json
+    from geoetl.versions import dataset_versions
+    from geoetl.workflows.process_raster import ProcessRasterParams
+
+    platform = platform_of(client)
+    first = publish_raster(platform, "elev.tif", collection="terrain", item="dem")
+    params = ProcessRasterParams.model_validate(platform.queries.job(first).params)
+    old = params.model_dump(mode="json", exclude={"replace", "batch_id"})
+    for added in ("variable", "time_as", "time_index"):
+        old.pop(added)
+    legacy = hashlib.sha256(canonical_json(old).encode()).hexdigest()
+    with platform.versions.engine.begin() as conn:
+        conn.execute(sa.update(dataset_versions).values(params_hash=legacy))
+
+    again = platform.store.resubmit(first)
+    assert run(platform, again).value == "succeeded"
+    assert platform.queries.job(again).result["unchanged"] is True
+    assert [v.version for v in platform.versions.history("terrain", "dem")] == [1]
+
+    # Another option is another publication, whatever the hash was made of.
+    other = publish_raster(
+        platform, "elev.tif", collection="terrain", item="dem", replace=True, target_crs=None
+    )
+    assert platform.queries.job(other).result.get("unchanged") is not True
+
+
 def test_unpublish_one_version_dry_run_then_for_real(
     client: TestClient, settings: Settings
 ) -> None:
