@@ -35,6 +35,8 @@ INGEST_OPTIONS = [
     "target_crs",
     "input_crs",
     "raster_type",
+    "variable",
+    "time_as",
     "jpeg_quality",
     "strict_mode",
     "keep_z",
