@@ -8,6 +8,8 @@ Inputs are built deterministically from the sample rasters in ``examples/data`` 
   **uncompressed**, native CRS (SIRGAS 2000 / UTM 25S);
 * ``dem_<N>.tif``: olinda_dem_utm25s upsampled the same way, float32, 512x512 tiles,
   **uncompressed**, native CRS (UTM 25S, GRS80), no nodata;
+* ``rgb_<N>_striped.tif``: the same pixels as ``rgb_<N>`` in strips of one row (an
+  untiled GeoTIFF, GDAL's default layout), native only (issue 16);
 * ``rgb_<M>.tif``: like ``rgb_<N>`` at M x M (3000 x 3000 x 3 bytes = 27 MB), the
   "~27 MB input end to end" case.
 
@@ -137,8 +139,14 @@ class InputFile:
         }
 
 
-def upsample(src_path: Path, dst: Path, size: int, bands: list[int], *, rgb: bool) -> None:
-    """``bands`` of ``src_path`` resampled (bilinear) to size x size, tiled, uncompressed."""
+def upsample(
+    src_path: Path, dst: Path, size: int, bands: list[int], *, rgb: bool, tiled: bool = True
+) -> None:
+    """``bands`` of ``src_path`` resampled (bilinear) to size x size, uncompressed.
+
+    Tiled in 512 px blocks, or (``tiled=False``) in strips of one row, GDAL's default
+    layout for an untiled GeoTIFF this wide.
+    """
     import rasterio
     from affine import Affine
     from rasterio.enums import ColorInterp, Resampling
@@ -155,12 +163,13 @@ def upsample(src_path: Path, dst: Path, size: int, bands: list[int], *, rgb: boo
             "crs": src.crs,
             "transform": transform,
             "nodata": None,
-            "tiled": True,
-            "blockxsize": BLOCK,
-            "blockysize": BLOCK,
             "compress": "none",
             "interleave": "pixel",
         }
+        if tiled:
+            profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK)
+        else:
+            profile.update(tiled=False, blockysize=1)
         if rgb:
             profile["photometric"] = "RGB"
     partial = dst.with_suffix(".partial.tif")
@@ -193,6 +202,15 @@ def build_inputs(work: Path, size: int, small_size: int, rebuild: bool) -> dict[
             "tiles, uncompressed, UTM 25S (GRS80) as in the sample, no nodata",
         ),
         InputFile(
+            f"rgb_{size}_striped",
+            "rgb",
+            work / f"rgb_{size}_striped.tif",
+            size,
+            size,
+            f"like rgb_{size} but striped (untiled, one row per strip: GDAL's default "
+            "layout of an untiled GeoTIFF), issue 16",
+        ),
+        InputFile(
             f"rgb_{small_size}",
             "rgb",
             work / f"rgb_{small_size}.tif",
@@ -207,7 +225,10 @@ def build_inputs(work: Path, size: int, small_size: int, rebuild: bool) -> dict[
         if rebuild or not spec.path.exists():
             t0 = time.perf_counter()
             if spec.kind == "rgb":
-                upsample(DATA / "L7_ETMs.tif", spec.path, spec.width, [3, 2, 1], rgb=True)
+                tiled = not spec.name.endswith("_striped")
+                upsample(
+                    DATA / "L7_ETMs.tif", spec.path, spec.width, [3, 2, 1], rgb=True, tiled=tiled
+                )
             else:
                 upsample(DATA / "olinda_dem_utm25s.tif", spec.path, spec.width, [1], rgb=False)
             spec.build_s = time.perf_counter() - t0
@@ -250,6 +271,13 @@ def make_cases(inputs: dict[str, InputFile], size: int, small_size: int) -> list
     )
     return [
         Case(f"rgb{size}-native", big_rgb, reproject=False, ratio_floors=True),
+        # Issue 16: the same pixels striped (untiled), native; the one-pass bronze copy.
+        Case(
+            f"rgb{size}-striped-native",
+            inputs[f"rgb_{size}_striped"],
+            reproject=False,
+            ratio_floors=True,
+        ),
         Case(f"rgb{size}-4326", big_rgb, reproject=True, ratio_floors=True),
         Case(f"dem{size}-native", big_dem, reproject=False, ratio_floors=True),
         Case(f"dem{size}-4326", big_dem, reproject=True, ratio_floors=True),

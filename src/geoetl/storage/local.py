@@ -14,7 +14,15 @@ from typing import IO, Any
 from fsspec.implementations.local import LocalFileSystem
 
 from geoetl.errors import NotFound, TransientError
-from geoetl.storage.base import ObjectStore, Zone, check_name, sha256_file
+from geoetl.storage.base import (
+    ObjectStore,
+    Zone,
+    check_name,
+    clone_file,
+    copy_hashing,
+    open_source,
+    sha256_file,
+)
 
 
 class LocalStore(ObjectStore):
@@ -204,24 +212,27 @@ class LocalStore(ObjectStore):
     def put_content_addressed(self, local: Path, zone: Zone = "bronze") -> tuple[str, str]:
         """Store a file at ``{zone}/{sha256}/{name}``; same content, same key.
 
-        The kernel copies the file (``copy_file_range``/``sendfile``) to a staging key
-        and the copy is hashed from the page cache: about 0.4 s for 268 MB against 0.85 s
-        for a read-hash-write loop in Python. The copy is then linked into place only if
-        no object holds that content yet.
+        The user's file is read once: where the file system shares blocks between files
+        (btrfs, XFS, …) the staging copy is a copy-on-write clone, hashed afterwards;
+        elsewhere each chunk read is hashed and written in one pass
+        (:func:`copy_hashing`). Never a hard link: editing the user's file later would
+        change the stored object. The copy is then linked into place only if no object
+        holds that content yet.
         """
         check_name(local.name)
         staging = Path(self._full(f"tmp/uploads/{uuid.uuid4().hex}"))
-        try:
-            with self._errors(local.name):
+        with open_source(local) as src, self._errors(local.name):
+            try:
                 staging.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(local, staging)
-                hexdigest = sha256_file(staging)
+                with staging.open("xb", buffering=0) as dst:
+                    cloned = clone_file(src, dst)
+                    hexdigest = sha256_file(staging) if cloned else copy_hashing(src, dst)
                 key = f"{zone}/{hexdigest}/{local.name}"
                 full = Path(self._full(key))
                 full.parent.mkdir(parents=True, exist_ok=True)
                 self._publish(staging, full, if_absent=True)
-        finally:
-            staging.unlink(missing_ok=True)
+            finally:
+                staging.unlink(missing_ok=True)
         return key, hexdigest
 
 

@@ -19,9 +19,13 @@ import pyarrow.parquet as pq
 import shapely
 from pyproj import CRS
 
+from geoetl.vector.memory import release_unused
+
 GEOMETRY = "geometry"
 COVERING = "bbox"
 COMPRESSION = "zstd"
+# Rows per batch streamed from the parts to the feature store.
+BATCH = 16_384
 
 
 def part_table(
@@ -71,11 +75,58 @@ def write_part(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression=COMPRESSION)
 
 
-def merge_parts(parts: list[Path], out: Path) -> tuple[int, list[float]]:
-    """Write the parts, in order, as one GeoParquet file; its row count and bbox."""
-    metas = [pq.read_schema(p).metadata or {} for p in parts]
-    geos = [json.loads(m[b"geo"]) for m in metas]
-    merged = geos[0]
+class PartWriter:
+    """One part file written a batch (:func:`part_table`) at a time, each a row group.
+
+    The ``geo`` metadata (every batch's geometry types, the bbox over all of them) is
+    added to the file's footer when it is closed; :func:`part_geo` reads it back.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._geos: list[dict[str, Any]] = []
+
+    def write(self, table: pa.Table) -> None:
+        """Append a batch."""
+        geo = json.loads((table.schema.metadata or {})[b"geo"])
+        self._geos.append(geo)
+        table = table.replace_schema_metadata(None)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression=COMPRESSION)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> str:
+        """Finish the file; the geometry type it declares (``… Z`` when a batch had Z)."""
+        if self._writer is None:
+            raise ValueError(f"nothing was written to {self.path.name}")
+        merged = merged_geo(self._geos)
+        self._writer.add_key_value_metadata({"geo": json.dumps(merged)})
+        self._writer.close()
+        types: list[str] = merged["columns"][GEOMETRY]["geometry_types"]
+        return max(types, key=lambda t: t.endswith(" Z"))
+
+    def abort(self) -> None:
+        """Drop the file."""
+        if self._writer is not None:
+            self._writer.close()
+        self.path.unlink(missing_ok=True)
+
+
+def part_geo(path: Path) -> dict[str, Any]:
+    """A part's ``geo`` metadata: in the Arrow schema (one table) or the footer (streamed)."""
+    found = (pq.read_metadata(path).metadata or {}).get(b"geo")
+    if found is None:
+        found = (pq.read_schema(path).metadata or {})[b"geo"]
+    geo: dict[str, Any] = json.loads(found)
+    return geo
+
+
+def merged_geo(geos: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``geo`` metadata for several parts: every geometry type, the bbox over all."""
+    merged: dict[str, Any] = json.loads(json.dumps(geos[0]))
     column = merged["columns"][GEOMETRY]
     types = {t for g in geos for t in g["columns"][GEOMETRY]["geometry_types"]}
     column["geometry_types"] = sorted(types)
@@ -90,14 +141,63 @@ def merge_parts(parts: list[Path], out: Path) -> tuple[int, list[float]]:
         if boxes
         else []
     )
-    schema = pq.read_schema(parts[0]).with_metadata({b"geo": json.dumps(merged).encode()})
-    rows = 0
-    with pq.ParquetWriter(out, schema, compression=COMPRESSION) as writer:
-        for path in parts:
-            table = pq.read_table(path, schema=schema)
-            writer.write_table(table)
-            rows += table.num_rows
-    return rows, column["bbox"]
+    return merged
+
+
+class MergedParts:
+    """The parts, in order, written as one GeoParquet file as they stream to a store.
+
+    Each part is read once, a row group at a time: :meth:`batches` hands the rows to
+    the feature store while the same row groups go into the merged file, so memory
+    stays that of one row group. :meth:`finish` writes whatever the store did not read
+    and returns the file's row count and bbox.
+    """
+
+    def __init__(self, parts: list[Path], out: Path) -> None:
+        self.parts, self.out = parts, out
+        merged = merged_geo([part_geo(p) for p in parts])
+        self.bbox: list[float] = merged["columns"][GEOMETRY]["bbox"]
+        self.schema = pq.read_schema(parts[0]).with_metadata({b"geo": json.dumps(merged).encode()})
+        self.rows = 0
+        self._groups = self._copy()
+
+    def _copy(self) -> Iterator[pa.Table]:
+        with pq.ParquetWriter(self.out, self.schema, compression=COMPRESSION) as writer:
+            for path in self.parts:
+                source = pq.ParquetFile(path)
+                for i in range(source.num_row_groups):
+                    table = source.read_row_group(i)
+                    if table.schema != self.schema:
+                        table = table.cast(self.schema)
+                    writer.write_table(table)
+                    self.rows += table.num_rows
+                    yield table
+                    del table
+                    release_unused()
+
+    def batches(self, columns: list[str]) -> pa.RecordBatchReader:
+        """The rows' ``columns`` as one stream of record batches (for the feature store)."""
+        fields = [self.schema.field(c) for c in columns]
+
+        def read() -> Iterator[pa.RecordBatch]:
+            for table in self._groups:
+                yield from table.select(columns).to_batches(max_chunksize=BATCH)
+
+        return pa.RecordBatchReader.from_batches(pa.schema(fields), read())
+
+    def finish(self) -> tuple[int, list[float]]:
+        """Complete the merged file: its row count and bbox."""
+        for _table in self._groups:
+            pass
+        return self.rows, self.bbox
+
+
+def merge_parts(parts: list[Path], out: Path) -> tuple[int, list[float]]:
+    """Write the parts, in order, as one GeoParquet file; its row count and bbox.
+
+    Streamed a row group at a time: memory stays that of one part's row group.
+    """
+    return MergedParts(parts, out).finish()
 
 
 def batches(parts: list[Path], columns: list[str]) -> pa.RecordBatchReader:
@@ -107,6 +207,9 @@ def batches(parts: list[Path], columns: list[str]) -> pa.RecordBatchReader:
 
     def read() -> Iterator[pa.RecordBatch]:
         for path in parts:
-            yield from pq.ParquetFile(path).iter_batches(columns=columns, batch_size=65_536)
+            for batch in pq.ParquetFile(path).iter_batches(columns=columns, batch_size=BATCH):
+                yield batch
+                del batch
+                release_unused()
 
     return pa.RecordBatchReader.from_batches(pa.schema(fields), read())

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -323,20 +323,134 @@ class Chunk(NamedTuple):
 
 
 def _parquet_chunk(path: Path, skip: int, limit: int | None) -> Chunk:
-    table = pq.read_table(path).slice(skip, limit)
-    geo = json.loads((table.schema.metadata or {}).get(b"geo", b"{}"))
+    batches = list(_parquet_batches(path, skip, limit, PARQUET_BATCH))
+    if len(batches) == 1:
+        return batches[0]
+    if not batches:  # nothing in range: the layer's empty chunk, with its schema
+        return next(_parquet_batches(path, 0, 0, PARQUET_BATCH, empty=True))
+    attributes = pa.concat_tables([b.attributes for b in batches])
+    return Chunk(attributes, np.concatenate([b.geometries for b in batches]), batches[0].crs)
+
+
+# Rows decoded at a time from a GeoParquet source (an upper bound for read_batches).
+PARQUET_BATCH = 65_536
+
+
+def _parquet_batches(
+    path: Path, skip: int, limit: int | None, batch_size: int, *, empty: bool = False
+) -> Iterator[Chunk]:
+    """Rows ``skip`` to ``skip + limit`` of a GeoParquet file, a batch at a time.
+
+    Only the row groups holding those rows are read. ``empty`` yields one batch of no
+    rows (the schema of the file).
+    """
+    source = pq.ParquetFile(path)
+    geo = json.loads((source.schema_arrow.metadata or {}).get(b"geo", b"{}"))
     primary = geo["primary_column"]
     column = geo["columns"][primary]
     covering = column.get("covering", {}).get("bbox", {}).get("xmin", [None])[0]
-    # GeoPandas decodes every GeoParquet geometry encoding (WKB and native GeoArrow).
-    geoms = gpd.GeoDataFrame.from_arrow(table.select([primary]), geometry=primary)
     crs = column.get("crs", "OGC:CRS84")
+    crs_text = None if crs is None else json.dumps(crs) if isinstance(crs, dict) else str(crs)
+    end = source.metadata.num_rows if limit is None else min(skip + limit, source.metadata.num_rows)
+    groups: list[int] = []
+    first_row = start = 0
+    for i in range(source.num_row_groups):
+        rows = source.metadata.row_group(i).num_rows
+        if start + rows > skip and start < end:
+            if not groups:
+                first_row = start
+            groups.append(i)
+        start += rows
+    if empty:
+        table = source.schema_arrow.empty_table()
+        yield _parquet_rows(table, primary, covering, crs_text)
+        return
+    position = first_row
+    for batch in source.iter_batches(batch_size=batch_size, row_groups=groups):
+        lo, hi = max(skip - position, 0), min(end - position, batch.num_rows)
+        position += batch.num_rows
+        if hi > lo:
+            table = pa.Table.from_batches([batch.slice(lo, hi - lo)])
+            yield _parquet_rows(table, primary, covering, crs_text)
+        if position >= end:
+            break
+
+
+def _parquet_rows(table: pa.Table, primary: str, covering: str | None, crs: str | None) -> Chunk:
+    # GeoPandas decodes every GeoParquet geometry encoding (WKB and native GeoArrow);
+    # imported here, where a GeoParquet source is read.
+    import geopandas as gpd
+
+    geoms = gpd.GeoDataFrame.from_arrow(table.select([primary]), geometry=primary)
     drop = [primary, *([covering] if covering in table.column_names else [])]
-    return Chunk(
-        table.drop_columns(drop),
-        geoms.geometry.to_numpy(),
-        None if crs is None else json.dumps(crs) if isinstance(crs, dict) else str(crs),
-    )
+    return Chunk(table.drop_columns(drop), geoms.geometry.to_numpy(), crs)
+
+
+def read_batches(
+    path: Path,
+    layer: str,
+    csv: CsvOptions | None = None,
+    *,
+    skip: int = 0,
+    limit: int | None = None,
+    column_types: dict[str, str] | None = None,
+    batch_size: int = 65_536,
+) -> Generator[Chunk, None, None]:
+    """Like :func:`read_chunk`, a batch of at most ``batch_size`` features at a time.
+
+    Only one batch is decoded at once (GDAL's Arrow stream, or a GeoParquet file's row
+    groups), so memory stays that of a batch however many features are read. Every
+    batch of a layer has the same Arrow schema.
+    """
+    if _is_parquet(path):
+        gdalsafe.user_file(path)
+        yield from _parquet_batches(path, skip, limit, min(batch_size, PARQUET_BATCH))
+        return
+    with gdalsafe.reading_vector(path) as src, ExitStack() as stack:
+        try:
+            options = _open_options(path, csv_geometry(src, csv) if _is_csv(path) else None)
+            gdalsafe.vector_info(src, layer=layer, **options)  # the driver, before any data
+            meta, reader = stack.enter_context(
+                pyogrio.open_arrow(
+                    src.path,
+                    layer=layer,
+                    skip_features=skip,  # GDAL's Arrow stream takes no max_features:
+                    batch_size=batch_size if limit is None else min(batch_size, limit),
+                    use_pyarrow=True,
+                    **options,
+                )
+            )
+        except (DataSourceError, DataLayerError) as exc:
+            raise InputError(f"cannot read layer {layer!r} of {path.name}: {exc}") from None
+        geometry = meta.get("geometry_name") or "wkb_geometry"
+        if geometry not in reader.schema.names:
+            raise InputError(
+                no_geometry(path.name, layer, [str(f) for f in meta.get("fields", [])])
+            )
+        left = limit
+        while left is None or left > 0:  # the stream stops after ``limit`` features
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (DataSourceError, DataLayerError) as exc:
+                raise InputError(f"cannot read layer {layer!r} of {path.name}: {exc}") from None
+            if left is not None:
+                batch = batch.slice(0, left)
+                left -= batch.num_rows
+            table = pa.Table.from_batches([batch])
+            del batch
+            yield _chunk_of(table, geometry, column_types, meta.get("crs"))
+
+
+def _chunk_of(
+    table: pa.Table, geometry: str, column_types: dict[str, str] | None, crs: str | None
+) -> Chunk:
+    geoms = shapely.from_wkb(table[geometry].to_numpy(zero_copy_only=False))
+    attributes = table.drop_columns([geometry])
+    if column_types:
+        attributes = apply_types(attributes, column_types)
+    return Chunk(attributes, geoms, crs)
 
 
 def read_chunk(
@@ -370,11 +484,7 @@ def read_chunk(
     geometry = meta.get("geometry_name") or "wkb_geometry"
     if geometry not in table.column_names:
         raise InputError(no_geometry(path.name, layer, [str(f) for f in meta.get("fields", [])]))
-    geoms = shapely.from_wkb(table[geometry].to_numpy(zero_copy_only=False))
-    attributes = table.drop_columns([geometry])
-    if column_types:
-        attributes = apply_types(attributes, column_types)
-    return Chunk(attributes, geoms, meta.get("crs"))
+    return _chunk_of(table, geometry, column_types, meta.get("crs"))
 
 
 def no_geometry(dataset: str, layer: str, fields: list[str], others: Sequence[str] = ()) -> str:

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow.parquet as pq
 import shapely
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pyproj import CRS, Transformer
@@ -29,13 +28,13 @@ from geoetl.vector.columns import index_columns, sanitize_columns
 from geoetl.vector.geoparquet import (
     COVERING,
     GEOMETRY,
-    batches,
-    merge_parts,
+    MergedParts,
+    PartWriter,
     part_table,
-    write_part,
 )
 from geoetl.vector.harden import HardenReport, as_multi, drop_m, harden
-from geoetl.vector.read import CsvOptions, find_dataset, list_layers, no_geometry, read_chunk
+from geoetl.vector.memory import release_unused
+from geoetl.vector.read import CsvOptions, find_dataset, list_layers, no_geometry, read_batches
 from geoetl.versions import Version
 from geoetl.workflows.stages import hold_for_approval, previous_result, publish
 
@@ -275,9 +274,7 @@ def table_name(dataset_id: str, layer: str, family: str, n_layers: int) -> str:
     return f"{base}_{FAMILY_SUFFIX[family]}"
 
 
-def _reproject(geoms: npt.NDArray[np.object_], source: CRS, target: CRS) -> Any:
-    transformer = Transformer.from_crs(source, target, always_xy=True)
-
+def _reproject(geoms: npt.NDArray[np.object_], transformer: Transformer) -> Any:
     def move(coords: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return np.column_stack(transformer.transform(*coords.T))
 
@@ -309,64 +306,125 @@ def _part_key(job_id: str, table: str, chunk_id: int) -> str:
     return f"tmp/{job_id}/parts/{table}/{chunk_id:05d}.parquet"
 
 
-def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
-    """Read one chunk, reproject, clean, rename columns, stage it as a GeoParquet part.
+# How much of the source file one batch of a chunk reads: features are read, reprojected,
+# cleaned and written a batch at a time, so a load task holds one batch in memory (about
+# ten times its size in the source: Arrow, shapely objects and their copies), not a
+# whole chunk. 4 MB is about 13,000 of the benchmark's polygons (docs/bench-ingestperf.md).
+BATCH_SOURCE_BYTES = 4 * 1024 * 1024
+MIN_BATCH, MAX_BATCH = 1_000, 65_536
 
-    A chunk's parts have fixed keys, so a retried chunk replaces its own parts and
-    never duplicates rows; finalize builds the GeoPackage and GeoParquet from them.
+
+def batch_features(source_bytes: int, features: int, chunk_size: int) -> int:
+    """Features per batch: about :data:`BATCH_SOURCE_BYTES` of the source each."""
+    per_feature = max(source_bytes / max(features, 1), 1.0)
+    size = int(BATCH_SOURCE_BYTES / per_feature)
+    return max(1, min(chunk_size, MAX_BATCH, max(MIN_BATCH, size)))
+
+
+def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
+    """Read one chunk, reproject, clean, rename columns, stage it as GeoParquet parts.
+
+    The chunk is streamed in batches (:func:`batch_features`), each written as a row
+    group of its table's part. A chunk's parts have fixed keys, so a retried chunk
+    replaces its own parts and never duplicates rows; finalize builds the feature tables
+    and GeoParquet from them.
     """
     item = ctx.item
     path = _dataset(params, ctx)
-    layer = next(x for x in ctx.results["inspect"]["layers"] if x["name"] == item["layer"])
-    attributes, geoms, layer_crs = read_chunk(
+    layers = ctx.results["inspect"]["layers"]
+    layer = next(x for x in layers if x["name"] == item["layer"])
+    target = _parse_crs(params.target_crs, "target_crs")
+    source_crs: CRS | None = None
+    transformer: Transformer | None = None
+    total = sum(int(x["features"]) for x in layers)
+    batch = batch_features(ctx.platform.objects.size(params.source), total, params.chunk_size)
+    _intent, steps = params.recipe()
+    mapping = ctx.results["plan"]["columns"][item["layer"]]
+    dataset_id = storage_id(params, ctx.results)
+    report = HardenReport()
+    reprojected = 0
+    writers: dict[str, PartWriter] = {}
+    families_of: dict[str, str] = {}
+    batches = read_batches(
         path,
         item["layer"],
         params.csv(),
         skip=item["skip"],
         limit=params.chunk_size,
         column_types=layer.get("column_types"),
+        batch_size=batch,
     )
-    target = _parse_crs(params.target_crs, "target_crs")
-    source = layer_crs or params.input_crs
-    if source is None:  # CSV latitude/longitude columns: WGS 84 unless input_crs says
-        source = layer.get("default_crs")
-        _check_degrees(geoms, path.name, layer.get("geometry_columns") or ["lat", "lon"])
-    assert source is not None  # inspect refused layers without any
-    source_crs = _parse_crs(source, "input_crs")
-    geoms, m_dropped = drop_m(geoms)  # before reprojecting: transform loses M (and XYZM's Z)
-    reprojected = 0
-    if not source_crs.equals(target):
-        geoms = _reproject(geoms, source_crs, target)
-        reprojected = len(geoms)
-    families, geoms, report = harden(geoms, keep_z=params.keep_z, geographic=target.is_geographic)
-    report.m_dropped += m_dropped
-    _intent, steps = params.recipe()
-    if "simplify" in steps:
-        geoms = shapely.simplify(geoms, params.tolerance(), preserve_topology=True)
-        for family, rows in families.items():  # simplify may return single parts
-            geoms[rows] = as_multi(geoms[rows], family)
-    mapping = ctx.results["plan"]["columns"][item["layer"]]
-    attrs = attributes.rename_columns([mapping.get(c, c) for c in attributes.column_names])
-    n_layers = len(ctx.results["inspect"]["layers"])
-    dataset_id = storage_id(params, ctx.results)
+    try:
+        for attributes, read, layer_crs in batches:
+            if source_crs is None:
+                source = layer_crs or params.input_crs
+                if source is None:  # CSV latitude/longitude columns: WGS 84 unless input_crs
+                    source = layer.get("default_crs")
+                assert source is not None  # inspect refused layers without any
+                source_crs = _parse_crs(source, "input_crs")
+                if not source_crs.equals(target):
+                    transformer = Transformer.from_crs(source_crs, target, always_xy=True)
+            if not (layer_crs or params.input_crs):
+                _check_degrees(read, path.name, layer.get("geometry_columns") or ["lat", "lon"])
+            # Before reprojecting: transform loses M (and XYZM's Z).
+            geoms, m_dropped = drop_m(read)
+            del read
+            if transformer is not None:
+                geoms = _reproject(geoms, transformer)
+                reprojected += len(geoms)
+            families, geoms, part_report = harden(
+                geoms, keep_z=params.keep_z, geographic=target.is_geographic
+            )
+            part_report.m_dropped += m_dropped
+            _add_report(report, part_report)
+            if "simplify" in steps:
+                geoms = shapely.simplify(geoms, params.tolerance(), preserve_topology=True)
+                for family, rows in families.items():  # simplify may return single parts
+                    geoms[rows] = as_multi(geoms[rows], family)
+            attrs = attributes.rename_columns([mapping.get(c, c) for c in attributes.column_names])
+            del attributes
+            for family, rows in families.items():
+                table = table_name(dataset_id, item["layer"], family, len(layers))
+                has_z = params.keep_z and bool(shapely.has_z(geoms[rows]).any())
+                geometry_type = MULTI_TYPE[family] + (" Z" if has_z else "")
+                if table not in writers:
+                    writers[table] = PartWriter(ctx.scratch / f"{table}.parquet")
+                    families_of[table] = family
+                writers[table].write(
+                    part_table(attrs.take(rows), geoms[rows], target, geometry_type)
+                )
+            del geoms, attrs, families
+            release_unused()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    finally:
+        batches.close()
     tables = {}
-    for family, rows in families.items():
-        table = table_name(dataset_id, item["layer"], family, n_layers)
-        has_z = params.keep_z and bool(shapely.has_z(geoms[rows]).any())
-        geometry_type = MULTI_TYPE[family] + (" Z" if has_z else "")
-        part = part_table(attrs.take(rows), geoms[rows], target, geometry_type)
-        local = ctx.scratch / f"{table}.parquet"
-        write_part(part, local)
+    for table, writer in writers.items():
+        geometry_type = writer.close()
         key = _part_key(ctx.job_id, table, item["chunk_id"])
-        ctx.platform.objects.put_file(local, key)
+        ctx.platform.objects.move_file(writer.path, key)
         tables[table] = {
-            "family": family,
+            "family": families_of[table],
             "layer": item["layer"],
-            "rows": len(rows),
+            "rows": writer.rows,
             "part": key,
             "geometry_type": geometry_type,
         }
     return {"tables": tables, "report": report.model_dump(), "reprojected": reprojected}
+
+
+def _add_report(total: HardenReport, part: HardenReport) -> None:
+    """Add one batch's (or chunk's) cleaning counts to ``total``."""
+    total.read += part.read
+    total.repaired += part.repaired
+    total.z_dropped += part.z_dropped
+    total.m_dropped += part.m_dropped
+    total.antimeridian_split += part.antimeridian_split
+    for reason, n in part.dropped.items():
+        total.drop(reason, n)
 
 
 def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
@@ -380,14 +438,7 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
     reprojected = 0
     tables: dict[str, dict[str, Any]] = {}
     for chunk in chunks:  # in chunk order
-        part = HardenReport.model_validate(chunk["report"])
-        report.read += part.read
-        report.repaired += part.repaired
-        report.z_dropped += part.z_dropped
-        report.m_dropped += part.m_dropped
-        report.antimeridian_split += part.antimeridian_split
-        for reason, n in part.dropped.items():
-            report.drop(reason, n)
+        _add_report(report, HardenReport.model_validate(chunk["report"]))
         reprojected += chunk["reprojected"]
         for table, info in chunk["tables"].items():
             entry = tables.setdefault(table, {**info, "rows": 0, "parts": []})
@@ -411,16 +462,18 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
             for key in info["parts"]
         ]
         local = ctx.scratch / f"{table}.parquet"
-        rows, bbox = merge_parts(parts, local)
-        columns = [c for c in pq.read_schema(parts[0]).names if c != COVERING]
+        # One read of the parts: the rows go to the store and into the GeoParquet file.
+        merged = MergedParts(parts, local)
+        columns = [c for c in merged.schema.names if c != COVERING]
         store.write_table(
             dataset_id,
             table,
-            batches(parts, columns),
+            merged.batches(columns),
             geometry_column=GEOMETRY,
             geometry_type=info["geometry_type"],
             crs=target.to_wkt(),
         )
+        rows, bbox = merged.finish()
         written[table] = (local, rows, bbox)
     per_layer = index_columns(params.index_columns, mapping)
     index = {t: per_layer[info["layer"]] for t, info in tables.items()}

@@ -1,0 +1,150 @@
+"""A vector load streams: batches read, parts written and merged a row group at a time.
+
+Memory itself is a benchmark figure (benchmarks/postgis.py, docs/bench-ingestperf.md);
+these tests check that streaming loses, duplicates and reorders nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyogrio
+import pytest
+import shapely
+from pyproj import CRS
+
+from geoetl.engine.models import JobStatus
+from geoetl.platform import Platform
+from geoetl.vector.geoparquet import GEOMETRY, MergedParts, PartWriter, part_table
+from geoetl.vector.read import read_batches, read_chunk
+from geoetl.workers import make_runner
+from geoetl.workflows import process_vector
+
+
+def _squares(n: int, crs: str = "EPSG:32618") -> gpd.GeoDataFrame:
+    x = np.arange(n, dtype=float) * 100 + 500_000
+    geoms = shapely.box(x, 4_500_000, x + 50, 4_500_050)
+    return gpd.GeoDataFrame(
+        {"n": np.arange(n), "name": [f"f{i}" for i in range(n)]}, geometry=geoms, crs=crs
+    )
+
+
+@pytest.fixture
+def gpkg(tmp_path: Path) -> Path:
+    path = tmp_path / "squares.gpkg"
+    pyogrio.write_dataframe(_squares(2_500), path, layer="squares")
+    return path
+
+
+def test_batches_of_a_gpkg_are_the_chunk_in_order(gpkg: Path) -> None:
+    whole = read_chunk(gpkg, "squares", skip=300, limit=1_700)
+    batches = list(read_batches(gpkg, "squares", skip=300, limit=1_700, batch_size=400))
+    assert [len(b.geometries) for b in batches] == [400, 400, 400, 400, 100]
+    assert pa.concat_tables([b.attributes for b in batches]).equals(whole.attributes)
+    geoms = np.concatenate([b.geometries for b in batches])
+    assert shapely.equals(geoms, whole.geometries).all()
+    assert batches[0].attributes.column("n")[0].as_py() == 300
+    assert all(b.crs == whole.crs for b in batches)
+
+
+def test_batches_of_a_geoparquet_read_only_the_rows_asked(tmp_path: Path) -> None:
+    path = tmp_path / "squares.parquet"
+    _squares(2_500, "EPSG:4326").to_parquet(path, row_group_size=700)
+    assert pq.ParquetFile(path).num_row_groups == 4
+    batches = list(read_batches(path, "squares", skip=1_000, limit=1_250, batch_size=300))
+    numbers = np.concatenate([b.attributes.column("n").to_numpy() for b in batches])
+    assert numbers.tolist() == list(range(1_000, 2_250))
+    assert max(len(b.geometries) for b in batches) <= 300
+    whole = read_chunk(path, "squares", skip=1_000, limit=1_250)
+    assert shapely.equals(np.concatenate([b.geometries for b in batches]), whole.geometries).all()
+    assert read_chunk(path, "squares", skip=5_000).attributes.num_rows == 0  # past the end
+
+
+def _part(frame: gpd.GeoDataFrame, geometry_type: str) -> pa.Table:
+    attributes = pa.Table.from_pandas(frame.drop(columns="geometry"), preserve_index=False)
+    return part_table(attributes, frame.geometry.to_numpy(), CRS("EPSG:4326"), geometry_type)
+
+
+def test_parts_written_in_batches_merge_into_one_geoparquet(tmp_path: Path) -> None:
+    frame = _squares(1_000, "EPSG:4326")
+    frame.geometry = shapely.multipolygons(frame.geometry.to_numpy().reshape(-1, 1).tolist())
+    parts = []
+    for p in range(2):
+        writer = PartWriter(tmp_path / f"part{p}.parquet")
+        for b in range(5):
+            rows = frame.iloc[p * 500 + b * 100 : p * 500 + (b + 1) * 100]
+            kind = "MultiPolygon Z" if (p, b) == (1, 4) else "MultiPolygon"
+            writer.write(_part(rows, kind))
+        assert writer.close() == ("MultiPolygon Z" if p == 1 else "MultiPolygon")
+        assert writer.rows == 500
+        assert pq.ParquetFile(writer.path).num_row_groups == 5
+        parts.append(writer.path)
+    out = tmp_path / "merged.parquet"
+    merged = MergedParts(parts, out)
+    streamed = pa.Table.from_batches(list(merged.batches(["n", GEOMETRY])))
+    rows, bbox = merged.finish()
+    assert rows == streamed.num_rows == 1_000
+    assert streamed.column("n").to_pylist() == list(range(1_000))
+    assert bbox == pytest.approx(list(frame.total_bounds))
+    geo: dict[str, Any] = json.loads(pq.read_schema(out).metadata[b"geo"])
+    assert geo["columns"][GEOMETRY]["geometry_types"] == ["MultiPolygon", "MultiPolygon Z"]
+    back = gpd.read_parquet(out)
+    assert back["n"].tolist() == list(range(1_000))
+    assert shapely.equals(back.geometry.to_numpy(), frame.geometry.to_numpy()).all()
+
+
+def test_a_merge_nobody_reads_is_still_written_whole(tmp_path: Path) -> None:
+    writer = PartWriter(tmp_path / "p.parquet")
+    writer.write(_part(_squares(10, "EPSG:4326"), "Polygon"))
+    writer.close()
+    rows, _bbox = MergedParts([writer.path], tmp_path / "m.parquet").finish()
+    assert rows == 10
+    assert pq.read_metadata(tmp_path / "m.parquet").num_rows == 10
+
+
+def test_batch_size_follows_the_source_bytes() -> None:
+    mb = 1024 * 1024
+    assert process_vector.batch_features(61_829_120, 200_000, 100_000) == 13_567  # the benchmark's
+    assert process_vector.batch_features(10 * mb, 1_000_000, 100_000) == 65_536  # small points
+    assert process_vector.batch_features(4_000 * mb, 1_000, 100_000) == 1_000  # huge features
+    assert process_vector.batch_features(1 * mb, 10, 5) == 5  # never more than a chunk
+
+
+def test_a_load_in_many_batches_publishes_what_one_batch_does(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "squares.gpkg"
+    pyogrio.write_dataframe(_squares(45), source, layer="squares")
+    key = platform.objects.put_content_addressed(source)[0]
+    results = {}
+    for label, source_bytes, smallest in (("one", 64 * 1024 * 1024, 1_000), ("many", 1, 1)):
+        monkeypatch.setattr(process_vector, "BATCH_SOURCE_BYTES", source_bytes)
+        monkeypatch.setattr(process_vector, "MIN_BATCH", smallest)
+        params = {"source": key, "chunk_size": 20, "dataset_id": f"squares_{label}"}
+        job_id, _ = platform.store.submit("process_vector", params)
+        runner = make_runner(platform, "streaming-test")
+        try:
+            status = runner.run_job(job_id)
+        finally:
+            runner.close()
+        view = platform.queries.job(job_id)
+        assert status == JobStatus.succeeded, view.error
+        [table] = view.result["tables"]
+        fc = platform.feature_registry.get(table["collection_id"])
+        frame = platform.features.read(fc.dataset_id, fc.table_name)
+        parquet = gpd.read_parquet(
+            platform.objects.gdal_path(view.result["urls"]["geoparquet"][table["collection_id"]])
+        )
+        results[label] = (table["features"], frame, parquet, view.result["report"])
+    one, many = results["one"], results["many"]
+    assert one[0] == many[0] == 45
+    assert sorted(one[1]["n"]) == sorted(many[1]["n"]) == list(range(45))
+    assert many[2]["n"].tolist() == one[2]["n"].tolist() == list(range(45))
+    assert shapely.equals(many[2].geometry.to_numpy(), one[2].geometry.to_numpy()).all()
+    assert many[3] == one[3]
