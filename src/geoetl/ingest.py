@@ -91,6 +91,12 @@ def detect_kind(name: str, gdal_path: str | gdalsafe.UserFile) -> Kind:
         from geoetl.archive import member_names
 
         return "raster" if holds_raster(member_names(Path(source.path))) else "vector"
+    if suffix == ".gpkg" and not source.remote:
+        return gpkg_kind(Path(source.path))
+    if suffix in gdalsafe.VECTOR_SUFFIXES:
+        # A vector type: GDAL (and rasterio, about 36 MiB of a vector ingest) is not
+        # needed to say so.
+        return "vector"
     from rasterio.errors import RasterioError
 
     try:
@@ -98,6 +104,31 @@ def detect_kind(name: str, gdal_path: str | gdalsafe.UserFile) -> Kind:
             return "raster" if ds.count > 0 else "vector"
     except RasterioError:
         return "vector"
+
+
+# gpkg_contents data types that GDAL's GeoPackage driver opens as a raster.
+GPKG_RASTER_TYPES = ("tiles", "2d-gridded-coverage")
+
+
+def gpkg_kind(path: Path) -> Kind:
+    """A GeoPackage's kind, from its table of contents: ``raster`` when it holds tiles.
+
+    GeoPackage is SQLite; the file is opened read-only (no journal, nothing written)
+    and only ``gpkg_contents`` is read. A file that is not a readable GeoPackage is a
+    ``vector`` here, and the vector pipeline says what is wrong with it.
+    """
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            rows = conn.execute("SELECT DISTINCT data_type FROM gpkg_contents").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return "vector"
+    types = {str(row[0]).lower() for row in rows}
+    return "raster" if types & set(GPKG_RASTER_TYPES) else "vector"
 
 
 def job_request(kind: Kind, source: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
