@@ -73,7 +73,7 @@ def rgb(path: Path, width: int = 2100, height: int = 2300) -> Path:
     return path
 
 
-def dem(path: Path, size: int = 2100) -> Path:
+def dem(path: Path, size: int = 2600) -> Path:
     """float32 heights with a nodata hole, UTM."""
     rng = np.random.default_rng(4)
     y, x = np.mgrid[0:size, 0:size]
