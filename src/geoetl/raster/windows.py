@@ -29,7 +29,7 @@ import rasterio.shutil
 from affine import Affine
 from pydantic import BaseModel
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
@@ -104,10 +104,39 @@ class SplitPlan(BaseModel):
         bottom = self.height if index == self.windows - 1 else top + self.rows
         return Window(0, top, self.width, bottom - top)
 
+    alpha: bool = False
+    """Whether the warp adds an alpha band."""
+
+    @property
+    def overview_factors(self) -> list[int]:
+        """The overviews the COG driver makes: halving until the grid fits one block."""
+        return overview_factors(self.width, self.height)
+
+    @property
+    def part_overviews(self) -> list[int]:
+        """The overviews each part carries for the COG; none: made at assembly.
+
+        Only when the grid halves exactly down to the last level (GDAL's COG driver
+        rounds odd sizes down, and resamples by a little more than 2 then), and without
+        an alpha band (the driver averages RGBA under the alpha mask, which a
+        GeoTIFF's own overviews do not).
+        """
+        factors = self.overview_factors
+        exact = not factors or (self.width % factors[-1] == 0 and self.height % factors[-1] == 0)
+        return factors if exact and not self.alpha else []
+
     @property
     def affine(self) -> Affine:
         """The output grid's transform."""
         return Affine(*self.transform)
+
+
+def overview_factors(width: int, height: int) -> list[int]:
+    """Overview decimation factors of a COG of ``width`` x ``height`` (as GDAL's driver)."""
+    levels = 0
+    while (width >> levels) > BLOCKSIZE or (height >> levels) > BLOCKSIZE:
+        levels += 1
+    return [2**level for level in range(1, levels + 1)]
 
 
 def uncompressed_bytes(info: RasterInfo) -> int:
@@ -154,7 +183,10 @@ def plan_split(
             crs = info.crs
     row_bytes = grid.width * count * itemsize
     part_bytes = min(PART_BYTES, split_bytes)
-    rows = max(BLOCKSIZE, part_bytes // row_bytes // BLOCKSIZE * BLOCKSIZE)
+    # Whole blocks, and whole pixels of every overview: each part's own overviews are
+    # then the overview pixels of its rows.
+    unit = max([BLOCKSIZE, *overview_factors(grid.width, grid.height)])
+    rows = max(unit, part_bytes // row_bytes // unit * unit)
     if rows * 3 // 2 > grid.height:  # one window
         return None
     t = grid.transform
@@ -167,6 +199,7 @@ def plan_split(
         rows=rows,
         warp_rows=_warp_rows(grid.width, count, src.dtypes[0]),
         count=count,
+        alpha=count > src.count,
     )
 
 
@@ -218,6 +251,9 @@ def write_part(
             else:
                 data = src.read(window=Window(0, row, plan.width, height))
             part.write(data, window=Window(0, row - top, plan.width, height))
+        if plan.part_overviews:
+            # The COG's overviews of these rows, computed here rather than at assembly.
+            part.build_overviews(plan.part_overviews, Resampling[profile.overview_resampling])
     progress(1.0)
 
 
@@ -243,37 +279,66 @@ def parts_vrt(parts: Sequence[str], plan: SplitPlan, vrt: Path) -> None:
     """A VRT at ``vrt`` mosaicking ``parts`` (GDAL paths, in window order) into the grid.
 
     Made by GDAL from the first part (so it has the parts' metadata), then given the
-    whole grid and one source per part and band.
+    whole grid and one source per part and band; each overview level is a VRT of the
+    parts' own overviews at that level, named as the VRT's overviews.
     """
     if len(parts) != plan.windows:
         raise ValueError(f"{len(parts)} parts for {plan.windows} windows")
     vrt.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(parts[0]) as first:
         rasterio.shutil.copy(first, str(vrt), driver="VRT")
-    tree = ET.parse(vrt)
-    root = tree.getroot()
-    root.set("rasterXSize", str(plan.width))
-    root.set("rasterYSize", str(plan.height))
+    template = vrt.read_bytes()
+    levels = []
+    for level, factor in enumerate(plan.part_overviews):
+        path = vrt.with_name(f"{vrt.stem}.level{level + 1}.vrt")
+        _mosaic(template, parts, plan, path, factor, level)
+        levels.append(str(path))
+    _mosaic(template, parts, plan, vrt, 1, None, levels)
+
+
+def _mosaic(
+    template: bytes,
+    parts: Sequence[str],
+    plan: SplitPlan,
+    vrt: Path,
+    factor: int,
+    level: int | None,
+    overviews: Sequence[str] = (),
+) -> None:
+    """The VRT of the parts at one resolution (``level``: the parts' overview level)."""
+    root = ET.fromstring(template)
+    root.set("rasterXSize", str(-(-plan.width // factor)))
+    root.set("rasterYSize", str(-(-plan.height // factor)))
     t = plan.affine
     geotransform = root.find("GeoTransform")
     if geotransform is None:
         geotransform = ET.SubElement(root, "GeoTransform")
-    geotransform.text = ", ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
+    values = (t.c, t.a * factor, t.b * factor, t.f, t.d * factor, t.e * factor)
+    geotransform.text = ", ".join(repr(float(v)) for v in values)
+    width = str(-(-plan.width // factor))
     for band in root.iter("VRTRasterBand"):
         for child in list(band):
-            if child.tag.endswith("Source"):
+            if child.tag.endswith("Source") or child.tag == "Overview":
                 band.remove(child)
+        number = band.get("band", "1")
         for index, path in enumerate(parts):
             window = plan.window(index)
-            size = {"xSize": str(plan.width), "ySize": str(int(window.height))}
+            size = {"xSize": width, "ySize": str(-(-int(window.height) // factor))}
             simple = ET.SubElement(band, "SimpleSource")
             name = ET.SubElement(simple, "SourceFilename", relativeToVRT="0")
             name.text = path
-            ET.SubElement(simple, "SourceBand").text = band.get("band", "1")
+            if level is not None:
+                options = ET.SubElement(simple, "OpenOptions")
+                ET.SubElement(options, "OOI", key="OVERVIEW_LEVEL").text = str(level)
+            ET.SubElement(simple, "SourceBand").text = number
             ET.SubElement(simple, "SrcRect", {"xOff": "0", "yOff": "0", **size})
-            top = str(int(window.row_off))
+            top = str(int(window.row_off) // factor)
             ET.SubElement(simple, "DstRect", {"xOff": "0", "yOff": top, **size})
-    tree.write(vrt)
+        for path in overviews:
+            overview = ET.SubElement(band, "Overview")
+            ET.SubElement(overview, "SourceFilename", relativeToVRT="0").text = path
+            ET.SubElement(overview, "SourceBand").text = number
+    ET.ElementTree(root).write(vrt)
 
 
 def assemble_cog(
