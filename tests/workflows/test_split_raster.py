@@ -31,7 +31,7 @@ from geoetl.workers import make_janitor, make_runner
 from geoetl.workflows import process_raster as pr
 from tests.engine.helpers import Workers, wait_for
 
-# 14 MB RGB: far above this, so windows of 512 rows (5 of them for 2304 rows). Its
+# 18 MB RGB: far above this, so windows of 512 rows (5 of them for 2304 rows). Its
 # size halves exactly to the last overview: natively the parts carry the overviews.
 SPLIT_BYTES = 1024 * 1024
 
@@ -48,7 +48,7 @@ def split_platform(split_settings: Settings) -> Iterator[Platform]:
     p.close()
 
 
-def rgb(path: Path, width: int = 2048, height: int = 2304) -> Path:
+def rgb(path: Path, width: int = 2560, height: int = 2304) -> Path:
     """Smooth colours with noise, UTM, no nodata (a warp adds an alpha band)."""
     rng = np.random.default_rng(16)
     y, x = np.mgrid[0:height, 0:width]
