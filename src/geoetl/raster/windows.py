@@ -12,8 +12,12 @@ holds the raster in memory.
 The parts hold the pixels the single-pass conversion (:func:`geoetl.raster.cog.write_cog`)
 would write: the same reads natively, and reprojected the same warp calls (the resampling
 kernel's scale is fixed from the whole grid, :func:`geoetl.raster.cog._warp_band_of_rows`,
-so strips warped apart give the pixels of one warp). The COG driver computes the
-overviews from the full-resolution pixels in both cases, so the COGs are pixel-identical.
+so strips warped apart give the pixels of one warp). When the grid halves exactly down
+to the last overview (and no alpha band is added), each part also carries its rows'
+overviews, made by GDAL as the COG driver makes them, and the driver copies them at
+assembly instead of reading the whole raster again (the costly half of a native
+conversion); otherwise it computes them from the parts. Either way the COGs are
+pixel-identical (tests/workflows/test_split_raster.py).
 """
 
 from __future__ import annotations
@@ -354,9 +358,10 @@ def assemble_cog(
 ) -> CogResult:
     """The COG at ``dst`` from the windows' ``parts`` (GDAL paths), streamed by GDAL.
 
-    GDAL's COG driver reads a VRT of the parts in tile order, writes the full
-    resolution and the overviews it computes from it, with every core; memory is its
-    block cache. ``gdal_env``: settings for reading the parts (a remote store's).
+    GDAL's COG driver reads a VRT of the parts in tile order and writes the full
+    resolution and the overviews (the parts' own, or computed from the parts), with
+    every core; memory is its block cache. ``gdal_env``: settings for reading the
+    parts.
     """
     vrt = scratch / "parts.vrt"
     report: Progress = progress or (lambda _f: None)
