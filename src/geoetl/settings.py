@@ -105,6 +105,14 @@ class Settings(BaseSettings):
             "larger ones stream through temporary files."
         ),
     )
+    raster_split_bytes: int = Field(
+        default=1024**3,
+        ge=1,
+        description=(
+            "Uncompressed size (width x height x bands x sample bytes) above which "
+            "process_raster writes the COG in windows, one task each, on any worker."
+        ),
+    )
     upload_max_mb: int = Field(
         default=4096, ge=1, description="Largest file POST /ingest accepts (MiB)."
     )

@@ -41,8 +41,12 @@ COG_CACHE_BYTES = 64 * 1024 * 1024
 # passes GEOETL_RASTER_WARP_MEMORY_MB.
 WARP_IN_MEMORY_BYTES = 512 * 1024 * 1024
 
-# Working memory of one warp call (GDAL splits the output into chunks of this size).
-WARP_CHUNK_MB = 64
+# Working memory of one warp call, above which GDAL splits it (along its longer side,
+# the columns of a band of rows). A band of rows (WARP_ROWS_BYTES) and its source fit,
+# so a call is not split: a split along columns changes GDAL's interpolated transform in
+# the last bits, and bands warped in separate tasks (geoetl.raster.windows) would then
+# differ from one warp. GDAL allocates what the call needs, not this limit.
+WARP_CHUNK_MB = 256
 # The in-memory warp runs in bands of rows of about this size (all bands), each one
 # warp call on every core, with a progress report (and a chance to stop) between them:
 # about 0.3 s each for a 14000x14000 byte raster on two cores.
@@ -250,8 +254,8 @@ def _warp_into_memory(
     can open it by name: rasterio does not hand out dataset handles), and filled in bands
     of rows (:data:`WARP_ROWS_BYTES`), each warped on every core; ``progress`` is told
     before each. Rasters larger than one band of rows may differ from a single warp call
-    by one unit in a few pixels (GDAL, which splits its work too, sizes its resampling
-    kernel per chunk).
+    by one unit in a few pixels where GDAL, which splits its work too, sizes its
+    resampling kernel per chunk of its own.
     """
     alpha = _adds_alpha(src, info)
     bands = list(range(1, src.count + 1))
@@ -278,29 +282,11 @@ def _warp_into_memory(
         mem.colorinterp = [*src.colorinterp, *([ColorInterp.alpha] if alpha else [])]
         if info.has_colormap:
             mem.write_colormap(1, src.colormap(1))
-        warp_options: dict[str, Any] = (
-            {"dst_alpha": count}
-            if alpha
-            else {"src_nodata": src.nodata, "dst_nodata": src.nodata, "init_dest_nodata": True}
-        )
-        row_bytes = grid.width * count * np.dtype(dtype).itemsize
-        rows = max(1, WARP_ROWS_BYTES // row_bytes)
-        if rows >= _MEM_BLOCK:  # whole rows of tiles: none is written twice
-            rows -= rows % _MEM_BLOCK
+        rows = _warp_rows(grid.width, count, dtype)
         for top in range(0, grid.height, rows):
             progress(top / grid.height)
             height = min(rows, grid.height - top)
-            chunk = np.zeros((count, height, grid.width), dtype=dtype)
-            reproject(
-                rasterio.band(src, bands),
-                chunk,
-                dst_transform=grid.transform * Affine.translation(0, top),
-                dst_crs=target_crs,
-                resampling=Resampling[profile.resampling],
-                num_threads=os.cpu_count() or 1,
-                warp_mem_limit=WARP_CHUNK_MB,
-                **warp_options,
-            )
+            chunk = _warp_band_of_rows(src, info, profile, target_crs, grid, top, height)
             mem.write(chunk, window=Window(0, top, grid.width, height))
         progress(1.0)
         mem.update_tags(**_without_statistics(src.tags()))
@@ -314,6 +300,60 @@ def _warp_into_memory(
         mem.close()
         with memfile.open() as warped:
             yield warped
+
+
+def _warp_rows(width: int, count: int, dtype: str) -> int:
+    """Rows of output warped per call: about :data:`WARP_ROWS_BYTES` (all bands).
+
+    Whole rows of 512 px tiles when that many fit (none is written twice). The windowed
+    conversion (:mod:`geoetl.raster.windows`) warps on the same row boundaries, so its
+    pixels are those of this one.
+    """
+    row_bytes = width * count * np.dtype(dtype).itemsize
+    rows = max(1, WARP_ROWS_BYTES // row_bytes)
+    if rows >= _MEM_BLOCK:
+        rows -= rows % _MEM_BLOCK
+    return rows
+
+
+def _warp_band_of_rows(
+    src: DatasetReader,
+    info: RasterInfo,
+    profile: CogProfile,
+    target_crs: CRS,
+    grid: _Grid,
+    top: int,
+    height: int,
+) -> np.ndarray[Any, Any]:
+    """Rows ``top``..``top + height`` of the source warped onto ``grid`` (one warp call).
+
+    With an alpha band last when :func:`_adds_alpha`; else the source's nodata fills
+    what the source does not cover.
+    """
+    alpha = _adds_alpha(src, info)
+    count = src.count + (1 if alpha else 0)
+    warp_options: dict[str, Any] = (
+        {"dst_alpha": count}
+        if alpha
+        else {"src_nodata": src.nodata, "dst_nodata": src.nodata, "init_dest_nodata": True}
+    )
+    # GDAL sizes the resampling kernel from each call's own source and target windows
+    # unless told the scale: fixed from the whole grid, bands of rows warped apart (here
+    # or in another task) give the pixels of one warp of the whole raster.
+    warp_options["XSCALE"] = repr(grid.width / src.width)
+    warp_options["YSCALE"] = repr(grid.height / src.height)
+    chunk = np.zeros((count, height, grid.width), dtype=src.dtypes[0])
+    reproject(
+        rasterio.band(src, list(range(1, src.count + 1))),
+        chunk,
+        dst_transform=grid.transform * Affine.translation(0, top),
+        dst_crs=target_crs,
+        resampling=Resampling[profile.resampling],
+        num_threads=os.cpu_count() or 1,
+        warp_mem_limit=WARP_CHUNK_MB,
+        **warp_options,
+    )
+    return chunk
 
 
 def _without_statistics(tags: dict[str, str]) -> dict[str, str]:

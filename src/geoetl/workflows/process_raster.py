@@ -24,6 +24,7 @@ from geoetl.raster.profiles import TierChoice, cog_profile, tiers_for
 from geoetl.raster.source import bronze_raster
 from geoetl.storage.objectstore import LINEAGE, sha256_file
 from geoetl.versions import Version
+from geoetl.workflows import split_raster
 from geoetl.workflows.stages import hold_for_approval, previous_result, publish
 
 
@@ -152,7 +153,20 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         **info.model_dump(mode="json"),
         "version": version.version,
         "unchanged": version.job_id != ctx.job_id,
+        # A big raster's COG is written in windows (geoetl.raster.windows).
+        "split": split_plan(ctx, params, source, info),
     }
+
+
+def split_plan(
+    ctx: TaskContext, params: ProcessRasterParams, source: Any, info: RasterInfo
+) -> dict[str, Any] | None:
+    """The windows of a raster above ``raster_split_bytes``; None for one COG task."""
+    from geoetl.raster.windows import plan_split
+
+    split_bytes = ctx.platform.settings.raster_split_bytes
+    plan = plan_split(source, info, params.target_crs, split_bytes)
+    return None if plan is None else plan.model_dump(mode="json")
 
 
 def _info(results: Mapping[str, Any]) -> RasterInfo:
@@ -164,6 +178,7 @@ def info_of(validated: Mapping[str, Any]) -> RasterInfo:
     found = dict(validated)
     found.pop("version", None)
     found.pop("unchanged", None)
+    found.pop("split", None)
     return RasterInfo.model_validate(found)
 
 
@@ -185,10 +200,15 @@ def source_downloads(ctx: TaskContext) -> Path:
     return ctx.scratch.parent / "source"
 
 
-def plan_tiers(params: ProcessRasterParams, results: StageResults) -> list[str]:
-    """One COG task per tier to produce (none when the version is unchanged)."""
+def plan_tiers(params: ProcessRasterParams, results: StageResults) -> list[Any]:
+    """One COG task per tier to produce (none when the version is unchanged).
+
+    A big raster (``split`` planned by validate) gets one task per window instead.
+    """
     if results["validate"].get("unchanged"):
         return []
+    if results["validate"].get("split"):
+        return split_raster.plan_windows(results["validate"])
     info = _info(results)
     return list(tiers_for(params.output_tier, info.raster_type))
 
@@ -238,6 +258,8 @@ def preload(modules: tuple[str, ...]) -> None:
 
 def make_cog(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     """Write this tier's COG in scratch and stage it under tmp/ (published by catalog)."""
+    if isinstance(ctx.item, dict):  # a window of a big raster
+        return split_raster.write_window(params, ctx)
     return write_tier(params, ctx, ctx.results["validate"], str(ctx.item))
 
 
@@ -307,7 +329,10 @@ def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
             "version": version.version,
             "previous": previous_result(ctx, version),
         }
-    staged = stage_item(params, ctx, validated, ctx.results["cog"])
+    cogs = ctx.results["assemble"] or ctx.results["cog"]  # assembled from windows, or not
+    staged = stage_item(params, ctx, validated, cogs)
+    if ctx.results["assemble"]:
+        split_raster.remove_parts(ctx)
     # No later stage reads the source: the copy downloaded for the job's tasks on this
     # machine can go (the janitor removes the job's scratch too, but a CLI run has none).
     shutil.rmtree(source_downloads(ctx), ignore_errors=True)
@@ -438,6 +463,13 @@ process_raster = Workflow(
     stages=[
         Stage("validate", validate, queue="raster"),
         Stage("cog", make_cog, plan=plan_tiers, retry=Retry(attempts=3), queue="raster"),
+        Stage(
+            "assemble",
+            split_raster.assemble_tier,
+            plan=split_raster.plan_assembly,
+            retry=Retry(attempts=3),
+            queue="raster",
+        ),
         Stage("catalog", register, queue="raster"),
         Stage("publish", publish, hold=hold_for_approval, queue="raster"),
     ],
