@@ -462,6 +462,50 @@ def test_reprojected_variable_keeps_its_metadata(
         platform.close()
 
 
+def test_a_big_variable_is_written_in_windows_from_the_variable(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Above raster_split_bytes every window task reads the chosen variable, not the file."""
+    rows, cols = 1200, 640
+    path = tmp_path / "big.nc"
+    values = (np.arange(rows * cols, dtype="int32").reshape(rows, cols) % 30000).astype("i2")
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("time", 2)
+        ds.createDimension("lat", rows)
+        ds.createDimension("lon", cols)
+        time = ds.createVariable("time", "f8", ("time",))
+        time.units = "days since 2020-01-01"
+        time[:] = [0.0, 1.0]
+        lat = ds.createVariable("lat", "f8", ("lat",))
+        lat.units = "degrees_north"
+        lat.standard_name = "latitude"
+        lat[:] = np.linspace(-59.95, 59.95, rows)
+        lon = ds.createVariable("lon", "f8", ("lon",))
+        lon.units = "degrees_east"
+        lon.standard_name = "longitude"
+        lon[:] = np.linspace(0.05, 63.95, cols)
+        for name in ("tas", "other"):
+            var = ds.createVariable(name, "i2", ("time", "lat", "lon"), fill_value=FILL)
+            var.units = "K"
+            var[:] = np.stack([values, values[::-1]]) if name == "tas" else 0
+    split = settings.model_copy(update={"raster_split_bytes": 1024 * 1024})
+    platform = Platform.from_settings(split)
+    try:
+        source = put(platform, path)
+        params = {"source": source, "variable": "tas", "target_crs": None, "item_id": "big"}
+        job_id, _ = platform.store.submit("process_raster", params)
+        result = run(platform, "process_raster", params)
+        windows = platform.queries.tasks(job_id, stage="cog", limit=100).items
+        assert len(windows) > 1, "the variable must be split into windows"
+        with rasterio.open(platform.objects.gdal_path(result["cog"])) as out:
+            assert out.count == 2
+            assert np.array_equal(out.read(1), values[::-1, :])
+            assert np.array_equal(out.read(2), values)
+            assert out.units == ("K", "K")
+    finally:
+        platform.close()
+
+
 def test_time_steps_as_items_each_with_its_datetime(platform: Platform, nc: Path) -> None:
     workflow, params = job_request(
         "raster", put(platform, nc), {"variable": "tas", "time_as": "items", "collection_id": "t"}

@@ -262,7 +262,7 @@ def write_part(
 
 
 def _copy_metadata(src: DatasetReader, part: Any, info: RasterInfo, *, reproject: bool) -> None:
-    """What the single-pass COG carries: colours, tags, descriptions, scale and offset."""
+    """What the single-pass COG carries: colours, tags, descriptions, scale, offset, units."""
     extra = part.count - src.count
     part.colorinterp = [*src.colorinterp, *([ColorInterp.alpha] * extra)]
     if info.has_colormap:
@@ -277,6 +277,7 @@ def _copy_metadata(src: DatasetReader, part: Any, info: RasterInfo, *, reproject
             part.set_band_description(band, src.descriptions[band - 1])
     part.scales = tuple(src.scales) + (1.0,) * extra
     part.offsets = tuple(src.offsets) + (0.0,) * extra
+    part.units = tuple(u or "" for u in src.units) + ("",) * extra
 
 
 def parts_vrt(parts: Sequence[str], plan: SplitPlan, vrt: Path) -> None:

@@ -89,7 +89,14 @@ def write_window(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any
     profile = _profile(params, info, tiers_for(params.output_tier, info.raster_type)[0])
     message = f"writing window {index + 1} of {plan.windows}"
     ctx.progress(0, 1, message)
-    source = bronze_raster(objects, params.source, ctx.scratch / "source", source_downloads(ctx))
+    source = bronze_raster(
+        objects,
+        params.source,
+        ctx.scratch / "source",
+        source_downloads(ctx),
+        variable=params.variable,
+        time_index=params.time_index,
+    )
     out = ctx.scratch / "part.tif"
 
     def report(fraction: float) -> None:
