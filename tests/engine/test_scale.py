@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from geoetl.engine import ids
 from geoetl.engine.models import JobStatus, TaskStatus
 from geoetl.engine.schema import jobs, tasks
-from geoetl.engine.store import SQLITE_INSERT_ROWS
+from geoetl.engine.store import SQLITE_INSERT_ROWS, key_of
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.platform import Platform
 from geoetl.settings import Settings
@@ -80,7 +80,7 @@ def real_counts(platform: Platform, job_id: str) -> list[dict[str, int]]:
                 sa.func.count().label("n"),
                 sa.func.sum(tasks.c.attempt).label("attempts"),
             )
-            .where(tasks.c.job_id == job_id)
+            .where(tasks.c.job_key == key_of(job_id))
             .group_by(tasks.c.stage_index, tasks.c.status)
         ).all()
     stages: dict[int, dict[str, int]] = {}
@@ -246,7 +246,7 @@ def test_claim_by_task_id_looks_up_the_key_on_a_fresh_stage(wide: Platform) -> N
     engine = wide.store.engine
     with engine.begin() as conn:
         some = conn.execute(
-            sa.select(tasks.c.task_id).where(tasks.c.job_id == job_id).limit(3)
+            sa.select(tasks.c.task_id).where(tasks.c.job_key == key_of(job_id)).limit(3)
         ).scalars()
         ids = list(some)
     statement = wide.store.claim_statement("w", 1, time.time(), task_ids=ids)
