@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from geoetl.engine import ids
-from geoetl.engine.db import is_postgres
+from geoetl.engine.db import SYNCHRONOUS_COMMIT, is_postgres
 from geoetl.engine.dispatch import (
     Dispatcher,
     NotifyDispatcher,
@@ -166,18 +166,18 @@ class JobStore:
         lose the last such commits, never part of one, and the engine is at-least-once
         anyway; the task runs again. Submits, cancels and failures stay durable.
         """
-        with self.engine.begin() as conn:
-            if lease and self.postgres:
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        sync = "off" if lease else "on"
+        with (
+            self.engine.connect().execution_options(**{SYNCHRONOUS_COMMIT: sync}) as conn,
+            conn.begin(),
+        ):
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only transaction that does not block writers."""
-        with (
-            self.engine.connect().execution_options(sqlite_begin="DEFERRED") as conn,
-            conn.begin(),
-        ):
+        options = {"sqlite_begin": "DEFERRED", SYNCHRONOUS_COMMIT: "any"}
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
             yield conn
 
     def changes(self) -> Changes:
@@ -1145,8 +1145,13 @@ class JobStore:
 
         On PostgreSQL both go in one statement (the counter updates as data-modifying
         ``WITH`` queries of the events' ``INSERT``): one round trip less per claim and
-        per completion.
+        per completion. A dispatcher that can send within the transaction (NOTIFY)
+        is told about the runnable tasks here; :meth:`dispatch` then has nothing left.
         """
+        send_within = getattr(self.dispatcher, "send_within", None)
+        if changes.runnable and send_within is not None:
+            send_within(conn, changes.runnable)
+            changes.runnable = []
         if not changes.events:
             self._apply_moves(conn, changes)
             return
