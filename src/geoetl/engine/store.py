@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -58,6 +59,9 @@ QUEUED = tasks.c.status == sa.literal_column("'queued'")
 RUNNING = tasks.c.status == sa.literal_column("'running'")
 # Rows per multi-row INSERT on SQLite (14 columns; SQLite allows 32,766 parameters).
 SQLITE_INSERT_ROWS = 2000
+# PostgreSQL: a stage of up to this many tasks is inserted with the transaction's last
+# statement (see JobStore._record); a larger one is copied (COPY) at once.
+PG_DEFERRED_ROWS = 200
 _TASK_COLUMNS = (
     "task_id",
     "job_key",
@@ -73,6 +77,7 @@ _TASK_COLUMNS = (
     "item",
     "created_at",
 )
+_EVENT_COLUMNS = ("job_key", "task_id", "at", "kind", "message", "data")
 _DONE = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 Event = dict[str, Any]
@@ -99,6 +104,9 @@ class Changes:
         self.events: list[Event] = []
         self.moves: defaultdict[tuple[str, int], Counter[str]] = defaultdict(Counter)
         self.runnable: list[Runnable] = []
+        # PostgreSQL: writes sent with the transaction's last statement, as its WITH
+        # queries (JobStore._execute): one round trip for them all.
+        self.deferred: list[sa.Insert | sa.Update] = []
         self.ids = ids
         self._queues: set[str] = set()
 
@@ -540,9 +548,14 @@ class JobStore:
             current = conn.exec_driver_sql(*self._complete_statement(completions, now)).all()
             job_ids = self._job_ids(conn, {r.job_key for r in current})
             per_job: dict[str, int] = {}
+            # What the batch finished, by job and stage: a single-task stage's result is
+            # then at hand for the next stage's plan, without reading it back.
+            results = {c.task_id: c.result for c in completions}
+            finished: dict[str, dict[int, list[Any]]] = defaultdict(lambda: defaultdict(list))
             changes = self.changes()
             for r in current:
                 jid = job_ids[r.job_key]
+                finished[jid][r.stage_index].append(results[r.task_id])
                 per_job[jid] = per_job.get(jid, 0) + 1
                 changes.move(jid, r.stage_index, TaskStatus.running, TaskStatus.succeeded)
                 changes.event(jid, "task_succeeded", f"attempt {r.attempt}", r.task_id)
@@ -554,7 +567,10 @@ class JobStore:
                     .returning(*jobs.c)
                 ).first()
                 if job is not None and job.remaining <= 0:
-                    self._start_stage(conn, job_id, job.stage_index + 1, now, changes, job=job)
+                    known = {i: v[0] for i, v in finished[job_id].items() if len(v) == 1}
+                    self._start_stage(
+                        conn, job_id, job.stage_index + 1, now, changes, job=job, known=known
+                    )
             self._record(conn, changes)
         self.dispatch(changes)
         accepted = {r.task_id for r in current}
@@ -845,12 +861,14 @@ class JobStore:
         *,
         approved: bool = False,
         job: sa.Row[Any] | None = None,
+        known: dict[int, Any] | None = None,
     ) -> None:
         """Create the tasks of stage ``index`` (skipping empty fan-outs), or finish the job.
 
         A stage whose ``hold`` gives a reason parks the job in ``awaiting_approval``
         instead (unless ``approved``: the held stage then starts). ``job``: the job's
-        row, when the caller has just read it.
+        row, when the caller has just read it; ``known``: results of single tasks the
+        caller has just recorded, by stage index (used for single-task stages only).
         """
         if job is None:
             job = self._job_row(conn, job_id)
@@ -861,7 +879,8 @@ class JobStore:
             try:
                 if stage.hold is not None and not (approved and index == first):
                     reason = stage.hold(
-                        validate_params(wf, job.params), _results_in(conn, job_id, wf, index)
+                        validate_params(wf, job.params),
+                        _results_in(conn, job_id, wf, index, known),
                     )
                     if reason:
                         conn.execute(
@@ -880,7 +899,7 @@ class JobStore:
                 items: list[Any] = [None]
                 if stage.plan is not None:
                     params = validate_params(wf, job.params)
-                    results = _results_in(conn, job_id, wf, index)
+                    results = _results_in(conn, job_id, wf, index, known)
                     items = [to_json(i) for i in stage.plan(params, results)]
             except SQLAlchemyError:
                 raise
@@ -889,7 +908,9 @@ class JobStore:
                 return
             if items:
                 self._insert_tasks(conn, job.job_key, job_id, stage, index, items, now, changes)
-                conn.execute(
+                self._execute(
+                    conn,
+                    changes,
                     sa.insert(job_stages).values(
                         job_id=job_id,
                         stage_index=index,
@@ -902,12 +923,14 @@ class JobStore:
                         failed=0,
                         cancelled=0,
                         attempts=0,
-                    )
+                    ),
                 )
-                conn.execute(
+                self._execute(
+                    conn,
+                    changes,
                     sa.update(jobs)
                     .where(jobs.c.job_id == job_id)
-                    .values(stage_index=index, stage=stage.name, remaining=len(items))
+                    .values(stage_index=index, stage=stage.name, remaining=len(items)),
                 )
                 changes.event(job_id, "stage_started", f"{stage.name}: {len(items)} task(s)")
                 return
@@ -959,6 +982,10 @@ class JobStore:
             for i, item in enumerate(items)
         )
         columns = ", ".join(_TASK_COLUMNS)
+        if self.postgres and len(items) <= PG_DEFERRED_ROWS:
+            # A small stage: one INSERT, sent with the transaction's last statement.
+            self._execute(conn, changes, _unnest_insert(tasks, _TASK_COLUMNS, list(rows)))
+            return
         if self.postgres:
             dbapi: Any = conn.connection.driver_connection  # psycopg 3, in this transaction
             with (
@@ -1116,6 +1143,20 @@ class JobStore:
         delay = min(self.retry_max_seconds, self.retry_base_seconds * 2 ** (attempt - 1))
         return float(delay * random.uniform(0.8, 1.2))  # jitter spreads retries of a failed batch
 
+    def _execute(
+        self, conn: Connection, changes: Changes, statement: sa.Insert | sa.Update
+    ) -> None:
+        """Run a write now (SQLite), or with the transaction's last statement (PostgreSQL).
+
+        Only for writes nothing reads back before :meth:`_record` and that touch no row
+        another deferred write touches (the new stage's tasks and counters, the job's
+        stage): PostgreSQL runs the WITH queries of one statement on one snapshot.
+        """
+        if self.postgres:
+            changes.deferred.append(statement)
+        else:
+            conn.execute(statement)
+
     def _move_statements(self, changes: Changes) -> list[sa.Update]:
         """The counter updates of the recorded moves (which are then forgotten)."""
         s = job_stages.c
@@ -1153,29 +1194,41 @@ class JobStore:
             send_within(conn, changes.runnable)
             changes.runnable = []
         if not changes.events:
+            for statement in changes.deferred:
+                conn.execute(statement)
+            changes.deferred.clear()
             self._apply_moves(conn, changes)
             return
         now = time.time()
         keys = {j: self._key(conn, j) for j in {e["job_id"] for e in changes.events}}
-        rows = [
-            {
-                "job_key": keys[e["job_id"]],
-                "task_id": e["task_id"],
-                "at": now,
-                "kind": e["kind"],
-                "message": e["message"],
-                "data": e["data"],
-            }
-            for e in changes.events
-        ]
-        changes.events.clear()
+        events, changes.events = changes.events, []
         if not self.postgres:
             self._apply_moves(conn, changes)
+            rows = [{**e, "job_key": keys[e["job_id"]], "at": now} for e in events]
             conn.execute(sa.insert(job_events), rows)
             return
-        insert = sa.insert(job_events).values(rows)
-        for i, update in enumerate(self._move_statements(changes)):
-            insert = insert.add_cte(update.returning(job_stages.c.stage_index).cte(f"moved{i}"))
+        insert = _unnest_insert(
+            job_events,
+            _EVENT_COLUMNS,
+            [
+                (
+                    keys[e["job_id"]],
+                    e["task_id"],
+                    now,
+                    e["kind"],
+                    e["message"],
+                    None if e["data"] is None else json.dumps(e["data"]),
+                )
+                for e in events
+            ],
+        )
+        writes = [*changes.deferred, *self._move_statements(changes)]
+        changes.deferred.clear()
+        for i, write in enumerate(writes):
+            table = write.table
+            assert isinstance(table, sa.Table)
+            first = next(iter(table.primary_key.columns))
+            insert = insert.add_cte(write.returning(first).cte(f"w{i}"))
         conn.execute(insert)
 
 
@@ -1191,6 +1244,25 @@ def _started(rows: list[Any], worker_id: str) -> tuple[str, str | None]:
     retried = sum(1 for r in rows if r.attempt > 1)
     again = f" ({retried} retried)" if retried else ""
     return f"{len(rows)} tasks of {rows[0].stage}{again} on {worker_id}", None
+
+
+def _unnest_insert(table: sa.Table, columns: Sequence[str], rows: list[Sequence[Any]]) -> sa.Insert:
+    """PostgreSQL: ``INSERT INTO table (columns) SELECT * FROM unnest(<one array each>)``.
+
+    One bound array per column, whatever the number of rows: the statement has one
+    shape (compiled once, where a multi-row VALUES list is built and compiled anew for
+    each length). JSON values go in as JSON text.
+    """
+    arrays = []
+    for i, name in enumerate(columns):
+        kind = table.c[name].type
+        element = sa.Text() if isinstance(kind, sa.JSON) else kind
+        values = [row[i] for row in rows]
+        target = JSONB() if isinstance(kind, sa.JSON) else kind
+        bound = sa.bindparam(f"u_{name}", values, type_=ARRAY(element), unique=True)
+        arrays.append(sa.cast(bound, ARRAY(target)))
+    source = sa.func.unnest(*arrays).table_valued(*columns).render_derived()
+    return sa.insert(table).from_select(list(columns), sa.select(*source.c))
 
 
 def _with_job_id(query: sa.Select[Any]) -> sa.Select[Any]:
@@ -1224,7 +1296,19 @@ def _load_stage_result(conn: Connection, job_id: str, wf: Workflow, name: str) -
     return values
 
 
-def _results_in(conn: Connection, job_id: str, wf: Workflow, upto: int) -> StageResults:
-    return StageResults(
-        lambda name: _load_stage_result(conn, job_id, wf, name), wf.stage_names()[:upto]
-    )
+def _results_in(
+    conn: Connection,
+    job_id: str,
+    wf: Workflow,
+    upto: int,
+    known: dict[int, Any] | None = None,
+) -> StageResults:
+    names = wf.stage_names()
+
+    def load(name: str) -> Any:
+        index = names.index(name)
+        if known and index in known and wf.stages[index].plan is None:
+            return known[index]  # a single task's result, recorded in this transaction
+        return _load_stage_result(conn, job_id, wf, name)
+
+    return StageResults(load, names[:upto])
