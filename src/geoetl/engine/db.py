@@ -97,15 +97,19 @@ def _synchronous_commit_per_transaction(engine: Engine) -> None:
         conn.exec_driver_sql(f"SET synchronous_commit = {'off' if want == 'off' else 'on'}")
         conn.info["synchronous_commit_pending"] = want
 
+    # An invalidated connection (lost in an outage) has no DBAPI connection to remember
+    # anything about (and asking for its .info would try to reconnect mid-transaction).
+
     @sa.event.listens_for(engine, "commit")
     def _commit(conn: sa.Connection) -> None:
-        if "synchronous_commit_pending" in conn.info:
+        if not conn.invalidated and "synchronous_commit_pending" in conn.info:
             conn.info["synchronous_commit"] = conn.info.pop("synchronous_commit_pending")
 
     @sa.event.listens_for(engine, "rollback")
     def _rollback(conn: sa.Connection) -> None:
         # A SET in a transaction that rolls back is undone: the last committed one holds.
-        conn.info.pop("synchronous_commit_pending", None)
+        if not conn.invalidated:
+            conn.info.pop("synchronous_commit_pending", None)
 
 
 def _ping_when_idle(engine: Engine) -> None:
