@@ -38,6 +38,8 @@ jobs = sa.Table(
     sa.Column("status", sa.String(20), nullable=False, index=True),
     sa.Column("stage_index", sa.Integer, nullable=False, default=0),
     sa.Column("stage", sa.String(100), nullable=True),
+    # Tasks of the current stage, set when it starts (progress is counted in job_stages,
+    # whose row also decides when the stage ends).
     sa.Column("remaining", sa.Integer, nullable=False, default=0),
     sa.Column("result", Json, nullable=True),
     sa.Column("error", Json, nullable=True),

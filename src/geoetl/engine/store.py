@@ -547,7 +547,7 @@ class JobStore:
             # current (the others were taken over or cancelled: stale, left untouched).
             current = conn.exec_driver_sql(*self._complete_statement(completions, now)).all()
             job_ids = self._job_ids(conn, {r.job_key for r in current})
-            per_job: dict[str, int] = {}
+            per_stage: Counter[tuple[str, int]] = Counter()
             # What the batch finished, by job and stage: a single-task stage's result is
             # then at hand for the next stage's plan, without reading it back.
             results = {c.task_id: c.result for c in completions}
@@ -556,20 +556,25 @@ class JobStore:
             for r in current:
                 jid = job_ids[r.job_key]
                 finished[jid][r.stage_index].append(results[r.task_id])
-                per_job[jid] = per_job.get(jid, 0) + 1
-                changes.move(jid, r.stage_index, TaskStatus.running, TaskStatus.succeeded)
+                per_stage[(jid, r.stage_index)] += 1
                 changes.event(jid, "task_succeeded", f"attempt {r.attempt}", r.task_id)
-            for job_id, n in sorted(per_job.items()):
-                job = conn.execute(
-                    sa.update(jobs)
-                    .where(jobs.c.job_id == job_id, jobs.c.status == JobStatus.running)
-                    .values(remaining=jobs.c.remaining - n, updated_at=now)
-                    .returning(*jobs.c)
-                ).first()
-                if job is not None and job.remaining <= 0:
+            s = job_stages.c
+            for (job_id, stage_index), n in sorted(per_stage.items()):
+                # The fan-in: the stage's counters, under their row lock, say whether this
+                # batch finished it (the job row is written only when a stage ends).
+                stage = conn.execute(
+                    sa.update(job_stages)
+                    .where(s.job_id == job_id, s.stage_index == stage_index)
+                    .values(running=s.running - n, succeeded=s.succeeded + n)
+                    .returning(s.total, s.succeeded)
+                ).one()
+                if stage.succeeded < stage.total:
+                    continue
+                job = self._job_row(conn, job_id)
+                if job.status == JobStatus.running and job.stage_index == stage_index:
                     known = {i: v[0] for i, v in finished[job_id].items() if len(v) == 1}
                     self._start_stage(
-                        conn, job_id, job.stage_index + 1, now, changes, job=job, known=known
+                        conn, job_id, stage_index + 1, now, changes, job=job, known=known
                     )
             self._record(conn, changes)
         self.dispatch(changes)
@@ -930,7 +935,9 @@ class JobStore:
                     changes,
                     sa.update(jobs)
                     .where(jobs.c.job_id == job_id)
-                    .values(stage_index=index, stage=stage.name, remaining=len(items)),
+                    .values(
+                        stage_index=index, stage=stage.name, remaining=len(items), updated_at=now
+                    ),
                 )
                 changes.event(job_id, "stage_started", f"{stage.name}: {len(items)} task(s)")
                 return
