@@ -178,10 +178,8 @@ def downgrade() -> None:
         _copy("job_events", _EVENT_COLUMNS, "job_key", "job_id", "job_key")
         _queued_index()
         op.drop_index("uq_jobs_job_key", "jobs")
-    if op.get_bind().dialect.name == "sqlite":
-        with op.batch_alter_table("jobs") as batch:
-            batch.drop_column("job_key")
-    else:
-        op.drop_column("jobs", "job_key")
+    # SQLite drops the column in place (a batch rebuild of jobs would break the foreign
+    # keys that tasks and job_stages hold on it).
+    op.execute("ALTER TABLE jobs DROP COLUMN job_key")
     _task_indexes("job_id")
     op.create_index("ix_job_events_job", "job_events", ["job_id", "id"])
