@@ -233,3 +233,28 @@ def test_jobs_in_flight_go_on_after_the_job_key_migration(empty_url: str, tmp_pa
         assert succeeded[-1] == ids.task_id(running, "sum", 0)
     finally:
         engine.dispose()
+
+
+def test_the_job_key_migration_goes_down_and_up_again(empty_url: str) -> None:
+    engine = make_engine(empty_url)
+    try:
+        upgrade(engine)
+        job_id, _ = JobStore(engine, default_registry()).submit("fan_out_demo", {"n": 3})
+        cfg = _config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0009")
+        with engine.begin() as conn:
+            counts = [
+                conn.execute(
+                    sa.text(f"SELECT count(*) FROM {table} WHERE job_id = :j"), {"j": job_id}
+                ).scalar()
+                for table in ("tasks", "job_events")
+            ]
+        assert counts == [1, 2]  # the plan task; job_submitted and stage_started
+        upgrade(engine)
+        store = JobStore(engine, default_registry())
+        [task] = store.claim("w", 5, job_id=job_id)
+        assert (task.job_id, task.stage) == (job_id, "plan")
+    finally:
+        engine.dispose()
