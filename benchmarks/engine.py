@@ -59,6 +59,7 @@ from rich.table import Table
 
 from geoetl.engine.models import JobStatus
 from geoetl.engine.schema import job_events, jobs, tasks
+from geoetl.engine.store import key_of
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from harness import BenchmarkError, git_revision, percentile
@@ -242,7 +243,7 @@ def measure(p: Platform, job_id: str, n: int, seed: int, wall: float) -> JobRun:
                 t.started_at,
                 t.finished_at,
                 t.worker_id,
-            ).where(t.job_id == job_id)
+            ).where(t.job_key == key_of(job_id))
         ).all()
         job = conn.execute(
             sa.select(jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at).where(
@@ -252,7 +253,7 @@ def measure(p: Platform, job_id: str, n: int, seed: int, wall: float) -> JobRun:
         retries = conn.execute(
             sa.select(sa.func.count())
             .select_from(job_events)
-            .where(job_events.c.job_id == job_id, job_events.c.kind == "task_retry")
+            .where(job_events.c.job_key == key_of(job_id), job_events.c.kind == "task_retry")
         ).scalar_one()
     if len(rows) != n + 2:
         raise BenchmarkError(f"job {job_id}: {len(rows)} tasks, expected {n + 2}")

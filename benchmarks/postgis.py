@@ -361,7 +361,8 @@ def geoetl_split(url: str, job_id: str, start: float, wall: float) -> dict[str, 
             "SELECT created_at, finished_at FROM jobs WHERE job_id = %s", (job_id,)
         ).fetchone()  # type: ignore[misc]
         tasks = conn.execute(
-            "SELECT stage, started_at, finished_at FROM tasks WHERE job_id = %s "
+            "SELECT stage, started_at, finished_at FROM tasks "
+            "WHERE job_key = (SELECT job_key FROM jobs WHERE job_id = %s) "
             "ORDER BY finished_at",
             (job_id,),
         ).fetchall()

@@ -387,7 +387,8 @@ def geoetl_split(home: Path, job: dict[str, Any], start: float, wall: float) -> 
             "SELECT created_at, finished_at FROM jobs WHERE job_id = ?", (job["job_id"],)
         ).fetchone()
         tasks = db.execute(
-            "SELECT stage, started_at, finished_at FROM tasks WHERE job_id = ? "
+            "SELECT stage, started_at, finished_at FROM tasks "
+            "WHERE job_key = (SELECT job_key FROM jobs WHERE job_id = ?) "
             "ORDER BY stage_index, idx",
             (job["job_id"],),
         ).fetchall()

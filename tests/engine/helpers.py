@@ -11,7 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from geoetl.engine.schema import job_events, tasks
+from geoetl.engine.schema import job_events, jobs, tasks
+from geoetl.engine.store import key_of
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from tests.conftest import start_geoetl
@@ -29,18 +30,23 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condi
 
 
 def task_rows(platform: Platform, job_id: str) -> list[Any]:
-    """Every task row of a job."""
+    """Every task row of a job (with the job's id as ``job_id``)."""
     with platform.store.read() as conn:
         return list(
             conn.execute(
-                sa.select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.task_id)
+                sa.select(tasks, jobs.c.job_id)
+                .join_from(tasks, jobs, jobs.c.job_key == tasks.c.job_key)
+                .where(jobs.c.job_id == job_id)
+                .order_by(tasks.c.task_id)
             ).all()
         )
 
 
 def event_rows(platform: Platform, job_id: str, kind: str | None = None) -> list[Any]:
-    """A job's events, optionally of one kind."""
-    query = sa.select(job_events).where(job_events.c.job_id == job_id)
+    """A job's events, optionally of one kind (with the job's id as ``job_id``)."""
+    query = sa.select(job_events, sa.literal(job_id).label("job_id")).where(
+        job_events.c.job_key == key_of(job_id)
+    )
     if kind:
         query = query.where(job_events.c.kind == kind)
     with platform.store.read() as conn:

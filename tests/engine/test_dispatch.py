@@ -252,7 +252,7 @@ def test_claim_takes_only_the_named_tasks_still_queued(routed: Platform) -> None
     assert store.claim("w", task_ids=[work[0]], queues=["light"]) == []
     # A retry waiting for its backoff is not available yet.
     store.fail(work[1], 1, {"kind": "x", "message": "busy"}, retryable=True)
-    store.retry_base_seconds = 60.0
+    store.retry_base_seconds = store.retry_max_seconds = 60.0
     [w2] = [t for t in claimed if t.task_id == work[2]]
     store.fail(w2.task_id, w2.attempt, {"kind": "x", "message": "busy"}, retryable=True)
     assert store.claim("w", task_ids=[work[2]]) == []

@@ -259,7 +259,8 @@ def _succeeded_counter(url: str, job_id: str) -> Callable[[], int]:
         try:
             with psycopg.connect(url, connect_timeout=2) as conn:
                 row = conn.execute(
-                    "SELECT count(*) FROM tasks WHERE job_id = %s AND status = 'succeeded'",
+                    "SELECT count(*) FROM tasks JOIN jobs USING (job_key)"
+                    " WHERE jobs.job_id = %s AND tasks.status = 'succeeded'",
                     (job_id,),
                 ).fetchone()
                 return int(row[0]) if row else 0

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from geoetl.engine import ids
-from geoetl.engine.models import JobStatus, TaskStatus
+from geoetl.engine.models import Completion, JobStatus, TaskStatus
 from geoetl.engine.schema import jobs, tasks
-from geoetl.engine.store import SQLITE_INSERT_ROWS
+from geoetl.engine.store import SQLITE_INSERT_ROWS, key_of
 from geoetl.engine.workflow import Retry, Stage, StageResults, Workflow
 from geoetl.platform import Platform
 from geoetl.settings import Settings
@@ -80,7 +80,7 @@ def real_counts(platform: Platform, job_id: str) -> list[dict[str, int]]:
                 sa.func.count().label("n"),
                 sa.func.sum(tasks.c.attempt).label("attempts"),
             )
-            .where(tasks.c.job_id == job_id)
+            .where(tasks.c.job_key == key_of(job_id))
             .group_by(tasks.c.stage_index, tasks.c.status)
         ).all()
     stages: dict[int, dict[str, int]] = {}
@@ -246,7 +246,7 @@ def test_claim_by_task_id_looks_up_the_key_on_a_fresh_stage(wide: Platform) -> N
     engine = wide.store.engine
     with engine.begin() as conn:
         some = conn.execute(
-            sa.select(tasks.c.task_id).where(tasks.c.job_id == job_id).limit(3)
+            sa.select(tasks.c.task_id).where(tasks.c.job_key == key_of(job_id)).limit(3)
         ).scalars()
         ids = list(some)
     statement = wide.store.claim_statement("w", 1, time.time(), task_ids=ids)
@@ -400,3 +400,34 @@ def test_migration_counts_the_tasks_of_existing_jobs(empty_url: str) -> None:
         assert [s.status for s in view.stages] == ["succeeded", "failed", "pending"]
     finally:
         engine.dispose()
+
+
+def test_a_completion_finds_its_tasks_by_key_among_many(wide: Platform) -> None:
+    """Recording a batch of successes reads its tasks by primary key (or among the few
+    running ones), whatever the number of tasks: one UPDATE ... FROM (VALUES ...)."""
+    job_id, _ = wide.store.submit("wide", {"n": 20_000})
+    claimed = wide.store.claim("w", 32, job_id=job_id)
+    done = [Completion(t.task_id, t.attempt, t.index) for t in claimed]
+    sql, params = wide.store._complete_statement(done, time.time())
+    engine = wide.store.engine
+    with engine.begin() as conn:
+        if wide.store.postgres:
+            conn.exec_driver_sql("ANALYZE tasks")
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql, params))
+            assert any(
+                f"Index Scan using {i} on tasks" in plan for i in ("tasks_pkey", "ix_tasks_running")
+            ), plan
+            assert "Seq Scan on tasks" not in plan, plan
+        else:
+            conn.exec_driver_sql("ANALYZE")
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            plan = "\n".join(r[-1] for r in rows)
+            assert "sqlite_autoindex_tasks_1 (task_id=?" in plan, plan
+            assert "SCAN tasks" not in plan, plan
+    assert wide.store.complete(done) == []
+    rows = {r.task_id: r for r in task_rows(wide, job_id)}
+    assert [(rows[c.task_id].status, rows[c.task_id].result) for c in done] == [
+        (TaskStatus.succeeded, c.result) for c in done
+    ]
+    # A stale attempt (already recorded) is rejected, not recorded twice.
+    assert wide.store.complete(done[:2]) == [done[0].task_id, done[1].task_id]

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from geoetl.engine.db import Outage
 
@@ -74,10 +74,12 @@ class PollingDispatcher:
 class NotifyDispatcher:
     """PostgreSQL: one ``pg_notify(channel, queue)`` per distinct queue, one round trip.
 
-    Sent in a transaction of its own after the job store committed, so a worker woken
-    by it always finds the tasks. A notification that cannot be sent (the database is
-    away) is logged once per outage and dropped: idle workers still poll every second,
-    and the janitor re-dispatches tasks that stay queued.
+    The job store sends it in the transaction that made the tasks runnable
+    (:meth:`send_within`); otherwise (the janitor's re-dispatch) in a transaction of
+    its own. Either way a worker woken by it finds the tasks. A notification that
+    cannot be sent on its own (the database is away) is logged once per outage and
+    dropped: idle workers still poll every second, and the janitor re-dispatches tasks
+    that stay queued.
     """
 
     wants_ids = False
@@ -87,12 +89,28 @@ class NotifyDispatcher:
         self.channel = channel
         self._outage = Outage("notifying workers of new tasks", log)
 
-    def dispatch(self, tasks: Sequence[Runnable]) -> None:
-        """Wake the workers LISTENing for the queues of ``tasks``."""
+    def send_within(self, conn: Connection, tasks: Sequence[Runnable]) -> None:
+        """Notify in the job store's own transaction, which made ``tasks`` runnable.
+
+        PostgreSQL delivers a transaction's notifications when it commits, and only
+        then (never for a rollback): a woken worker finds the tasks, and the wake-up
+        costs one statement instead of a transaction of its own.
+        """
+        notify = self._statement(tasks)
+        if notify is not None:
+            conn.execute(notify)
+
+    def _statement(self, tasks: Sequence[Runnable]) -> sa.Select[Any] | None:
         queues = sorted({t.queue for t in tasks})
         if not queues:
+            return None
+        return sa.select(*(sa.func.pg_notify(self.channel, sa.literal(q)) for q in queues))
+
+    def dispatch(self, tasks: Sequence[Runnable]) -> None:
+        """Wake the workers LISTENing for the queues of ``tasks``."""
+        notify = self._statement(tasks)
+        if notify is None:
             return
-        notify = sa.select(*(sa.func.pg_notify(self.channel, sa.literal(q)) for q in queues))
         try:
             with self.engine.begin() as conn:
                 conn.execute(notify)

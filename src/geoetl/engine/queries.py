@@ -23,7 +23,7 @@ from geoetl.engine.models import (
     iso,
 )
 from geoetl.engine.schema import job_events, job_stages, jobs, tasks
-from geoetl.engine.store import RUNNING, JobStore
+from geoetl.engine.store import RUNNING, JobStore, key_of
 from geoetl.errors import NotFound
 
 MAX_PAGE = 1000
@@ -97,7 +97,7 @@ class JobQueries:
     ) -> Page[TaskView]:
         """A job's tasks in stage and index order."""
         limit = max(1, min(limit, MAX_PAGE))
-        where = [tasks.c.job_id == job_id]
+        where = [tasks.c.job_key == key_of(job_id)]
         if stage:
             where.append(tasks.c.stage == stage)
         if status:
@@ -115,7 +115,7 @@ class JobQueries:
                 .offset(offset)
             ).all()
         return Page[TaskView](
-            items=[_task_view(r) for r in rows], total=total, limit=limit, offset=offset
+            items=[_task_view(job_id, r) for r in rows], total=total, limit=limit, offset=offset
         )
 
     def events(
@@ -132,14 +132,14 @@ class JobQueries:
             self._require(conn, job_id, access_levels)
             rows = conn.execute(
                 sa.select(job_events)
-                .where(job_events.c.job_id == job_id, job_events.c.id > after)
+                .where(job_events.c.job_key == key_of(job_id), job_events.c.id > after)
                 .order_by(job_events.c.id)
                 .limit(limit)
             ).all()
         return [
             EventView(
                 id=r.id,
-                job_id=r.job_id,
+                job_id=job_id,
                 task_id=r.task_id,
                 at=iso(r.at),
                 kind=r.kind,
@@ -217,7 +217,9 @@ class JobQueries:
         ids = [r.job_id for r in rows]
         counts: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
         attempts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        busy: list[str] = []
+        busy: list[int] = []
+        job_ids = {r.job_key: r.job_id for r in rows}
+        job_keys = {r.job_id: r.job_key for r in rows}
         # The stage counters the store keeps in step with task states: no task is counted.
         for r in conn.execute(sa.select(job_stages).where(job_stages.c.job_id.in_(ids))):
             counts[r.job_id][r.stage_index] = {
@@ -226,16 +228,16 @@ class JobQueries:
             }
             attempts[r.job_id][r.stage_index] = r.attempts
             if r.running:
-                busy.append(r.job_id)
+                busy.append(job_keys[r.job_id])
         running: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
         if busy:
             # Through the partial index of running tasks: as many rows as tasks running.
             for r in conn.execute(
-                sa.select(tasks.c.job_id, tasks.c.stage_index, tasks.c.progress).where(
-                    tasks.c.job_id.in_(busy), RUNNING, tasks.c.progress.is_not(None)
+                sa.select(tasks.c.job_key, tasks.c.stage_index, tasks.c.progress).where(
+                    tasks.c.job_key.in_(busy), RUNNING, tasks.c.progress.is_not(None)
                 )
             ):
-                running[r.job_id][r.stage_index].append(r.progress)
+                running[job_ids[r.job_key]][r.stage_index].append(r.progress)
         return [
             self._view(row, counts[row.job_id], attempts[row.job_id], running[row.job_id])
             for row in rows
@@ -341,10 +343,10 @@ def _stage_progress(
     return view
 
 
-def _task_view(r: sa.Row[Any]) -> TaskView:
+def _task_view(job_id: str, r: sa.Row[Any]) -> TaskView:
     return TaskView(
         task_id=r.task_id,
-        job_id=r.job_id,
+        job_id=job_id,
         stage=r.stage,
         stage_index=r.stage_index,
         index=r.idx,

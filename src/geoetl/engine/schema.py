@@ -26,6 +26,10 @@ jobs = sa.Table(
     "jobs",
     metadata,
     sa.Column("job_id", sa.String(64), primary_key=True),
+    # The job's number, what its tasks and events refer to: 8 bytes instead of the
+    # 64-character id in every task row, event row and their index entries (PostgreSQL:
+    # an identity column; SQLite: the store assigns the next number under its write lock).
+    sa.Column("job_key", BigId, sa.Identity(), nullable=False, unique=True),
     sa.Column("base_id", sa.String(64), nullable=False, index=True),
     sa.Column("run", sa.Integer, nullable=False, default=1),
     sa.Column("workflow", sa.String(100), nullable=False, index=True),
@@ -34,6 +38,8 @@ jobs = sa.Table(
     sa.Column("status", sa.String(20), nullable=False, index=True),
     sa.Column("stage_index", sa.Integer, nullable=False, default=0),
     sa.Column("stage", sa.String(100), nullable=True),
+    # Tasks of the current stage, set when it starts (progress is counted in job_stages,
+    # whose row also decides when the stage ends).
     sa.Column("remaining", sa.Integer, nullable=False, default=0),
     sa.Column("result", Json, nullable=True),
     sa.Column("error", Json, nullable=True),
@@ -51,9 +57,9 @@ tasks = sa.Table(
     "tasks",
     metadata,
     sa.Column("task_id", sa.String(200), primary_key=True),
-    # Indexed as the prefix of ix_tasks_job_stage: a second index on job_id alone cost
-    # about 84 bytes per task on SQLite.
-    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.job_id"), nullable=False),
+    # The job's key (jobs.job_key), indexed as the prefix of ix_tasks_job_stage: every
+    # version of a task row carries it, and so does every entry of the job indexes.
+    sa.Column("job_key", BigId, sa.ForeignKey("jobs.job_key"), nullable=False),
     sa.Column("stage_index", sa.Integer, nullable=False),
     sa.Column("stage", sa.String(100), nullable=False),
     sa.Column("idx", sa.Integer, nullable=False),
@@ -73,7 +79,7 @@ tasks = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("started_at", Time, nullable=True),
     sa.Column("finished_at", Time, nullable=True),
-    sa.Index("ix_tasks_job_stage", "job_id", "stage_index", "idx"),
+    sa.Index("ix_tasks_job_stage", "job_key", "stage_index", "idx"),
     # Partial indexes hold only the open tasks, so a claim, a lease check or a progress
     # read costs the same whatever the number of finished tasks. Their keys repeat within
     # a stage (one available_at for all its tasks), which PostgreSQL's B-tree
@@ -81,8 +87,8 @@ tasks = sa.Table(
     # literal (see store.QUEUED): SQLite uses a partial index only when the WHERE clause
     # visibly implies its predicate.
     sa.Index("ix_tasks_queued", "available_at", **_where("queued")),
-    sa.Index("ix_tasks_job_queued", "job_id", "available_at", **_where("queued")),
-    sa.Index("ix_tasks_running", "job_id", **_where("running")),
+    sa.Index("ix_tasks_job_queued", "job_key", "available_at", **_where("queued")),
+    sa.Index("ix_tasks_running", "job_key", **_where("running")),
 )
 
 job_stages = sa.Table(
@@ -107,14 +113,14 @@ job_events = sa.Table(
     "job_events",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("job_key", BigId, nullable=False),  # jobs.job_key
     sa.Column("task_id", sa.String(200), nullable=True),
     sa.Column("at", Time, nullable=False),
     sa.Column("kind", sa.String(40), nullable=False),
     sa.Column("message", sa.Text, nullable=False, default=""),
     # None is stored as SQL NULL, not JSON null: most events carry no data.
     sa.Column("data", JsonOrNull, nullable=True),
-    sa.Index("ix_job_events_job", "job_id", "id"),
+    sa.Index("ix_job_events_job", "job_key", "id"),
 )
 
 meta = sa.Table(
