@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 import time
@@ -136,12 +137,19 @@ def job_ended(store: JobStore, job_id: str) -> bool:
         return True
 
 
+# A job's scratch folder is named by its id (a SHA-256). Other folders under the scratch
+# root (uploads being received, a batch being copied in) belong to no job.
+JOB_FOLDER = re.compile(r"^[0-9a-f]{64}$")
+
+
 def clean_scratch(store: JobStore, root: Path | None) -> int:
     """Remove the scratch folders (one per job) of ended jobs under ``root``; how many."""
     if root is None or not root.is_dir():
         return 0
     removed = 0
     for folder in root.iterdir():
+        if not JOB_FOLDER.match(folder.name):
+            continue
         if folder.is_dir() and job_ended(store, folder.name):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
