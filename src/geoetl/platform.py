@@ -71,7 +71,8 @@ class Platform:
             retry_max_seconds=settings.retry_max_seconds,
             dispatcher=make_dispatcher(settings, engine),
         )
-        catalog = open_catalog(engine, settings.storage_url)
+        partition = None if settings.pgstac_partition == "none" else settings.pgstac_partition
+        catalog = open_catalog(engine, settings.storage_url, partition)
         if migrate:
             catalog.ensure_system_collections()
         assert settings.storage_url is not None

@@ -105,6 +105,14 @@ class Settings(BaseSettings):
             "larger ones stream through temporary files."
         ),
     )
+    pgstac_partition: Literal["none", "year", "month"] = Field(
+        default="none",
+        description=(
+            "How pgSTAC partitions a new collection's items beyond the collection: "
+            "'none' (one table per collection: the cheapest searches at geoetl's volumes), "
+            "or by 'year' or 'month' of their datetime for very large time series."
+        ),
+    )
     raster_split_bytes: int = Field(
         default=1024**3,
         ge=1,

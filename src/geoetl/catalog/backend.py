@@ -71,16 +71,19 @@ class CatalogBackend(Protocol):
         """Item property names and JSON types (the queryables)."""
 
 
-def open_catalog(engine: Engine, storage_url: str | None = None) -> CatalogBackend:
+def open_catalog(
+    engine: Engine, storage_url: str | None = None, partition: str | None = None
+) -> CatalogBackend:
     """The catalog for this deployment: pgSTAC on PostgreSQL, else the SQL catalog.
 
     pgSTAC is read by other tools too, so its items carry absolute asset hrefs under
-    ``storage_url``; the SQL catalog keeps object keys (a home can move).
+    ``storage_url``; the SQL catalog keeps object keys (a home can move). ``partition``
+    is pgSTAC's datetime partitioning of new collections (None: by collection only).
     """
     if engine.dialect.name == "postgresql":
         from geoetl.catalog.pgstac import PgstacCatalog
 
-        return PgstacCatalog(engine, asset_base=storage_url)
+        return PgstacCatalog(engine, partition_trunc=partition, asset_base=storage_url)
     from geoetl.catalog.store import SqlCatalog
 
     return SqlCatalog(engine)

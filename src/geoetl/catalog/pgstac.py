@@ -34,13 +34,15 @@ and in each collection), so pgSTAC's other readers see them too; a document with
 is seen only by callers with no audience restriction.
 
 Partitioning (pgSTAC's ``partition_trunc``, chosen when a collection is created):
-system collections get none (one partition each) — they hold one item per published
-dataset, thousands rather than millions, with datetimes scattered over decades, and
-yearly partitions would be many near-empty tables, each with its own indexes and a cost
-in every query plan. Other collections are partitioned by ``year``: time series grow
-there, and a date-bounded or newest-first search then touches only the years it needs,
-while even a century of data stays around a hundred partitions. ``month`` would multiply
-the partitions by twelve for no gain at geoetl's volumes.
+pgSTAC always keeps one table per collection; ``GEOETL_PGSTAC_PARTITION`` (default
+``none``) may split user collections further by ``year`` or ``month`` of their datetime.
+System collections are never split (one item per dataset, datetimes over decades).
+Every partition costs every search that the datetime cannot prune (a bbox, a property
+filter) planning time and an index probe: 10 collections of 5 years of items are 50
+partitions, and a bbox search on them cost 12 ms in-process against 6 ms on 10
+(``docs/benchmarks.md``). Within a collection the datetime index serves date-bounded and
+newest-first searches; yearly partitions pay off only for collections of many millions
+of items.
 
 Differences from SqlCatalog a caller can notice: pgSTAC drops properties whose value is
 null; the bbox search tests the item geometry (PostGIS ``st_intersects``), not only its
@@ -74,8 +76,8 @@ if TYPE_CHECKING:
     from geoetl.catalog.filters import ItemSql
 
 LEVEL = "geoetl:access_level"
-# Partitioning of collections other than the system ones (see the module docstring).
-DEFAULT_PARTITION = "year"
+# Datetime partitioning of collections other than the system ones (module docstring).
+DEFAULT_PARTITION: str | None = None
 # pgSTAC's items table as searches read it (pgSTAC creates and migrates it).
 ITEMS = sa.Table(
     "items",
