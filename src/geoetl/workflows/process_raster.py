@@ -124,14 +124,7 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
             "time_as=items publishes one item per time step: submit process_raster_times "
             "(geoetl ingest --time-as items does)"
         )
-    source = bronze_raster(
-        objects,
-        params.source,
-        ctx.scratch,
-        source_downloads(ctx),
-        variable=params.variable,
-        time_index=params.time_index,
-    )
+    source = job_source(params, ctx, ctx.scratch)
     info = inspect_raster(
         source,
         source.name,
@@ -275,14 +268,7 @@ def write_tier(
     preload(AFTER_COG_MODULES)
     message = f"writing {tier} COG"
     ctx.progress(0, 1, message)
-    source = bronze_raster(
-        ctx.platform.objects,
-        params.source,
-        ctx.scratch / "source",
-        source_downloads(ctx),
-        variable=params.variable,
-        time_index=params.time_index,
-    )
+    source = job_source(params, ctx, ctx.scratch / "source")
     out = ctx.scratch / "cog.tif"
 
     def report(fraction: float) -> None:
@@ -301,6 +287,18 @@ def write_tier(
         progress=report,
     )
     ctx.raise_if_cancelled()  # a finished COG of a cancelled job is not staged
+    return stage_cog(params, ctx, validated, out, key, {**result.model_dump(), "tier": tier})
+
+
+def stage_cog(
+    params: ProcessRasterParams,
+    ctx: TaskContext,
+    validated: Mapping[str, Any],
+    out: Path,
+    key: str,
+    facts: dict[str, Any],
+) -> dict[str, Any]:
+    """Store a written COG at its staging ``key`` and checkpoint what the catalog needs."""
     # The STAC item's file fields, from the local file: the catalog stage reads the
     # stored COG in place and never downloads it.
     digest = sha256_file(out)
@@ -312,9 +310,21 @@ def write_tier(
     # An upload (multipart) on S3 and Azure, tagged with the lineage record it belongs to.
     lineage = f"{params.collection_id}/{params.resolved_item_id()}@v{validated['version']}"
     ctx.platform.objects.move_file(out, key, metadata={LINEAGE: lineage})
-    staged = {**result.model_dump(), "tier": tier, "tmp_key": key, "sha256": digest}
+    staged = {**facts, "tmp_key": key, "sha256": digest}
     ctx.checkpoint("staged", staged)
     return staged
+
+
+def job_source(params: ProcessRasterParams, ctx: TaskContext, scratch: Path) -> Any:
+    """The job's raster (or NetCDF/HDF5 variable) as a checked file on this machine."""
+    return bronze_raster(
+        ctx.platform.objects,
+        params.source,
+        scratch,
+        source_downloads(ctx),
+        variable=params.variable,
+        time_index=params.time_index,
+    )
 
 
 def register(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:

@@ -20,8 +20,6 @@ from geoetl.engine.workflow import StageResults
 from geoetl.errors import InputError
 from geoetl.raster.inspect import RasterInfo
 from geoetl.raster.profiles import Tier, cog_profile, tiers_for
-from geoetl.raster.source import bronze_raster
-from geoetl.storage.objectstore import LINEAGE, sha256_file
 
 if TYPE_CHECKING:
     from geoetl.raster.windows import SplitPlan
@@ -73,7 +71,7 @@ def _profile(params: ProcessRasterParams, info: RasterInfo, tier: Tier) -> Any:
 def write_window(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     """Write one window's part to the object store (a task of the cog stage)."""
     from geoetl.raster.windows import write_part
-    from geoetl.workflows.process_raster import source_downloads
+    from geoetl.workflows.process_raster import job_source
 
     validated = ctx.results["validate"]
     plan = split_of(validated)
@@ -89,14 +87,7 @@ def write_window(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any
     profile = _profile(params, info, tiers_for(params.output_tier, info.raster_type)[0])
     message = f"writing window {index + 1} of {plan.windows}"
     ctx.progress(0, 1, message)
-    source = bronze_raster(
-        objects,
-        params.source,
-        ctx.scratch / "source",
-        source_downloads(ctx),
-        variable=params.variable,
-        time_index=params.time_index,
-    )
+    source = job_source(params, ctx, ctx.scratch / "source")
     out = ctx.scratch / "part.tif"
 
     def report(fraction: float) -> None:
@@ -121,7 +112,7 @@ def write_window(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any
 def assemble_tier(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
     """Assemble this tier's COG from the windows' parts and stage it (as write_tier)."""
     from geoetl.raster.windows import assemble_cog
-    from geoetl.workflows.process_raster import staging_key, version_of
+    from geoetl.workflows.process_raster import stage_cog, staging_key
 
     validated = ctx.results["validate"]
     plan = split_of(validated)
@@ -171,23 +162,8 @@ def assemble_tier(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, An
         progress=report,
     )
     ctx.raise_if_cancelled()
-    digest = sha256_file(out)
-    if key.startswith("silver/"):  # the janitor knows whose it is before it is published
-        version = version_of(ctx, params, validated)
-        ctx.platform.versions.add_objects(
-            version.collection_id, version.item_id, version.version, [key]
-        )
-    lineage = f"{params.collection_id}/{params.resolved_item_id()}@v{validated['version']}"
-    objects.move_file(out, key, metadata={LINEAGE: lineage})
-    staged = {
-        **result.model_dump(),
-        "tier": tier,
-        "tmp_key": key,
-        "sha256": digest,
-        "windows": plan.windows,
-    }
-    ctx.checkpoint("staged", staged)
-    return staged
+    facts = {**result.model_dump(), "tier": tier, "windows": plan.windows}
+    return stage_cog(params, ctx, validated, out, key, facts)
 
 
 def remove_parts(ctx: TaskContext) -> None:
