@@ -104,6 +104,12 @@ def moto_s3(bucket: str | None = None) -> Iterator[S3Server]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # A listening socket that never blocks in accept(): when a connection is
+    # gone before the server takes it (a client killed mid-test), a blocking
+    # accept() holds serve_forever, and stop() then waits for ever.
+    listener = server._server
+    if listener is not None:
+        listener.socket.settimeout(1.0)
     try:
         _wait_for_port(port, None, 10)
         info = S3Server(f"http://127.0.0.1:{port}", bucket or f"geoetl-{uuid.uuid4().hex[:8]}")
