@@ -138,6 +138,28 @@ def test_visualization_tier_of_rgb_is_jpeg(tmp_path: Path) -> None:
         assert b.overviews(1)  # 700 px > one 512 block: overviews exist
 
 
+@pytest.mark.parametrize("width", [512, 1024])
+def test_a_raster_one_block_wide_at_some_level_converts(tmp_path: Path, width: int) -> None:
+    # 512 x 1500 is one block wide; 1024 x 2048's first overview is 512 x 1024. rio-cogeo's
+    # check takes such a level for a striped one: the conversion must not fail on it.
+    height = 2 * width if width > 512 else 1500
+    src = tmp_path / "tall.tif"
+    data = np.random.default_rng(2).integers(0, 255, (1, height, width), dtype=np.uint8)
+    with rasterio.open(
+        src, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
+        crs="EPSG:3857", transform=from_origin(0, 0, 10, 10),
+    ) as ds:  # fmt: skip
+        ds.write(data)
+    info = inspect_raster(str(src), "tall.tif")
+    out = tmp_path / "tall-cog.tif"
+    write_cog(str(src), out, info, cog_profile("dem", "analysis", "uint8", 85), None, tmp_path)
+    with rasterio.open(out) as cog:
+        assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert cog.block_shapes == [(512, 512)]
+        assert cog.overviews(1)
+        assert np.array_equal(cog.read(), data)
+
+
 def _write(path: Path, dtype: str = "float32", crs: str | None = "EPSG:4326") -> Path:
     with rasterio.open(
         path,
