@@ -22,6 +22,8 @@ SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".
 WORKFLOWS: dict[Kind, str] = {"raster": "process_raster", "vector": "process_vector"}
 # A raster's time steps as items (time_as=items): one item per step.
 TIMES_WORKFLOW = "process_raster_times"
+# A raster cut into tiles (layout=tiles): one item per tile, served as one mosaic.
+TILES_WORKFLOW = "process_raster_tiles"
 
 _SHARED = ("access_level", "input_crs", "collection_id", "target_crs", "replace")
 OPTIONS: dict[Kind, tuple[str, ...]] = {
@@ -34,6 +36,8 @@ OPTIONS: dict[Kind, tuple[str, ...]] = {
         "jpeg_quality",
         "variable",
         "time_as",
+        "layout",
+        "tile_size",
     ),
     "vector": (*_SHARED, "dataset_id", "layer", "keep_z", "csv_lat", "csv_lon", "csv_wkt"),
 }
@@ -137,7 +141,8 @@ def job_request(kind: Kind, source: str, options: dict[str, Any]) -> tuple[str, 
     Options that do not apply to the kind (a vector ``layer`` for a raster) and unset
     ones are left out; a raster's ``target_crs`` of ``native`` keeps the file's CRS.
     A NetCDF variable with ``time_as=items`` is published by process_raster_times (one
-    item per time step).
+    item per time step), a raster with ``layout=tiles`` by process_raster_tiles (one
+    item per tile).
     """
     params: dict[str, Any] = {"source": source}
     for name in OPTIONS[kind]:
@@ -149,4 +154,6 @@ def job_request(kind: Kind, source: str, options: dict[str, Any]) -> tuple[str, 
         params[name] = value
     if kind == "raster" and params.get("time_as") == "items":
         return TIMES_WORKFLOW, params
+    if kind == "raster" and params.get("layout") == "tiles":
+        return TILES_WORKFLOW, params
     return WORKFLOWS[kind], params

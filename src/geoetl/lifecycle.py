@@ -61,8 +61,9 @@ def fault_point(platform: Platform, name: str) -> None:
 # Parameters left out of a publication's identity: replacing is how, not what, and the
 # same file with the same options is the same whatever batch it came in.
 NOT_IDENTITY = {"replace", "batch_id"}
-# Parameters added to workflows after versions began recording params hashes.
-ADDED_LATER = ("variable", "time_as", "time_index")
+# Parameters added to workflows after versions began recording params hashes, in the
+# order they came (each group at once): NetCDF's, then tiles'.
+ADDED_LATER = (("variable", "time_as", "time_index"), ("layout", "tile_size"))
 
 
 def params_hash(params: BaseModel) -> str:
@@ -83,8 +84,11 @@ def earlier_params_hashes(params: BaseModel) -> set[str]:
     """
     full = params.model_dump(mode="json", exclude=NOT_IDENTITY)
     given = params.model_dump(mode="json", exclude=NOT_IDENTITY, exclude_defaults=True)
-    older = {k: v for k, v in full.items() if k in given or k not in ADDED_LATER}
-    return {_sha(full), _sha(older)}
+    hashes = {_sha(full)}
+    for era in range(len(ADDED_LATER)):  # before each group of parameters came
+        later = {name for group in ADDED_LATER[era:] for name in group}
+        hashes.add(_sha({k: v for k, v in full.items() if k in given or k not in later}))
+    return hashes
 
 
 def _sha(data: dict[str, Any]) -> str:

@@ -223,6 +223,7 @@ def test_demo_workflows_are_off_unless_enabled(anonymous: TestClient) -> None:
     offered = [
         "process_raster",
         "process_raster_collection",
+        "process_raster_tiles",
         "process_raster_times",
         "process_vector",
         "unpublish",

@@ -111,6 +111,13 @@ async def ingest_upload(
     time_as: Annotated[
         str | None, Query(description="NetCDF: time steps as 'bands' (default) or 'items'.")
     ] = None,
+    layout: Annotated[
+        str | None,
+        Query(description="Raster: 'cog' (default) or 'tiles': one COG and item per tile."),
+    ] = None,
+    tile_size: Annotated[
+        int | None, Query(description="Raster, layout=tiles: tile px, a multiple of 512.")
+    ] = None,
     strict_mode: Annotated[bool | None, Query(description="Raster: warnings fail.")] = None,
     keep_z: Annotated[bool | None, Query(description="Vector: keep Z coordinates.")] = None,
     csv_lat: Annotated[str | None, Query(description="CSV latitude column.")] = None,
@@ -140,6 +147,8 @@ async def ingest_upload(
         "jpeg_quality": jpeg_quality,
         "variable": variable,
         "time_as": time_as,
+        "layout": layout,
+        "tile_size": tile_size,
         "strict_mode": strict_mode,
         "keep_z": keep_z,
         "csv_lat": csv_lat,

@@ -121,6 +121,14 @@ def ingest(
             help="NetCDF: time steps as 'bands' of one item (default) or one item each ('items')."
         ),
     ] = None,
+    tiles: Annotated[
+        int | None,
+        typer.Option(
+            help="Raster: publish it cut into tiles of this many pixels (a multiple of 512), "
+            "one COG and item each, served as one mosaic layer of the collection.",
+            min=512,
+        ),
+    ] = None,
     keep_z: Annotated[bool, typer.Option(help="Vector: keep Z coordinates.")] = False,
     csv_lat: Annotated[str | None, typer.Option(help="CSV latitude column.")] = None,
     csv_lon: Annotated[str | None, typer.Option(help="CSV longitude column.")] = None,
@@ -156,6 +164,8 @@ def ingest(
         "raster_type": raster_type,
         "variable": variable,
         "time_as": time_as,
+        "layout": None if tiles is None else "tiles",
+        "tile_size": tiles,
         "keep_z": keep_z or None,
         "csv_lat": csv_lat,
         "csv_lon": csv_lon,
@@ -190,6 +200,15 @@ def ingest(
         console.print(f"  viewer   {base}{result['urls']['viewer']}", soft_wrap=True)
         console.print(f"  tiles    {base}{result['urls']['tiles']}", soft_wrap=True)
         console.print(f"  preview  {base}{result['urls']['preview']}", soft_wrap=True)
+    elif view.workflow == "process_raster_tiles":
+        grid = result["tiles"]
+        console.print(
+            f"[green]published[/] {result['collection_id']}: {len(result['items'])} tiles "
+            f"({grid['rows']} x {grid['cols']}) of {grid['size']} px, {grid['crs']}"
+        )
+        console.print(f"  viewer   {base}{result['urls']['viewer']}", soft_wrap=True)
+        console.print(f"  tiles    {base}{result['urls']['tiles']}", soft_wrap=True)
+        console.print(f"  catalog  {base}{result['urls']['stac_collection']}", soft_wrap=True)
     elif view.workflow == "process_raster_times":
         console.print(
             f"[green]published[/] {result['collection_id']}: variable {result['variable']}, "

@@ -38,6 +38,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from geoetl import gdalsafe
+from geoetl.errors import InputError
 from geoetl.raster.cog import (
     COG_CACHE_BYTES,
     CogResult,
@@ -90,23 +91,38 @@ class SplitPlan(BaseModel):
     """Rows warped per call inside a window (reprojected only)."""
     count: int
     """Bands of the output (an alpha band added by the warp included)."""
+    cols: int | None = None
+    """Columns of each window (tiles); None: every window spans the grid (strips)."""
 
     @property
-    def windows(self) -> int:
-        """How many windows (tasks): the last one takes up a remainder of < rows / 2.
+    def tile_rows(self) -> int:
+        """Windows down the grid: the last one takes up a remainder of < rows / 2.
 
         No window is a sliver: a warp call of a few rows at the grid's edge finds a
         slightly different source window than the single-pass warp's there.
         """
-        return max(1, (self.height + self.rows // 2) // self.rows)
+        return _spans(self.height, self.rows)
+
+    @property
+    def tile_cols(self) -> int:
+        """Windows across the grid (1 for strips)."""
+        return 1 if self.cols is None else _spans(self.width, self.cols)
+
+    @property
+    def windows(self) -> int:
+        """How many windows (tasks)."""
+        return self.tile_rows * self.tile_cols
 
     def window(self, index: int) -> Window:
-        """Window ``index`` of the output grid."""
+        """Window ``index`` of the output grid (row-major)."""
         if not 0 <= index < self.windows:
             raise ValueError(f"window {index} is outside the plan's {self.windows} windows")
-        top = index * self.rows
-        bottom = self.height if index == self.windows - 1 else top + self.rows
-        return Window(0, top, self.width, bottom - top)
+        row, col = divmod(index, self.tile_cols)
+        top, bottom = _span(row, self.tile_rows, self.rows, self.height)
+        if self.cols is None:
+            return Window(0, top, self.width, bottom - top)
+        left, right = _span(col, self.tile_cols, self.cols, self.width)
+        return Window(left, top, right - left, bottom - top)
 
     alpha: bool = False
     """Whether the warp adds an alpha band."""
@@ -133,6 +149,17 @@ class SplitPlan(BaseModel):
     def affine(self) -> Affine:
         """The output grid's transform."""
         return Affine(*self.transform)
+
+
+def _spans(size: int, step: int) -> int:
+    """Windows of ``step`` along ``size``, the last one taking a remainder of < step / 2."""
+    return max(1, (size + step // 2) // step)
+
+
+def _span(index: int, count: int, step: int, size: int) -> tuple[int, int]:
+    """Start and end of window ``index`` of ``count`` along ``size``."""
+    start = index * step
+    return start, size if index == count - 1 else start + step
 
 
 def overview_factors(width: int, height: int) -> list[int]:
@@ -163,29 +190,11 @@ def plan_split(
     """
     if uncompressed_bytes(info) <= split_bytes:
         return None
-    target = None if target_crs is None else parse_crs(target_crs, "target_crs")
-    reproject = target is not None and target != CRS.from_user_input(info.crs)
-    with (
-        rasterio.Env(GDAL_CACHEMAX=COG_CACHE_BYTES),
-        gdalsafe.open_raster(
-            source, source.name, vrt_options=vrt_options(info, reproject=reproject)
-        ) as src,
-    ):
-        allowed = {MaskFlags.all_valid, MaskFlags.nodata, MaskFlags.alpha}
-        if any(not set(flags) <= allowed for flags in src.mask_flag_enums):
-            return None
-        itemsize = np.dtype(src.dtypes[0]).itemsize
-        if target is not None and reproject:
-            grid = _warp_grid(src, target)
-            if grid is None:
-                return None
-            count = src.count + (1 if _adds_alpha(src, info) else 0)
-            crs = crs_string(target)
-        else:
-            grid = _Grid(src.transform, src.width, src.height)
-            count = src.count
-            crs = info.crs
-    row_bytes = grid.width * count * itemsize
+    found = _output_grid(source, info, target_crs)
+    if found is None:
+        return None
+    grid, crs, count, warp_rows, reproject, alpha = found
+    row_bytes = grid.width * count * np.dtype(info.dtype).itemsize
     part_bytes = min(PART_BYTES, split_bytes)
     # Whole blocks, and whole pixels of every overview: each part's own overviews are
     # then the overview pixels of its rows.
@@ -201,10 +210,75 @@ def plan_split(
         transform=(t.a, t.b, t.c, t.d, t.e, t.f),
         reproject=reproject,
         rows=rows,
-        warp_rows=_warp_rows(grid.width, count, src.dtypes[0]),
+        warp_rows=warp_rows,
         count=count,
-        alpha=count > src.count,
+        alpha=alpha,
     )
+
+
+def plan_tiles(
+    source: gdalsafe.UserFile, info: RasterInfo, target_crs: str | None, tile_size: int
+) -> SplitPlan:
+    """The output grid cut into tiles of ``tile_size`` px (a multiple of the block).
+
+    What :func:`plan_split` refuses to split (GCPs, RPCs, rotation, a mask band) is
+    refused here with what to do instead: a tile would not carry it.
+    """
+    if tile_size % BLOCKSIZE:
+        raise InputError(f"tile_size must be a multiple of {BLOCKSIZE} px, not {tile_size}")
+    found = _output_grid(source, info, target_crs)
+    if found is None:
+        raise InputError(
+            f"{source.name} cannot be cut into tiles (it has GCPs, RPCs, a rotated grid or "
+            "a mask band): publish it as one COG (leave layout out)"
+        )
+    grid, crs, count, warp_rows, reproject, alpha = found
+    t = grid.transform
+    return SplitPlan(
+        width=grid.width,
+        height=grid.height,
+        crs=crs,
+        transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+        reproject=reproject,
+        rows=tile_size,
+        cols=tile_size,
+        warp_rows=min(warp_rows, tile_size),
+        count=count,
+        alpha=alpha,
+    )
+
+
+def _output_grid(
+    source: gdalsafe.UserFile, info: RasterInfo, target_crs: str | None
+) -> tuple[_Grid, str, int, int, bool, bool] | None:
+    """The COG's grid, CRS, band count, warp rows, whether reprojected and alpha added.
+
+    None for what only GDAL's COG driver can warp (GCPs, RPCs, rotation) or copy (a
+    mask band).
+    """
+    target = None if target_crs is None else parse_crs(target_crs, "target_crs")
+    reproject = target is not None and target != CRS.from_user_input(info.crs)
+    with (
+        rasterio.Env(GDAL_CACHEMAX=COG_CACHE_BYTES),
+        gdalsafe.open_raster(
+            source, source.name, vrt_options=vrt_options(info, reproject=reproject)
+        ) as src,
+    ):
+        allowed = {MaskFlags.all_valid, MaskFlags.nodata, MaskFlags.alpha}
+        if any(not set(flags) <= allowed for flags in src.mask_flag_enums):
+            return None
+        if target is not None and reproject:
+            grid = _warp_grid(src, target)
+            if grid is None:
+                return None
+            count = src.count + (1 if _adds_alpha(src, info) else 0)
+            crs = crs_string(target)
+        else:
+            grid = _Grid(src.transform, src.width, src.height)
+            count = src.count
+            crs = info.crs
+        warp_rows = _warp_rows(grid.width, count, src.dtypes[0])
+        return grid, crs, count, warp_rows, reproject, count > src.count
 
 
 def write_part(
@@ -222,6 +296,7 @@ def write_part(
     ``plan.warp_rows`` rows on every core. Memory: one such band.
     """
     window = plan.window(index)
+    left, width = int(window.col_off), int(window.width)
     out.parent.mkdir(parents=True, exist_ok=True)
     target = CRS.from_user_input(plan.crs)
     grid = _Grid(plan.affine, plan.width, plan.height)
@@ -234,12 +309,12 @@ def write_part(
             out,
             "w",
             driver="GTiff",
-            width=plan.width,
+            width=width,
             height=int(window.height),
             count=plan.count,
             dtype=src.dtypes[0],
             crs=target,
-            transform=plan.affine * Affine.translation(0, int(window.row_off)),
+            transform=plan.affine * Affine.translation(left, int(window.row_off)),
             nodata=src.nodata,
             **PART_OPTIONS,
         ) as part,
@@ -251,11 +326,13 @@ def write_part(
             progress((row - top) / (bottom - top))
             height = min(step, bottom - row)
             if plan.reproject:
-                data = _warp_band_of_rows(src, info, profile, target, grid, row, height)
+                data = _warp_band_of_rows(
+                    src, info, profile, target, grid, row, height, left=left, width=width
+                )
             else:
-                data = src.read(window=Window(0, row, plan.width, height))
-            part.write(data, window=Window(0, row - top, plan.width, height))
-        if plan.part_overviews:
+                data = src.read(window=Window(left, row, width, height))
+            part.write(data, window=Window(0, row - top, width, height))
+        if plan.part_overviews and plan.cols is None:
             # The COG's overviews of these rows, computed here rather than at assembly.
             part.build_overviews(plan.part_overviews, Resampling[profile.overview_resampling])
     progress(1.0)
@@ -287,6 +364,8 @@ def parts_vrt(parts: Sequence[str], plan: SplitPlan, vrt: Path) -> None:
     whole grid and one source per part and band; each overview level is a VRT of the
     parts' own overviews at that level, named as the VRT's overviews.
     """
+    if plan.cols is not None:
+        raise ValueError("a plan of tiles is published as tiles, not assembled")
     if len(parts) != plan.windows:
         raise ValueError(f"{len(parts)} parts for {plan.windows} windows")
     vrt.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +457,53 @@ def assemble_cog(
             _cog_copy(mosaic, dst, profile.creation_options(), report)
     vrt.unlink(missing_ok=True)
     report(1.0)
+    verify_cog(dst, info)
+    with rasterio.open(dst) as out:
+        return CogResult(
+            tier=profile.tier,
+            compression=profile.compress,
+            crs=crs_string(out.crs),
+            reprojected=plan.reproject,
+            width=out.width,
+            height=out.height,
+            size_bytes=dst.stat().st_size,
+            overviews=len(out.overviews(1)),
+            alpha_added=out.count == info.count + 1,
+        )
+
+
+def write_tile(
+    source: gdalsafe.UserFile,
+    info: RasterInfo,
+    profile: CogProfile,
+    plan: SplitPlan,
+    index: int,
+    dst: Path,
+    scratch: Path,
+    progress: Progress,
+) -> CogResult:
+    """Tile ``index`` of a plan of tiles as a COG of its own at ``dst``, with overviews.
+
+    Natively its pixels are the single-pass conversion's over the tile's window;
+    reprojected, they are warped with the kernel scale of the whole grid, and differ from
+    the single pass's by GDAL's approximate transformer (which interpolates over each
+    call's rows and columns: a fraction of a pixel). It is written as a part, then
+    copied to a COG by GDAL's driver, which makes the tile's overviews. Memory: one band
+    of rows.
+    """
+    part = scratch / "tile-part.tif"
+    write_part(source, info, profile, plan, index, part, lambda f: progress(f * 0.6))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        rasterio.Env(
+            GDAL_NUM_THREADS="ALL_CPUS",
+            GDAL_CACHEMAX=COG_CACHE_BYTES,
+            **_temporary_overview_options(profile),
+        ),
+        rasterio.open(part) as tile,
+    ):
+        _cog_copy(tile, dst, profile.creation_options(), lambda f: progress(0.6 + f * 0.4))
+    part.unlink(missing_ok=True)
     verify_cog(dst, info)
     with rasterio.open(dst) as out:
         return CogResult(

@@ -12,6 +12,7 @@ BUILT_IN = {
         "geoetl.workflows.process_raster_collection:process_raster_collection"
     ),
     "process_raster_times": "geoetl.workflows.process_raster_times:process_raster_times",
+    "process_raster_tiles": "geoetl.workflows.process_raster_tiles:process_raster_tiles",
     "process_vector": "geoetl.workflows.process_vector:process_vector",
     "unpublish": "geoetl.workflows.unpublish:unpublish",
 }

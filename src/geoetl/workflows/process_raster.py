@@ -70,6 +70,18 @@ class ProcessRasterParams(BaseModel):
     time_index: int | None = Field(
         default=None, ge=0, description="NetCDF: publish only this time step (0-based)."
     )
+    layout: Literal["cog", "tiles"] = Field(
+        default="cog",
+        description="cog: one COG and item; tiles: the raster cut into tiles of tile_size "
+        "px, one COG and item each, served as one mosaic (process_raster_tiles).",
+    )
+    tile_size: int = Field(
+        default=8192,
+        ge=512,
+        le=65536,
+        multiple_of=512,
+        description="layout=tiles: the tiles' width and height in pixels of the output.",
+    )
 
     @field_validator("access_level", mode="before")
     @classmethod
@@ -123,6 +135,11 @@ def validate(params: ProcessRasterParams, ctx: TaskContext) -> dict[str, Any]:
         raise InputError(
             "time_as=items publishes one item per time step: submit process_raster_times "
             "(geoetl ingest --time-as items does)"
+        )
+    if params.layout == "tiles":
+        raise InputError(
+            "layout=tiles publishes one item per tile: submit process_raster_tiles "
+            "(geoetl ingest --tiles SIZE does)"
         )
     source = job_source(params, ctx, ctx.scratch)
     info = inspect_raster(
