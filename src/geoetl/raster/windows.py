@@ -457,19 +457,7 @@ def assemble_cog(
             _cog_copy(mosaic, dst, profile.creation_options(), report)
     vrt.unlink(missing_ok=True)
     report(1.0)
-    verify_cog(dst, info)
-    with rasterio.open(dst) as out:
-        return CogResult(
-            tier=profile.tier,
-            compression=profile.compress,
-            crs=crs_string(out.crs),
-            reprojected=plan.reproject,
-            width=out.width,
-            height=out.height,
-            size_bytes=dst.stat().st_size,
-            overviews=len(out.overviews(1)),
-            alpha_added=out.count == info.count + 1,
-        )
+    return _checked(dst, info, profile, plan)
 
 
 def write_tile(
@@ -504,6 +492,11 @@ def write_tile(
     ):
         _cog_copy(tile, dst, profile.creation_options(), lambda f: progress(0.6 + f * 0.4))
     part.unlink(missing_ok=True)
+    return _checked(dst, info, profile, plan)
+
+
+def _checked(dst: Path, info: RasterInfo, profile: CogProfile, plan: SplitPlan) -> CogResult:
+    """Check the written COG (:func:`verify_cog`) and say what it is."""
     verify_cog(dst, info)
     with rasterio.open(dst) as out:
         return CogResult(

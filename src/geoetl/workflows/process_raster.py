@@ -472,6 +472,17 @@ def unchanged_result(params: Any, results: StageResults) -> dict[str, Any]:
     }
 
 
+def collection_urls(collection_id: str) -> dict[str, str]:
+    """Where a collection of rasters is served as one layer, relative to the API root."""
+    base = f"/raster/collections/{collection_id}"
+    return {
+        "stac_collection": f"/stac/collections/{collection_id}",
+        "tilejson": f"{base}/WebMercatorQuad/tilejson.json",
+        "tiles": f"{base}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png",
+        "viewer": f"{base}/WebMercatorQuad/map.html",
+    }
+
+
 def raster_urls(collection_id: str, item_id: str) -> dict[str, str]:
     """Where the item is served, relative to the API root."""
     base = f"/raster/collections/{collection_id}/items/{item_id}"

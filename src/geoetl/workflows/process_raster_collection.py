@@ -197,19 +197,13 @@ def register(params: ProcessRasterCollectionParams, ctx: TaskContext) -> dict[st
 def summarize(params: ProcessRasterCollectionParams, results: StageResults) -> dict[str, Any]:
     """The job result: the collection, its items and how to see them as one layer."""
     items = results["catalog"]["items"]
-    base = f"/raster/collections/{params.collection_id}"
     return {
         "collection_id": params.collection_id,
         "items": items,
         "published": sum(1 for i in items if i["new"]),
         "unchanged": sum(1 for i in items if not i["new"]),
         "warnings": results["check"]["warnings"],
-        "urls": {
-            "stac_collection": f"/stac/collections/{params.collection_id}",
-            "tilejson": f"{base}/WebMercatorQuad/tilejson.json",
-            "tiles": f"{base}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png",
-            "viewer": f"{base}/WebMercatorQuad/map.html",
-        },
+        "urls": one.collection_urls(params.collection_id),
     }
 
 

@@ -179,7 +179,6 @@ def summarize(params: ProcessRasterParams, results: StageResults) -> dict[str, A
     grid = results["grid"]
     items = results["catalog"]["items"]
     plan = grid["plan"]
-    base = f"/raster/collections/{params.collection_id}"
     return {
         "collection_id": params.collection_id,
         "items": items,
@@ -194,12 +193,7 @@ def summarize(params: ProcessRasterParams, results: StageResults) -> dict[str, A
         "published": sum(1 for i in items if i["new"]),
         "unchanged": sum(1 for i in items if not i["new"]),
         "warnings": grid["info"]["warnings"],
-        "urls": {
-            "stac_collection": f"/stac/collections/{params.collection_id}",
-            "tilejson": f"{base}/WebMercatorQuad/tilejson.json",
-            "tiles": f"{base}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png",
-            "viewer": f"{base}/WebMercatorQuad/map.html",
-        },
+        "urls": one.collection_urls(params.collection_id),
     }
 
 
