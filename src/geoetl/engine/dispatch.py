@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from geoetl.engine.db import Outage
 
@@ -75,7 +75,7 @@ class NotifyDispatcher:
     """PostgreSQL: one ``pg_notify(channel, queue)`` per distinct queue, one round trip.
 
     The job store sends it in the transaction that made the tasks runnable
-    (:meth:`send_within`); otherwise (the janitor's re-dispatch) in a transaction of
+    (:meth:`notifications`); otherwise (the janitor's re-dispatch) in a transaction of
     its own. Either way a worker woken by it finds the tasks. A notification that
     cannot be sent on its own (the database is away) is logged once per outage and
     dropped: idle workers still poll every second, and the janitor re-dispatches tasks
@@ -89,16 +89,14 @@ class NotifyDispatcher:
         self.channel = channel
         self._outage = Outage("notifying workers of new tasks", log)
 
-    def send_within(self, conn: Connection, tasks: Sequence[Runnable]) -> None:
-        """Notify in the job store's own transaction, which made ``tasks`` runnable.
+    def notifications(self, tasks: Sequence[Runnable]) -> list[tuple[str, str]]:
+        """The ``(channel, payload)`` notifications that announce ``tasks``: one per queue.
 
-        PostgreSQL delivers a transaction's notifications when it commits, and only
-        then (never for a rollback): a woken worker finds the tasks, and the wake-up
-        costs one statement instead of a transaction of its own.
+        The job store sends them with its own transaction's last statement, which made
+        ``tasks`` runnable: PostgreSQL delivers a transaction's notifications when it
+        commits, and only then (never for a rollback), so a woken worker finds the tasks.
         """
-        notify = self._statement(tasks)
-        if notify is not None:
-            conn.execute(notify)
+        return [(self.channel, q) for q in sorted({t.queue for t in tasks})]
 
     def _statement(self, tasks: Sequence[Runnable]) -> sa.Select[Any] | None:
         queues = sorted({t.queue for t in tasks})

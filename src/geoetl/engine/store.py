@@ -13,9 +13,11 @@ transactions never wait on each other in a cycle over them.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -24,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -81,6 +84,10 @@ _EVENT_COLUMNS = ("job_key", "task_id", "at", "kind", "message", "data")
 _DONE = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 Event = dict[str, Any]
+Template = tuple[str, ...]
+"""Names a parameterized write (:func:`_template`): its kind, then what shapes it."""
+Write = tuple[Template, dict[str, Any]]
+"""A write to run: its template and the values of its parameters."""
 # Job ids by job key and back, in this process: a job's key never changes (jobs are
 # never deleted), so it is looked up once. Cleared when it grows past this.
 KEY_CACHE_SIZE = 10_000
@@ -106,7 +113,7 @@ class Changes:
         self.runnable: list[Runnable] = []
         # PostgreSQL: writes sent with the transaction's last statement, as its WITH
         # queries (JobStore._execute): one round trip for them all.
-        self.deferred: list[sa.Insert | sa.Update] = []
+        self.deferred: list[Write] = []
         self.ids = ids
         self._queues: set[str] = set()
 
@@ -558,15 +565,11 @@ class JobStore:
                 finished[jid][r.stage_index].append(results[r.task_id])
                 per_stage[(jid, r.stage_index)] += 1
                 changes.event(jid, "task_succeeded", f"attempt {r.attempt}", r.task_id)
-            s = job_stages.c
             for (job_id, stage_index), n in sorted(per_stage.items()):
                 # The fan-in: the stage's counters, under their row lock, say whether this
                 # batch finished it (the job row is written only when a stage ends).
                 stage = conn.execute(
-                    sa.update(job_stages)
-                    .where(s.job_id == job_id, s.stage_index == stage_index)
-                    .values(running=s.running - n, succeeded=s.succeeded + n)
-                    .returning(s.total, s.succeeded)
+                    _FAN_IN, {"v_job_id": job_id, "v_stage_index": stage_index, "v_n": n}
                 ).one()
                 if stage.succeeded < stage.total:
                     continue
@@ -800,7 +803,7 @@ class JobStore:
         return {k: self._ids[k] for k in keys}
 
     def _job_row(self, conn: Connection, job_id: str) -> sa.Row[Any]:
-        row = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).first()
+        row = conn.execute(_JOB_ROW, {"v_job_id": job_id}).first()
         if row is None:
             raise NotFound(f"no job {job_id!r}")
         self._remember(job_id, int(row.job_key))
@@ -913,31 +916,31 @@ class JobStore:
                 return
             if items:
                 self._insert_tasks(conn, job.job_key, job_id, stage, index, items, now, changes)
+                counters = dict.fromkeys(_COUNTERS, 0) | {"queued": len(items)}
                 self._execute(
                     conn,
                     changes,
-                    sa.insert(job_stages).values(
-                        job_id=job_id,
-                        stage_index=index,
-                        stage=stage.name,
-                        queue=stage.queue,
-                        total=len(items),
-                        queued=len(items),
-                        running=0,
-                        succeeded=0,
-                        failed=0,
-                        cancelled=0,
-                        attempts=0,
-                    ),
+                    ("stage",),
+                    {
+                        "job_id": job_id,
+                        "stage_index": index,
+                        "stage": stage.name,
+                        "queue": stage.queue,
+                        "total": len(items),
+                        **counters,
+                    },
                 )
                 self._execute(
                     conn,
                     changes,
-                    sa.update(jobs)
-                    .where(jobs.c.job_id == job_id)
-                    .values(
-                        stage_index=index, stage=stage.name, remaining=len(items), updated_at=now
-                    ),
+                    ("job_stage",),
+                    {
+                        "job_id": job_id,
+                        "stage_index": index,
+                        "stage": stage.name,
+                        "remaining": len(items),
+                        "updated_at": now,
+                    },
                 )
                 changes.event(job_id, "stage_started", f"{stage.name}: {len(items)} task(s)")
                 return
@@ -991,7 +994,8 @@ class JobStore:
         columns = ", ".join(_TASK_COLUMNS)
         if self.postgres and len(items) <= PG_DEFERRED_ROWS:
             # A small stage: one INSERT, sent with the transaction's last statement.
-            self._execute(conn, changes, _unnest_insert(tasks, _TASK_COLUMNS, list(rows)))
+            arrays = dict(zip(_TASK_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
+            self._execute(conn, changes, ("tasks",), arrays)
             return
         if self.postgres:
             dbapi: Any = conn.connection.driver_connection  # psycopg 3, in this transaction
@@ -1151,7 +1155,7 @@ class JobStore:
         return float(delay * random.uniform(0.8, 1.2))  # jitter spreads retries of a failed batch
 
     def _execute(
-        self, conn: Connection, changes: Changes, statement: sa.Insert | sa.Update
+        self, conn: Connection, changes: Changes, template: Template, params: dict[str, Any]
     ) -> None:
         """Run a write now (SQLite), or with the transaction's last statement (PostgreSQL).
 
@@ -1160,14 +1164,13 @@ class JobStore:
         stage): PostgreSQL runs the WITH queries of one statement on one snapshot.
         """
         if self.postgres:
-            changes.deferred.append(statement)
+            changes.deferred.append((template, params))
         else:
-            conn.execute(statement)
+            conn.execute(_template(template), _values(params))
 
-    def _move_statements(self, changes: Changes) -> list[sa.Update]:
+    def _moves(self, changes: Changes) -> list[Write]:
         """The counter updates of the recorded moves (which are then forgotten)."""
-        s = job_stages.c
-        statements = []
+        writes: list[Write] = []
         # Sorted: transactions touching several stages lock their rows in one order.
         for (job_id, stage_index), counts in sorted(changes.moves.items()):
             values = {
@@ -1176,67 +1179,69 @@ class JobStore:
                 if n
             }
             if values:
-                statements.append(
-                    sa.update(job_stages)
-                    .where(s.job_id == job_id, s.stage_index == stage_index)
-                    .values({getattr(s, key): getattr(s, key) + n for key, n in values.items()})
-                )
+                names = tuple(sorted(values))
+                key = {"job_id": job_id, "stage_index": stage_index}
+                writes.append((("moves", *names), {**key, **values}))
         changes.moves.clear()
-        return statements
+        return writes
 
     def _apply_moves(self, conn: Connection, changes: Changes) -> None:
-        for statement in self._move_statements(changes):
-            conn.execute(statement)
+        for template, params in self._moves(changes):
+            conn.execute(_template(template), _values(params))
 
     def _record(self, conn: Connection, changes: Changes) -> None:
         """Write what the transaction recorded: counter moves, then events.
 
-        On PostgreSQL both go in one statement (the counter updates as data-modifying
-        ``WITH`` queries of the events' ``INSERT``): one round trip less per claim and
-        per completion. A dispatcher that can send within the transaction (NOTIFY)
-        is told about the runnable tasks here; :meth:`dispatch` then has nothing left.
+        On PostgreSQL everything goes in one statement, with the dispatcher's
+        notifications (which PostgreSQL delivers at commit): see :func:`_pg_record_sql`.
         """
-        send_within = getattr(self.dispatcher, "send_within", None)
-        if changes.runnable and send_within is not None:
-            send_within(conn, changes.runnable)
-            changes.runnable = []
-        if not changes.events:
-            for statement in changes.deferred:
-                conn.execute(statement)
-            changes.deferred.clear()
-            self._apply_moves(conn, changes)
+        if self.postgres:
+            self._pg_record(conn, changes)
             return
-        now = time.time()
-        keys = {j: self._key(conn, j) for j in {e["job_id"] for e in changes.events}}
-        events, changes.events = changes.events, []
-        if not self.postgres:
-            self._apply_moves(conn, changes)
-            rows = [{**e, "job_key": keys[e["job_id"]], "at": now} for e in events]
+        self._apply_moves(conn, changes)
+        if changes.events:
+            now = time.time()
+            keys = {j: self._key(conn, j) for j in {e["job_id"] for e in changes.events}}
+            rows = [{**e, "job_key": keys[e["job_id"]], "at": now} for e in changes.events]
+            changes.events = []
             conn.execute(sa.insert(job_events), rows)
-            return
-        insert = _unnest_insert(
-            job_events,
-            _EVENT_COLUMNS,
-            [
-                (
-                    keys[e["job_id"]],
-                    e["task_id"],
-                    now,
-                    e["kind"],
-                    e["message"],
-                    None if e["data"] is None else json.dumps(e["data"]),
-                )
-                for e in events
-            ],
-        )
-        writes = [*changes.deferred, *self._move_statements(changes)]
+
+    def _pg_record(self, conn: Connection, changes: Changes) -> None:
+        """PostgreSQL: the deferred writes, counter moves, events and notifications at once.
+
+        One round trip whatever was recorded: a claim, a completion that starts the next
+        stage, a failure. The statement's text depends only on which writes there are,
+        and is built once for each such shape; only the values change.
+        """
+        writes = [*changes.deferred, *self._moves(changes)]
         changes.deferred.clear()
-        for i, write in enumerate(writes):
-            table = write.table
-            assert isinstance(table, sa.Table)
-            first = next(iter(table.primary_key.columns))
-            insert = insert.add_cte(write.returning(first).cte(f"w{i}"))
-        conn.execute(insert)
+        params: dict[str, Any] = {}
+        for i, (_, values) in enumerate(writes):
+            params.update(_values(values, f"w{i}_"))
+        if changes.events:
+            now = time.time()
+            events, changes.events = changes.events, []
+            keys = {j: self._key(conn, j) for j in {e["job_id"] for e in events}}
+            columns: dict[str, list[Any]] = {name: [] for name in _EVENT_COLUMNS}
+            for e in events:
+                columns["job_key"].append(keys[e["job_id"]])
+                columns["task_id"].append(e["task_id"])
+                columns["at"].append(now)
+                columns["kind"].append(e["kind"])
+                columns["message"].append(e["message"])
+                columns["data"].append(None if e["data"] is None else json.dumps(e["data"]))
+            params.update(_values(columns, "e_"))
+        notifications: list[tuple[str, str]] = []
+        notify = getattr(self.dispatcher, "notifications", None)
+        if changes.runnable and notify is not None:
+            notifications = notify(changes.runnable)
+            changes.runnable = []  # sent at commit: nothing left for dispatch()
+            for i, (channel, payload) in enumerate(notifications):
+                params[f"n{i}_channel"], params[f"n{i}_payload"] = channel, payload
+        if not (writes or "e_v_kind" in params or notifications):
+            return
+        sql = _pg_record_sql(tuple(t for t, _ in writes), "e_v_kind" in params, len(notifications))
+        conn.exec_driver_sql(sql, params)
 
 
 def _started(rows: list[Any], worker_id: str) -> tuple[str, str | None]:
@@ -1253,23 +1258,108 @@ def _started(rows: list[Any], worker_id: str) -> tuple[str, str | None]:
     return f"{len(rows)} tasks of {rows[0].stage}{again} on {worker_id}", None
 
 
-def _unnest_insert(table: sa.Table, columns: Sequence[str], rows: list[Sequence[Any]]) -> sa.Insert:
+def _unnest_insert(table: sa.Table, columns: Sequence[str]) -> sa.Insert:
     """PostgreSQL: ``INSERT INTO table (columns) SELECT * FROM unnest(<one array each>)``.
 
-    One bound array per column, whatever the number of rows: the statement has one
-    shape (compiled once, where a multi-row VALUES list is built and compiled anew for
-    each length). JSON values go in as JSON text.
+    One array parameter per column (``v_<column>``), whatever the number of rows: the
+    statement has one shape. JSON values go in as JSON text.
     """
     arrays = []
-    for i, name in enumerate(columns):
+    for name in columns:
         kind = table.c[name].type
         element = sa.Text() if isinstance(kind, sa.JSON) else kind
-        values = [row[i] for row in rows]
         target = JSONB() if isinstance(kind, sa.JSON) else kind
-        bound = sa.bindparam(f"u_{name}", values, type_=ARRAY(element), unique=True)
+        bound = sa.bindparam(f"v_{name}", type_=ARRAY(element))
         arrays.append(sa.cast(bound, ARRAY(target)))
     source = sa.func.unnest(*arrays).table_valued(*columns).render_derived()
     return sa.insert(table).from_select(list(columns), sa.select(*source.c))
+
+
+_COUNTERS = ("queued", "running", "succeeded", "failed", "cancelled", "attempts")
+
+
+def _param(column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    """``v_<column>``: SQLAlchemy keeps the columns' own names for VALUES and SET."""
+    return sa.bindparam(f"v_{column.name}", type_=column.type)
+
+
+def _values(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A write's values (by column name) as its template's parameters."""
+    return {f"{prefix}v_{name}": value for name, value in params.items()}
+
+
+@functools.cache
+def _template(template: Template) -> sa.Insert | sa.Update:
+    """The parameterized write ``template`` names, built once (its cache key memoized).
+
+    ``("stage",)``: a new stage's counters; ``("job_stage",)``: the job's current
+    stage; ``("moves", *counters)``: counters of a stage moved by the given amounts;
+    ``("tasks",)`` (PostgreSQL): a stage's tasks, one array per column.
+    """
+    kind = template[0]
+    s = job_stages.c
+    if kind == "stage":
+        return sa.insert(job_stages).values({c.name: _param(c) for c in job_stages.c})
+    if kind == "job_stage":
+        return (
+            sa.update(jobs)
+            .where(jobs.c.job_id == _param(jobs.c.job_id))
+            .values(
+                {
+                    c.name: _param(c)
+                    for c in (jobs.c.stage_index, jobs.c.stage, jobs.c.remaining, jobs.c.updated_at)
+                }
+            )
+        )
+    if kind == "moves":
+        return (
+            sa.update(job_stages)
+            .where(s.job_id == _param(s.job_id), s.stage_index == _param(s.stage_index))
+            .values({s[name]: s[name] + _param(s[name]) for name in template[1:]})
+        )
+    if kind == "tasks":
+        return _unnest_insert(tasks, _TASK_COLUMNS)
+    raise ValueError(f"no write template {template!r}")
+
+
+_S = job_stages.c
+# Statements run for every completion, built once (SQLAlchemy memoizes their cache key).
+_FAN_IN = (
+    sa.update(job_stages)
+    .where(_S.job_id == _param(_S.job_id), _S.stage_index == _param(_S.stage_index))
+    .values(
+        running=_S.running - sa.bindparam("v_n", type_=sa.Integer),
+        succeeded=_S.succeeded + sa.bindparam("v_n", type_=sa.Integer),
+    )
+    .returning(_S.total, _S.succeeded)
+)
+_JOB_ROW = sa.select(jobs).where(jobs.c.job_id == _param(jobs.c.job_id))
+
+_PG_DIALECT = postgresql_psycopg.dialect()  # type: ignore[no-untyped-call]
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def _pg_text(statement: sa.Insert | sa.Update, prefix: str) -> str:
+    """``statement`` as PostgreSQL text, its ``%(name)s`` parameters renamed ``prefix_name``."""
+    return _PLACEHOLDER.sub(rf"%({prefix}_\1)s", str(statement.compile(dialect=_PG_DIALECT)))
+
+
+@functools.cache
+def _pg_record_sql(writes: tuple[Template, ...], events: bool, notifications: int) -> str:
+    """The statement that records a transaction's changes on PostgreSQL.
+
+    ``WITH w0 AS (<write>), ..., e AS (<events>) SELECT pg_notify(...), ...``: the writes
+    and the events' ``INSERT`` are data-modifying WITH queries (always run, on the
+    statement's snapshot); the SELECT sends the notifications. Parameters are named
+    ``w<i>_v_<name>`` (the i-th write), ``e_v_<column>`` (event arrays) and
+    ``n<i>_channel``/``n<i>_payload``.
+    """
+    parts = [f"w{i} AS ({_pg_text(_template(t), f'w{i}')})" for i, t in enumerate(writes)]
+    if events:
+        parts.append(f"e AS ({_pg_text(_unnest_insert(job_events, _EVENT_COLUMNS), 'e')})")
+    sends = [f"pg_notify(%(n{i}_channel)s, %(n{i}_payload)s)" for i in range(notifications)]
+    head = f"WITH {', '.join(parts)} " if parts else ""
+    return f"{head}SELECT {', '.join(sends) or '1'}"
 
 
 def _with_job_id(query: sa.Select[Any]) -> sa.Select[Any]:
