@@ -569,11 +569,12 @@ class JobStore:
                 # The fan-in: the stage's counters, under their row lock, say whether this
                 # batch finished it (the job row is written only when a stage ends).
                 stage = conn.execute(
-                    _FAN_IN, {"v_job_id": job_id, "v_stage_index": stage_index, "v_n": n}
+                    _FAN_IN_JOB if self.postgres else _FAN_IN,
+                    {"v_job_id": job_id, "v_stage_index": stage_index, "v_n": n},
                 ).one()
                 if stage.succeeded < stage.total:
                     continue
-                job = self._job_row(conn, job_id)
+                job = stage if self.postgres else self._job_row(conn, job_id)
                 if job.status == JobStatus.running and job.stage_index == stage_index:
                     known = {i: v[0] for i, v in finished[job_id].items() if len(v) == 1}
                     self._start_stage(
@@ -1324,6 +1325,7 @@ def _template(template: Template) -> sa.Insert | sa.Update:
 
 _S = job_stages.c
 # Statements run for every completion, built once (SQLAlchemy memoizes their cache key).
+# The fan-in: a stage's counters moved by a batch of successes.
 _FAN_IN = (
     sa.update(job_stages)
     .where(_S.job_id == _param(_S.job_id), _S.stage_index == _param(_S.stage_index))
@@ -1333,6 +1335,10 @@ _FAN_IN = (
     )
     .returning(_S.total, _S.succeeded)
 )
+# PostgreSQL: with the job's row (SQLite's RETURNING names only the updated table). Not
+# locked, as the separate read SQLite makes is not: a transaction that changes a running
+# job's status or stage also needs the task rows this batch holds.
+_FAN_IN_JOB = _FAN_IN.where(jobs.c.job_id == _S.job_id).returning(*jobs.c)
 _JOB_ROW = sa.select(jobs).where(jobs.c.job_id == _param(jobs.c.job_id))
 
 _PG_DIALECT = postgresql_psycopg.dialect()  # type: ignore[no-untyped-call]
