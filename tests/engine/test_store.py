@@ -207,6 +207,40 @@ def test_cancel_reaches_a_running_task(settings: Settings, platform: Platform) -
     assert platform.store.job_status(job_id) == JobStatus.cancelled
 
 
+def test_a_batch_fans_in_only_the_attempts_it_recorded(platform: Platform) -> None:
+    """A runner's batch names its stage (PostgreSQL then fans in with the same statement):
+    a stale attempt in it is refused and not counted; the stage ends with its last task."""
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 3, "seed": 4242})
+    [plan] = platform.store.claim("w")
+    assert platform.store.complete([Completion(plan.task_id, 1, {"n": 3}, (job_id, 0))]) == []
+    work = platform.store.claim("w", 3)
+    assert sorted(t.index for t in work) == [0, 1, 2]
+    late = work[2]
+    expire_lease(platform, late.task_id)
+    assert platform.store.expire_leases() == ([late.task_id], [])
+    batch = [Completion(t.task_id, t.attempt, t.index, (job_id, 1)) for t in work]
+    assert platform.store.complete(batch) == [late.task_id]
+    stage = platform.queries.job(job_id).stages[1]
+    assert (stage.total, stage.succeeded, stage.queued, stage.running) == (3, 2, 1, 0)
+    assert platform.queries.job(job_id).stage == "work"  # not over: one task is queued again
+
+    make_runnable_now(platform)
+    [again] = platform.store.claim("w")
+    assert (again.task_id, again.attempt) == (late.task_id, 2)
+    assert platform.store.complete([Completion(again.task_id, 2, 2, (job_id, 1))]) == []
+    view = platform.queries.job(job_id)
+    assert view.stage == "sum"
+    assert (view.stages[1].succeeded, view.stages[1].queued) == (3, 0)
+    [total] = platform.store.claim("w")
+    assert (
+        platform.store.complete([Completion(total.task_id, 1, {"sum": 3, "count": 3}, (job_id, 2))])
+        == []
+    )
+    view = platform.queries.job(job_id)
+    assert view.status == JobStatus.succeeded
+    assert view.result == {"sum": 3, "count": 3}
+
+
 def test_fencing_rejects_a_worker_that_lost_its_lease(platform: Platform) -> None:
     job_id, _ = platform.store.submit("hello", {"name": "fence"})
     [old] = platform.store.claim("old-worker")

@@ -173,11 +173,17 @@ class ClaimedTask:
 
 @dataclass
 class Completion:
-    """A finished attempt's result, to be recorded."""
+    """A finished attempt's result, to be recorded.
+
+    ``stage``: the job id and stage index of the task, when the caller knows them (a
+    runner does, from the claim); a batch of one stage then fans in with the statement
+    that records it (PostgreSQL).
+    """
 
     task_id: str
     attempt: int
     result: Any
+    stage: tuple[str, int] | None = None
 
 
 class JanitorReport(BaseModel):

@@ -328,7 +328,8 @@ class Runner:
         try:
             value = stage.handler(params, ctx)
             ctx.raise_if_cancelled()
-            return Completion(task.task_id, task.attempt, to_json(value))
+            where = (task.job_id, task.stage_index)
+            return Completion(task.task_id, task.attempt, to_json(value), where)
         except (TaskCancelled, StaleAttempt):
             # Cancelled, or the lease was lost (a checkpoint found the attempt stale):
             # nothing of this attempt is recorded, and there is nothing to retry here.

@@ -81,6 +81,7 @@ _TASK_COLUMNS = (
     "created_at",
 )
 _EVENT_COLUMNS = ("job_key", "task_id", "at", "kind", "message", "data")
+_EVENT_VARYING = ("job_key", "task_id", "kind", "message", "data")  # ``at``: one time
 _DONE = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 Event = dict[str, Any]
@@ -549,10 +550,17 @@ class JobStore:
         if not completions:
             return []
         now = time.time()
+        stages = {c.stage for c in completions}
+        # PostgreSQL, a batch of one stage (the usual case): its fan-in is part of the
+        # statement that records it, the job's row returned with each accepted task.
+        fast = next(iter(stages)) if self.postgres and len(stages) == 1 else None
         with self.write(lease=True) as conn:
             # One statement marks the batch succeeded and says which attempts were still
             # current (the others were taken over or cancelled: stale, left untouched).
-            current = conn.exec_driver_sql(*self._complete_statement(completions, now)).all()
+            current = conn.exec_driver_sql(*self._complete_statement(completions, now, fast)).all()
+            fanned = {}
+            if fast is not None and current and current[0].total is not None:
+                fanned[fast] = current[0]
             job_ids = self._job_ids(conn, {r.job_key for r in current})
             per_stage: Counter[tuple[str, int]] = Counter()
             # What the batch finished, by job and stage: a single-task stage's result is
@@ -568,14 +576,19 @@ class JobStore:
             for (job_id, stage_index), n in sorted(per_stage.items()):
                 # The fan-in: the stage's counters, under their row lock, say whether this
                 # batch finished it (the job row is written only when a stage ends).
-                stage = conn.execute(
-                    _FAN_IN_JOB if self.postgres else _FAN_IN,
-                    {"v_job_id": job_id, "v_stage_index": stage_index, "v_n": n},
-                ).one()
+                stage = (
+                    fanned.get((job_id, stage_index))
+                    or conn.execute(
+                        _FAN_IN_JOB if self.postgres else _FAN_IN,
+                        {"v_job_id": job_id, "v_stage_index": stage_index, "v_n": n},
+                    ).one()
+                )
                 if stage.succeeded < stage.total:
                     continue
+                # PostgreSQL's fan-in returned the job's row (its stage as ``job_stage``).
                 job = stage if self.postgres else self._job_row(conn, job_id)
-                if job.status == JobStatus.running and job.stage_index == stage_index:
+                current_stage = job.job_stage if self.postgres else job.stage_index
+                if job.status == JobStatus.running and current_stage == stage_index:
                     known = {i: v[0] for i, v in finished[job_id].items() if len(v) == 1}
                     self._start_stage(
                         conn, job_id, stage_index + 1, now, changes, job=job, known=known
@@ -589,7 +602,7 @@ class JobStore:
         return rejected
 
     def _complete_statement(
-        self, completions: Sequence[Completion], now: float
+        self, completions: Sequence[Completion], now: float, stage: tuple[str, int] | None = None
     ) -> tuple[str, tuple[Any, ...]]:
         """``UPDATE tasks ... FROM (VALUES ...) RETURNING``: a batch's successes in one statement.
 
@@ -598,6 +611,13 @@ class JobStore:
         ``VALUES`` list ``column1``, ``column2``..., where SQLAlchemy would render an
         alias list SQLite rejects. Results go in as JSON text (JSON ``null`` for None,
         as the result column stores it).
+
+        ``stage`` (PostgreSQL): the (job id, stage index) of the batch. The statement
+        then also moves that stage's counters by the accepted tasks of that stage (the
+        task rows are locked first, then the stage's, as everywhere), and each returned
+        row carries the counters (``total``, ``succeeded``) and the job's row as the
+        fan-in needs it (``job_key``, ``workflow``, ``params``, ``status`` and
+        ``stage_index``, the job's current stage: also the task's, in that stage).
         """
         p = "%s" if self.postgres else "?"
         row = (
@@ -616,7 +636,9 @@ class JobStore:
             f"RETURNING {tasks.name}.task_id, {tasks.name}.attempt, {tasks.name}.job_key, "
             f"{tasks.name}.stage_index"
         )
-        return sql, tuple(params)
+        if stage is None:
+            return sql, tuple(params)
+        return _FAN_IN_WITH.format(done=sql), (*params, *stage, *stage)
 
     def fail(self, task_id: str, attempt: int, error: dict[str, Any], *, retryable: bool) -> str:
         """Record a failed attempt: re-queued with backoff, or failed with its job.
@@ -974,6 +996,25 @@ class JobStore:
             changes.runnable.extend(Runnable(t, stage.queue, now) for t in task_ids)
         else:
             changes.runs(task_ids[0], stage.queue, now)
+        item_json = [None if item is None else json.dumps(item) for item in items]
+        if self.postgres and len(items) <= PG_DEFERRED_ROWS:
+            # A small stage: one INSERT, sent with the transaction's last statement. What
+            # differs between its tasks goes in arrays, the rest once.
+            shared = {
+                "job_key": job_key,
+                "stage_index": index,
+                "stage": stage.name,
+                "status": TaskStatus.queued.value,
+                "queue": stage.queue,
+                "attempt": 0,
+                "max_attempts": attempts,
+                "lease_seconds": lease,
+                "available_at": now,
+                "created_at": now,
+            }
+            varying = {"task_id": task_ids, "idx": list(range(len(items))), "item": item_json}
+            self._execute(conn, changes, ("tasks",), shared | varying)
+            return
         rows = (
             (
                 task_ids[i],
@@ -987,17 +1028,12 @@ class JobStore:
                 attempts,
                 lease,
                 now,
-                None if item is None else json.dumps(item),
+                item_json[i],
                 now,
             )
-            for i, item in enumerate(items)
+            for i in range(len(items))
         )
         columns = ", ".join(_TASK_COLUMNS)
-        if self.postgres and len(items) <= PG_DEFERRED_ROWS:
-            # A small stage: one INSERT, sent with the transaction's last statement.
-            arrays = dict(zip(_TASK_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
-            self._execute(conn, changes, ("tasks",), arrays)
-            return
         if self.postgres:
             dbapi: Any = conn.connection.driver_connection  # psycopg 3, in this transaction
             with (
@@ -1223,14 +1259,14 @@ class JobStore:
             now = time.time()
             events, changes.events = changes.events, []
             keys = {j: self._key(conn, j) for j in {e["job_id"] for e in events}}
-            columns: dict[str, list[Any]] = {name: [] for name in _EVENT_COLUMNS}
+            columns: dict[str, Any] = {name: [] for name in _EVENT_VARYING}
             for e in events:
                 columns["job_key"].append(keys[e["job_id"]])
                 columns["task_id"].append(e["task_id"])
-                columns["at"].append(now)
                 columns["kind"].append(e["kind"])
                 columns["message"].append(e["message"])
                 columns["data"].append(None if e["data"] is None else json.dumps(e["data"]))
+            columns["at"] = now
             params.update(_values(columns, "e_"))
         notifications: list[tuple[str, str]] = []
         notify = getattr(self.dispatcher, "notifications", None)
@@ -1259,29 +1295,34 @@ def _started(rows: list[Any], worker_id: str) -> tuple[str, str | None]:
     return f"{len(rows)} tasks of {rows[0].stage}{again} on {worker_id}", None
 
 
-def _unnest_insert(table: sa.Table, columns: Sequence[str]) -> sa.Insert:
-    """PostgreSQL: ``INSERT INTO table (columns) SELECT * FROM unnest(<one array each>)``.
+def _param(column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    """``v_<column>``: SQLAlchemy keeps the columns' own names for VALUES and SET."""
+    return sa.bindparam(f"v_{column.name}", type_=column.type)
 
-    One array parameter per column (``v_<column>``), whatever the number of rows: the
-    statement has one shape. JSON values go in as JSON text.
+
+def _unnest_insert(
+    table: sa.Table, columns: Sequence[str], varying: Sequence[str] | None = None
+) -> sa.Insert:
+    """PostgreSQL: ``INSERT INTO table (columns) SELECT ... FROM unnest(<arrays>)``.
+
+    One array parameter (``v_<column>``) for each ``varying`` column (default: all), one
+    value for each of the others, whatever the number of rows: the statement has one
+    shape. JSON values go in as JSON text.
     """
+    varying = list(columns if varying is None else varying)
     arrays = []
-    for name in columns:
+    for name in varying:
         kind = table.c[name].type
         element = sa.Text() if isinstance(kind, sa.JSON) else kind
         target = JSONB() if isinstance(kind, sa.JSON) else kind
         bound = sa.bindparam(f"v_{name}", type_=ARRAY(element))
         arrays.append(sa.cast(bound, ARRAY(target)))
-    source = sa.func.unnest(*arrays).table_valued(*columns).render_derived()
-    return sa.insert(table).from_select(list(columns), sa.select(*source.c))
+    source = sa.func.unnest(*arrays).table_valued(*varying).render_derived()
+    values = [source.c[n] if n in varying else _param(table.c[n]) for n in columns]
+    return sa.insert(table).from_select(list(columns), sa.select(*values))
 
 
 _COUNTERS = ("queued", "running", "succeeded", "failed", "cancelled", "attempts")
-
-
-def _param(column: sa.Column[Any]) -> sa.BindParameter[Any]:
-    """``v_<column>``: SQLAlchemy keeps the columns' own names for VALUES and SET."""
-    return sa.bindparam(f"v_{column.name}", type_=column.type)
 
 
 def _values(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -1319,7 +1360,7 @@ def _template(template: Template) -> sa.Insert | sa.Update:
             .values({s[name]: s[name] + _param(s[name]) for name in template[1:]})
         )
     if kind == "tasks":
-        return _unnest_insert(tasks, _TASK_COLUMNS)
+        return _unnest_insert(tasks, _TASK_COLUMNS, varying=("task_id", "idx", "item"))
     raise ValueError(f"no write template {template!r}")
 
 
@@ -1338,7 +1379,28 @@ _FAN_IN = (
 # PostgreSQL: with the job's row (SQLite's RETURNING names only the updated table). Not
 # locked, as the separate read SQLite makes is not: a transaction that changes a running
 # job's status or stage also needs the task rows this batch holds.
-_FAN_IN_JOB = _FAN_IN.where(jobs.c.job_id == _S.job_id).returning(*jobs.c)
+_FAN_IN_JOB = _FAN_IN.where(jobs.c.job_id == _S.job_id).returning(
+    jobs.c.job_key,
+    jobs.c.workflow,
+    jobs.c.params,
+    jobs.c.status,
+    jobs.c.stage_index.label("job_stage"),
+)
+# With the statement that records a batch of one stage (JobStore._complete_statement):
+# counts only the accepted tasks of that stage, and returns nothing when none was.
+_FAN_IN_WITH = (
+    "WITH done AS ({done}), "
+    "fan AS (UPDATE job_stages SET running = job_stages.running - n.n, "
+    "succeeded = job_stages.succeeded + n.n "
+    "FROM jobs, (SELECT count(*) AS n FROM done, jobs AS j "
+    "WHERE j.job_key = done.job_key AND j.job_id = %s AND done.stage_index = %s) AS n "
+    "WHERE job_stages.job_id = jobs.job_id AND jobs.job_id = %s AND job_stages.stage_index = %s "
+    "RETURNING job_stages.total, job_stages.succeeded, jobs.workflow, jobs.params, "
+    "jobs.status, jobs.stage_index AS job_stage) "
+    "SELECT done.task_id, done.attempt, done.job_key, done.stage_index, fan.total, "
+    "fan.succeeded, fan.workflow, fan.params, fan.status, fan.job_stage "
+    "FROM done LEFT JOIN fan ON true"
+)
 _JOB_ROW = sa.select(jobs).where(jobs.c.job_id == _param(jobs.c.job_id))
 
 _PG_DIALECT = postgresql_psycopg.dialect()  # type: ignore[no-untyped-call]
@@ -1362,7 +1424,8 @@ def _pg_record_sql(writes: tuple[Template, ...], events: bool, notifications: in
     """
     parts = [f"w{i} AS ({_pg_text(_template(t), f'w{i}')})" for i, t in enumerate(writes)]
     if events:
-        parts.append(f"e AS ({_pg_text(_unnest_insert(job_events, _EVENT_COLUMNS), 'e')})")
+        insert = _unnest_insert(job_events, _EVENT_COLUMNS, _EVENT_VARYING)
+        parts.append(f"e AS ({_pg_text(insert, 'e')})")
     sends = [f"pg_notify(%(n{i}_channel)s, %(n{i}_payload)s)" for i in range(notifications)]
     head = f"WITH {', '.join(parts)} " if parts else ""
     return f"{head}SELECT {', '.join(sends) or '1'}"
