@@ -241,6 +241,38 @@ def test_a_batch_fans_in_only_the_attempts_it_recorded(platform: Platform) -> No
     assert view.result == {"sum": 3, "count": 3}
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_heartbeat_does_not_wait_for_the_completion_that_holds_its_tasks(
+    platform: Platform,
+) -> None:
+    """A runner's heartbeat renews its finishing tasks only where their rows are free: its
+    own completion, in another transaction, may hold them (waiting there deadlocked the
+    two, and the database broke it after a second)."""
+    platform.store.submit("fan_out_demo", {"n": 2, "seed": 77})
+    [plan] = platform.store.claim("w")
+    platform.store.complete([Completion(plan.task_id, 1, {"n": 2})])
+    busy, free = platform.store.claim("w", 2)
+    before = {r.task_id: r.lease_until for r in task_rows(platform, busy.job_id)}
+    lost: list[set[tuple[str, int]]] = []
+    beat = threading.Thread(
+        target=lambda: lost.append(
+            platform.store.heartbeat([], finishing=[(busy.task_id, 1), (free.task_id, 1)])
+        )
+    )
+    with platform.store.engine.connect() as other, other.begin():
+        # Another transaction (the completion in flight) holds ``busy``.
+        other.exec_driver_sql("SELECT 1 FROM tasks WHERE task_id = %s FOR UPDATE", (busy.task_id,))
+        beat.start()
+        beat.join(5.0)
+        waited = beat.is_alive()
+    beat.join()
+    assert not waited, "the heartbeat waited for the transaction holding a finishing task"
+    assert lost == [set()]
+    after = {r.task_id: r.lease_until for r in task_rows(platform, busy.job_id)}
+    assert after[busy.task_id] == before[busy.task_id]  # locked: left for the next beat
+    assert after[free.task_id] > before[free.task_id]  # renewed
+
+
 def test_fencing_rejects_a_worker_that_lost_its_lease(platform: Platform) -> None:
     job_id, _ = platform.store.submit("hello", {"name": "fence"})
     [old] = platform.store.claim("old-worker")

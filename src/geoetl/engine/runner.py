@@ -99,10 +99,10 @@ class Heartbeat:
         progress = {k: p for k, c in held.items() if c is not None and (p := c.take_progress())}
         if not (held or finishing) or not (renew or progress):
             return
-        keys = [*held, *finishing] if renew else list(progress)
+        keys = list(held) if renew else list(progress)
         # A failure here (the database is away) only delays the renewal: the leases stay
         # ours unless they expire meanwhile, which the next renewal finds out.
-        lost = self.store.heartbeat(keys, progress)
+        lost = self.store.heartbeat(keys, progress, finishing=list(finishing) if renew else [])
         if not lost:
             return
         jobs: dict[str, list[str]] = {}

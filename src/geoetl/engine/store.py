@@ -494,20 +494,38 @@ class JobStore:
         self,
         held: Sequence[tuple[str, int]],
         progress: dict[tuple[str, int], dict[str, Any]] | None = None,
+        finishing: Sequence[tuple[str, int]] = (),
     ) -> set[tuple[str, int]]:
-        """Renew the leases of ``held`` (task_id, attempt) pairs; returns the ones lost."""
-        if not held:
+        """Renew the leases of ``held`` (task_id, attempt) pairs; returns the ones lost.
+
+        ``finishing``: tasks whose end the caller is recording. Their leases are renewed
+        where their rows are not locked, and never reported lost: the caller's own
+        completion may hold them, in another transaction, and waiting for it there (or
+        taking the rows in an order of its own) could deadlock the two.
+        """
+        if not (held or finishing):
             return set()
         now = time.time()
+        alive: set[tuple[str, int]] = set()
+        lease = {"lease_until": now + tasks.c.lease_seconds}
         with self.write(lease=True) as conn:
-            renewed = conn.execute(
-                sa.update(tasks)
-                .where(sa.tuple_(tasks.c.task_id, tasks.c.attempt).in_(list(held)))
-                .where(RUNNING)
-                .values(lease_until=now + tasks.c.lease_seconds)
-                .returning(tasks.c.task_id, tasks.c.attempt)
-            ).all()
-            alive = {(r.task_id, r.attempt) for r in renewed}
+            if held:
+                renewed = conn.execute(
+                    sa.update(tasks)
+                    .where(sa.tuple_(tasks.c.task_id, tasks.c.attempt).in_(list(held)))
+                    .where(RUNNING)
+                    .values(lease)
+                    .returning(tasks.c.task_id, tasks.c.attempt)
+                ).all()
+                alive = {(r.task_id, r.attempt) for r in renewed}
+            if finishing:
+                free = (
+                    sa.select(tasks.c.task_id)
+                    .where(sa.tuple_(tasks.c.task_id, tasks.c.attempt).in_(list(finishing)))
+                    .where(RUNNING)
+                    .with_for_update(skip_locked=True)
+                )
+                conn.execute(sa.update(tasks).where(tasks.c.task_id.in_(free)).values(lease))
             for key, value in (progress or {}).items():
                 if key in alive:
                     conn.execute(
