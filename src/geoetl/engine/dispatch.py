@@ -99,10 +99,10 @@ class NotifyDispatcher:
         return [(self.channel, q) for q in sorted({t.queue for t in tasks})]
 
     def _statement(self, tasks: Sequence[Runnable]) -> sa.Select[Any] | None:
-        queues = sorted({t.queue for t in tasks})
-        if not queues:
+        sends = self.notifications(tasks)
+        if not sends:
             return None
-        return sa.select(*(sa.func.pg_notify(self.channel, sa.literal(q)) for q in queues))
+        return sa.select(*(sa.func.pg_notify(c, sa.literal(q)) for c, q in sends))
 
     def dispatch(self, tasks: Sequence[Runnable]) -> None:
         """Wake the workers LISTENing for the queues of ``tasks``."""

@@ -633,9 +633,10 @@ class JobStore:
         ``stage`` (PostgreSQL): the (job id, stage index) of the batch. The statement
         then also moves that stage's counters by the accepted tasks of that stage (the
         task rows are locked first, then the stage's, as everywhere), and each returned
-        row carries the counters (``total``, ``succeeded``) and the job's row as the
-        fan-in needs it (``job_key``, ``workflow``, ``params``, ``status`` and
-        ``stage_index``, the job's current stage: also the task's, in that stage).
+        row carries the stage's counters (``total``, ``succeeded``) and what the fan-in
+        needs of the job's row (``workflow``, ``params``, ``status``, and ``job_stage``,
+        the job's current stage), as :data:`_FAN_IN_JOB` returns them; no row for the
+        counters (``total`` NULL) leaves the fan-in to that statement.
         """
         p = "%s" if self.postgres else "?"
         row = (
@@ -1405,7 +1406,7 @@ _FAN_IN_JOB = _FAN_IN.where(jobs.c.job_id == _S.job_id).returning(
     jobs.c.stage_index.label("job_stage"),
 )
 # With the statement that records a batch of one stage (JobStore._complete_statement):
-# counts only the accepted tasks of that stage, and returns nothing when none was.
+# counts only the accepted tasks of that stage; one row per accepted task.
 _FAN_IN_WITH = (
     "WITH done AS ({done}), "
     "fan AS (UPDATE job_stages SET running = job_stages.running - n.n, "
