@@ -498,3 +498,51 @@ def test_janitor_removes_uploads_abandoned_long_ago(platform: Platform) -> None:
     assert objects.list("tmp/uploads") == []
     assert objects.exists(key)
     old.abort()  # the cut-off upload's handle; its file is already gone
+
+
+def test_a_runner_gives_back_the_tasks_of_a_slow_stage_it_claimed(platform: Platform) -> None:
+    """A batch grown on fast tasks does not keep a slow stage's tasks from other workers.
+
+    ``first`` ran the fast plan stage, so it claims work tasks in a batch; the work
+    stage is new to it, so it keeps one and gives the other back at once: ``second``
+    runs that one while ``first`` still runs its own, and no attempt is used up.
+    """
+    job_id, _ = platform.store.submit("fan_out_demo", {"n": 2, "sleep_ms": 1500})
+    first = make_runner(platform, "first")
+    second = make_runner(platform, "second")
+    try:
+        assert first.run_once(job_id) == 1  # the plan task: fast, so the batch grows
+        assert first.batch > 1
+        running = threading.Thread(target=first.run_once, args=(job_id,))
+        running.start()
+
+        def given_back() -> Any:
+            rows = [r for r in task_rows(platform, job_id) if r.stage == "work"]
+            queued = [r for r in rows if r.status == TaskStatus.queued]
+            held = [r for r in rows if r.status == TaskStatus.running]
+            return queued if len(queued) == 1 and len(held) == 1 else None
+
+        [back] = wait_for(given_back, timeout=10, what="one work task to be given back")
+        assert (back.attempt, back.worker_id) == (0, None)
+        assert second.run_once(job_id) == 1  # while the first runner's task still runs
+        running.join()
+        rows = {r.task_id: r for r in task_rows(platform, job_id) if r.stage == "work"}
+        assert rows[back.task_id].worker_id == second.worker_id
+        assert rows[back.task_id].attempt == 1
+        [other] = [r for r in rows.values() if r.task_id != back.task_id]
+        assert other.worker_id == first.worker_id
+        assert rows[back.task_id].started_at < other.finished_at  # side by side
+        [event] = event_rows(platform, job_id, "tasks_returned")
+        assert "1 unstarted task(s) of work given back by first" in event.message
+        while first.run_once(job_id):
+            pass
+        view = platform.queries.job(job_id)
+        assert view.status == JobStatus.succeeded
+        assert view.result == {"sum": 1, "count": 2}
+        work = next(s for s in view.stages if s.name == "work")
+        assert (work.succeeded, work.queued, work.running, work.attempts) == (2, 0, 0, 2)
+        # Now known to be slow here: a batch of them is cut to one again.
+        assert first._fast[("fan_out_demo", "work")] is False
+    finally:
+        first.close()
+        second.close()

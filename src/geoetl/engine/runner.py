@@ -34,6 +34,8 @@ SETTLED = {*TERMINAL, JobStatus.awaiting_approval}
 # round trips; slower ones one at a time so other workers can share the stage.
 FAST_TASK_SECONDS = 0.05
 MAX_BATCH = 32
+# How many stages' speeds a runner remembers (see Runner._keep).
+KNOWN_STAGES = 256
 FLUSH_SECONDS = 0.2
 MIN_IDLE = 0.002
 
@@ -182,6 +184,8 @@ class Runner:
         self._ended_jobs: set[str] = set()
         self._stop: threading.Event | None = None
         self._job_of: dict[str, str] = {}  # task id -> job id, of the batch being run
+        # (workflow, stage) -> its last task here took under FAST_TASK_SECONDS.
+        self._fast: OrderedDict[tuple[str, str], bool] = OrderedDict()
 
     def close(self) -> None:
         """Stop the heartbeat thread (then run ``on_close``)."""
@@ -211,6 +215,8 @@ class Runner:
         )
         if not claimed:
             return 0
+        if task_ids is None:
+            claimed = self._keep(claimed)
         keys = [(t.task_id, t.attempt) for t in claimed]
         self._job_of = {t.task_id: t.job_id for t in claimed}
         self.heartbeat.hold(claimed)
@@ -225,7 +231,9 @@ class Runner:
                 if task.job_id in self._ended_jobs:
                     self.heartbeat.release([key])  # cancelled with its failed job
                     continue
+                begun = time.monotonic()
                 done = self._execute(task, pending)
+                self._learn(task, time.monotonic() - begun)
                 if done is not None:
                     pending.append(done)
                 if time.monotonic() - last_flush >= FLUSH_SECONDS:
@@ -277,6 +285,39 @@ class Runner:
     def _db(self, op: Callable[[], T], what: str) -> T:
         """``op()`` retried until the database answers: the handler's work is kept."""
         return retry_transient(op, what=f"worker {self.worker_id}: {what}", logger=log)
+
+    def _keep(self, claimed: list[ClaimedTask]) -> list[ClaimedTask]:
+        """The claimed tasks to run here; the others are given back to the queue.
+
+        A batch grows while tasks run fast, so the batch claimed after fast stages may
+        hold the tasks of a slow one: a runner that kept them all would run them one
+        after the other while other workers wait. Kept: the first task, and those of
+        stages whose last task here was fast; the others go back for other workers
+        (and this runner, next time). A task that cannot be given back (its lease was
+        lost meanwhile) is dropped here, as a lost task is.
+        """
+        keep = claimed[:1]
+        back: list[ClaimedTask] = []
+        for task in claimed[1:]:
+            (keep if self._fast.get(self._stage_key(task)) else back).append(task)
+        if back:
+            given = [(t.task_id, t.attempt) for t in back]
+            self._db(
+                lambda: self.store.give_back(self.worker_id, given),
+                f"[job {back[0].job_id[:12]}] giving back {len(back)} unstarted task(s)",
+            )
+        return keep
+
+    def _stage_key(self, task: ClaimedTask) -> tuple[str, str]:
+        return self._job(task.job_id)[0].name, task.stage
+
+    def _learn(self, task: ClaimedTask, seconds: float) -> None:
+        """Remember whether ``task``'s stage ran fast here (for :meth:`_keep`)."""
+        key = self._stage_key(task)
+        self._fast[key] = seconds < FAST_TASK_SECONDS
+        self._fast.move_to_end(key)
+        while len(self._fast) > KNOWN_STAGES:
+            self._fast.popitem(last=False)
 
     def _flush(self, pending: list[Completion]) -> None:
         if pending:

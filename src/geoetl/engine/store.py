@@ -535,6 +535,59 @@ class JobStore:
                     )
         return set(held) - alive
 
+    def give_back(self, worker_id: str, keys: Sequence[tuple[str, int]]) -> list[str]:
+        """Put claimed tasks that never started back in the queue, as before the claim.
+
+        A runner claims tasks in batches while they run fast; when a batch turns out to
+        hold tasks of a slow stage, it gives back those it has not started so that other
+        workers take them now instead of after the first one. No attempt was used: the
+        attempt number goes back to the one before the claim. Returns the ids given
+        back; a task whose lease ``worker_id`` no longer holds is left as it is.
+        """
+        if not keys:
+            return []
+        with self.write() as conn:
+            rows = conn.execute(
+                sa.update(tasks)
+                .where(sa.tuple_(tasks.c.task_id, tasks.c.attempt).in_(list(keys)))
+                .where(RUNNING, tasks.c.worker_id == worker_id)
+                .values(
+                    status=TaskStatus.queued,
+                    attempt=tasks.c.attempt - 1,
+                    lease_until=None,
+                    worker_id=None,
+                )
+                .returning(
+                    tasks.c.task_id,
+                    tasks.c.job_key,
+                    tasks.c.stage_index,
+                    tasks.c.stage,
+                    tasks.c.queue,
+                    tasks.c.available_at,
+                )
+            ).all()
+            if not rows:
+                return []
+            job_ids = self._job_ids(conn, {r.job_key for r in rows})
+            changes = self.changes()
+            per_job: dict[str, list[Any]] = defaultdict(list)
+            for r in rows:
+                jid = job_ids[r.job_key]
+                per_job[jid].append(r)
+                changes.move(jid, r.stage_index, TaskStatus.running, TaskStatus.queued)
+                changes.moves[(jid, r.stage_index)]["attempts"] -= 1
+                changes.runs(r.task_id, r.queue, r.available_at)
+            for jid, mine in per_job.items():
+                changes.event(
+                    jid,
+                    "tasks_returned",
+                    f"{len(mine)} unstarted task(s) of {mine[0].stage} given back by "
+                    f"{worker_id} for other workers (the stage runs slowly)",
+                )
+            self._record(conn, changes)
+        self.dispatch(changes)
+        return sorted(r.task_id for r in rows)
+
     def checkpoint(self, task_id: str, attempt: int, name: str, data: Any) -> None:
         """Record a named checkpoint that later attempts of the task will see."""
         with self.write() as conn:

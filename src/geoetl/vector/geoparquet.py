@@ -1,8 +1,8 @@
 """GeoParquet 1.1 from Arrow attributes and shapely geometries, written in parts and merged.
 
 Each load task writes its chunk as one part (WKB geometry, a ``bbox`` covering column,
-``geo`` metadata); finalize streams the parts into the published file, merging the
-metadata (bbox, geometry types), and feeds the same parts to the GeoPackage writer.
+``geo`` metadata); finalize streams the parts to the feature store, then into the
+published file, merging the metadata (bbox, geometry types).
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from geoetl.vector.memory import release_unused
 GEOMETRY = "geometry"
 COVERING = "bbox"
 COMPRESSION = "zstd"
+# Parts are scratch, read once by finalize: written fast (LZ4, no dictionary, no
+# statistics), which halves their cost; the published file gets zstd and dictionaries.
+PART_OPTIONS: dict[str, Any] = {
+    "compression": "lz4",
+    "use_dictionary": False,
+    "write_statistics": False,
+}
 # Rows per batch streamed from the parts to the feature store.
 BATCH = 16_384
 
@@ -72,7 +79,7 @@ def _total(bounds: npt.NDArray[np.float64]) -> list[float]:
 
 def write_part(table: pa.Table, path: Path) -> None:
     """One part file."""
-    pq.write_table(table, path, compression=COMPRESSION)
+    pq.write_table(table, path, **PART_OPTIONS)
 
 
 class PartWriter:
@@ -94,7 +101,7 @@ class PartWriter:
         self._geos.append(geo)
         table = table.replace_schema_metadata(None)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema, compression=COMPRESSION)
+            self._writer = pq.ParquetWriter(self.path, table.schema, **PART_OPTIONS)
         self._writer.write_table(table)
         self.rows += table.num_rows
 
@@ -145,12 +152,13 @@ def merged_geo(geos: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class MergedParts:
-    """The parts, in order, written as one GeoParquet file as they stream to a store.
+    """The parts, in order, as one stream of rows and as one GeoParquet file.
 
-    Each part is read once, a row group at a time: :meth:`batches` hands the rows to
-    the feature store while the same row groups go into the merged file, so memory
-    stays that of one row group. :meth:`finish` writes whatever the store did not read
-    and returns the file's row count and bbox.
+    Each pass reads the parts a row group at a time, so memory stays that of one row
+    group: :meth:`batches` streams the rows to a feature store, :meth:`finish` writes
+    the merged file. The parts are read twice (scratch parts read fast, see
+    :data:`PART_OPTIONS`) so that the file can be written while the database indexes
+    what it was sent.
     """
 
     def __init__(self, parts: list[Path], out: Path) -> None:
@@ -158,38 +166,37 @@ class MergedParts:
         merged = merged_geo([part_geo(p) for p in parts])
         self.bbox: list[float] = merged["columns"][GEOMETRY]["bbox"]
         self.schema = pq.read_schema(parts[0]).with_metadata({b"geo": json.dumps(merged).encode()})
-        self.rows = 0
-        self._groups = self._copy()
 
-    def _copy(self) -> Iterator[pa.Table]:
-        with pq.ParquetWriter(self.out, self.schema, compression=COMPRESSION) as writer:
-            for path in self.parts:
-                source = pq.ParquetFile(path)
-                for i in range(source.num_row_groups):
-                    table = source.read_row_group(i)
-                    if table.schema != self.schema:
-                        table = table.cast(self.schema)
-                    writer.write_table(table)
-                    self.rows += table.num_rows
-                    yield table
-                    del table
-                    release_unused()
+    def _groups(self) -> Iterator[pa.Table]:
+        """The parts' row groups, in order, in the merged schema."""
+        for path in self.parts:
+            source = pq.ParquetFile(path)
+            for i in range(source.num_row_groups):
+                table = source.read_row_group(i)
+                if table.schema != self.schema:
+                    table = table.cast(self.schema)
+                yield table
+                del table
+                release_unused()
 
     def batches(self, columns: list[str]) -> pa.RecordBatchReader:
         """The rows' ``columns`` as one stream of record batches (for the feature store)."""
         fields = [self.schema.field(c) for c in columns]
 
         def read() -> Iterator[pa.RecordBatch]:
-            for table in self._groups:
+            for table in self._groups():
                 yield from table.select(columns).to_batches(max_chunksize=BATCH)
 
         return pa.RecordBatchReader.from_batches(pa.schema(fields), read())
 
     def finish(self) -> tuple[int, list[float]]:
-        """Complete the merged file: its row count and bbox."""
-        for _table in self._groups:
-            pass
-        return self.rows, self.bbox
+        """Write the merged file: its row count and bbox."""
+        rows = 0
+        with pq.ParquetWriter(self.out, self.schema, compression=COMPRESSION) as writer:
+            for table in self._groups():
+                writer.write_table(table)
+                rows += table.num_rows
+        return rows, self.bbox
 
 
 def merge_parts(parts: list[Path], out: Path) -> tuple[int, list[float]]:

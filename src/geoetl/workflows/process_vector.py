@@ -6,6 +6,7 @@ import math
 import re
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -455,26 +456,22 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
     target = _parse_crs(params.target_crs, "target_crs")
     mapping = ctx.results["plan"]["columns"]
     store.begin_load(dataset_id)  # a retried finalize starts from an empty file
-    written = {}
+    merged: dict[str, MergedParts] = {}
     for table, info in sorted(tables.items()):
         parts = [
             objects.local_copy(key, ctx.scratch / "parts" / key.replace("/", "_"))
             for key in info["parts"]
         ]
-        local = ctx.scratch / f"{table}.parquet"
-        # One read of the parts: the rows go to the store and into the GeoParquet file.
-        merged = MergedParts(parts, local)
-        columns = [c for c in merged.schema.names if c != COVERING]
+        merged[table] = MergedParts(parts, ctx.scratch / f"{table}.parquet")
+        columns = [c for c in merged[table].schema.names if c != COVERING]
         store.write_table(
             dataset_id,
             table,
-            merged.batches(columns),
+            merged[table].batches(columns),
             geometry_column=GEOMETRY,
             geometry_type=info["geometry_type"],
             crs=target.to_wkt(),
         )
-        rows, bbox = merged.finish()
-        written[table] = (local, rows, bbox)
     per_layer = index_columns(params.index_columns, mapping)
     index = {t: per_layer[info["layer"]] for t, info in tables.items()}
     source = ctx.results["inspect"]["dataset"]
@@ -485,7 +482,15 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
             stored: f"{original} (column of {where})"
             for original, stored in mapping[info["layer"]].items()
         }
-    store.finish_load(dataset_id, index, described)
+    written = {}
+    # The GeoParquet files are written while the store indexes and analyzes the tables
+    # (in the database, for PostGIS): the two take about as long.
+    with ThreadPoolExecutor(1, thread_name_prefix="geoetl-index") as pool:
+        indexing = pool.submit(store.finish_load, dataset_id, index, described)
+        for table, stream in merged.items():
+            rows, bbox = stream.finish()
+            written[table] = (stream.out, rows, bbox)
+        indexing.result()
     out = []
     single = len(tables) == 1
     version = _version(params, ctx)
