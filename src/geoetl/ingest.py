@@ -39,7 +39,16 @@ OPTIONS: dict[Kind, tuple[str, ...]] = {
         "layout",
         "tile_size",
     ),
-    "vector": (*_SHARED, "dataset_id", "layer", "keep_z", "csv_lat", "csv_lon", "csv_wkt"),
+    "vector": (
+        *_SHARED,
+        "dataset_id",
+        "layer",
+        "keep_z",
+        "csv_lat",
+        "csv_lon",
+        "csv_wkt",
+        "chunk_size",
+    ),
 }
 
 

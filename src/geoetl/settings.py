@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     )
     retry_base_seconds: float = Field(default=1.0, ge=0, description="First retry backoff.")
     retry_max_seconds: float = Field(default=300.0, ge=0)
+    run_workers: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description=(
+            "Processes that run a `geoetl ingest` job: the command's own and "
+            "run_workers - 1 helpers, so that a stage's tasks (vector load chunks, raster "
+            "windows) run side by side. 1: the command runs every task itself."
+        ),
+    )
     raster_warp_memory_mb: int = Field(
         default=512,
         ge=0,

@@ -9,11 +9,15 @@ store, and local worker processes that each build their own platform.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing as mp
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
@@ -35,6 +39,7 @@ from geoetl.platform import Platform
 from geoetl.settings import Settings
 
 __all__ = [
+    "JobHelpers",
     "WorkerPool",
     "make_dispatcher",
     "make_janitor",
@@ -248,6 +253,101 @@ def _pooled_worker(
 ) -> None:
     """A :class:`WorkerPool` process's entry point (spawned: it gets settings as JSON)."""
     run_worker(Settings.model_validate_json(settings_json), name, queues, stop)
+
+
+def _job_helper(
+    config: tuple[str, Any], name: str, queues: list[str] | None, stop: threading.Event
+) -> None:
+    """A :class:`JobHelpers` process: runs tasks of the one job it is told, then waits."""
+    settings_json, jobs = config
+    settings = Settings.model_validate_json(settings_json)
+    job_id = _next_job(jobs, stop)
+    if job_id is None:
+        return
+    # The job exists, so the command has built the schema; this process opens its own
+    # connections (none were open when it was started).
+    platform = Platform.from_settings(settings, migrate=False)
+    try:
+        runner = make_runner(platform, worker_id(name))
+
+        def wake_on_stop() -> None:
+            # Stopped because the job was cancelled (Ctrl+C): the running task learns
+            # it now instead of at the next lease renewal.
+            stop.wait()
+            with contextlib.suppress(Exception):
+                runner.heartbeat.beat(renew=True)
+
+        threading.Thread(target=wake_on_stop, name="geoetl-helper-stop", daemon=True).start()
+        try:
+            runner.run_job(job_id, stop)
+            # The job settled: wait for the command's word, which it sends as it sees
+            # the same (a helper that ended on its own would be taken for an orphan).
+            stop.wait()
+        finally:
+            runner.close()
+    finally:
+        platform.close()
+
+
+def _next_job(jobs: Any, stop: threading.Event) -> str | None:
+    while not stop.is_set():
+        with contextlib.suppress(queue.Empty):
+            job_id: str = jobs.get(timeout=0.2)
+            return job_id
+    return None
+
+
+class JobHelpers:
+    """Processes that help ``geoetl ingest`` run its job: each runs that job's tasks only.
+
+    Started before the job exists, once the workflow's libraries are imported: where
+    this process has no other thread yet they are forked from it (Linux), so they
+    start at once with everything loaded and share its memory pages; otherwise they
+    are spawned and load it themselves. :meth:`run` names the job; they stop with
+    :meth:`stop` (after their current task) and never outlive this process.
+    """
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.count = count
+        forkable = "fork" in mp.get_all_start_methods() and threading.active_count() == 1
+        method: Literal["spawn", "fork"] = "fork" if forkable else "spawn"
+        self._jobs = mp.get_context(method).Queue()
+        entry = f"{__name__}:{_job_helper.__name__}"
+        config = (settings.model_dump_json(), self._jobs)
+        self._pool = ProcessPool(entry, config, count, start_method=method)
+        self._pool.start()
+        self._stopped = False
+
+    def run(self, job_id: str) -> None:
+        """Help with ``job_id``."""
+        for _ in range(self.count):
+            self._jobs.put(job_id)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the helpers after their current task and wait for them (once)."""
+        if not self._stopped:
+            self._stopped = True
+            self._pool.stop(timeout)
+            self._jobs.close()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the helpers."""
+        return self._pool.pids
+
+
+def job_helpers(settings: Settings, workflow: str) -> JobHelpers | None:
+    """Helpers for a job of ``workflow``, as ``settings.run_workers`` asks; None for one.
+
+    The workflow's modules are imported first, so that forked helpers have them.
+    """
+    extra = settings.run_workers - 1
+    if extra <= 0:
+        return None
+    from geoetl.workflows import default_registry
+
+    default_registry().get(workflow)
+    return JobHelpers(settings, extra)
 
 
 class WorkerPool(ProcessPool):

@@ -6,11 +6,16 @@ import json
 import subprocess
 from pathlib import Path
 
+import geopandas as gpd
+import numpy as np
 import rasterio
+import shapely
 from rio_cogeo.cogeo import cog_validate
 
+from geoetl.platform import Platform
 from geoetl.settings import Settings
 from tests.conftest import geoetl_cmd, settings_env
+from tests.engine.helpers import event_rows, task_rows
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 
@@ -73,3 +78,52 @@ def test_ingest_without_crs_needs_input_crs(settings: Settings, tmp_path: Path) 
     assert "no coordinate reference system; pass input_crs" in run.stderr + run.stdout
     ok = ingest(settings, str(path), "--input-crs", "EPSG:4326")
     assert ok.returncode == 0, ok.stderr
+
+
+def _parcels(path: Path, n: int) -> Path:
+    """``n`` small polygons in UTM 18N, in a GeoPackage."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(500_000, 510_000, n)
+    y = rng.uniform(4_500_000, 4_510_000, n)
+    frame = gpd.GeoDataFrame(
+        {"n": np.arange(n), "name": [f"parcel {i}" for i in range(n)]},
+        geometry=shapely.buffer(shapely.points(x, y), 10, quad_segs=4),
+        crs="EPSG:32618",
+    )
+    frame.to_file(path, driver="GPKG")
+    return path
+
+
+def test_ingest_runs_load_chunks_side_by_side_with_the_same_result(
+    settings: Settings, platform: Platform, tmp_path: Path
+) -> None:
+    """GEOETL_RUN_WORKERS=2 (the default): a helper process takes load chunks too.
+
+    The published rows are the same, in the same order, as when the command runs
+    every task itself.
+    """
+    source = _parcels(tmp_path / "parcels.gpkg", 40_000)
+    args = ("--json", "--chunk-size", "5000", "--access-level", "public")
+    alone = ingest(
+        settings.model_copy(update={"run_workers": 1}), str(source), *args, "--dataset-id", "alone"
+    )
+    assert alone.returncode == 0, alone.stderr
+    shared = ingest(settings, str(source), *args, "--dataset-id", "shared")
+    assert shared.returncode == 0, shared.stderr
+    outputs = []
+    for run, processes in ((alone, 1), (shared, 2)):
+        job = json.loads(run.stdout)
+        assert job["status"] == "succeeded"
+        assert job["result"]["tables"][0]["features"] == 40_000
+        loads = [r for r in task_rows(platform, job["job_id"]) if r.stage == "load"]
+        assert len(loads) == 8
+        pids = {r.worker_id.split(":")[1] for r in loads}
+        assert len(pids) == processes, sorted(r.worker_id for r in loads)
+        assert all(r.attempt == 1 for r in loads)  # a task given back used no attempt
+        if processes > 1:
+            assert event_rows(platform, job["job_id"], "tasks_returned")
+        [key] = job["result"]["urls"]["geoparquet"].values()
+        outputs.append(gpd.read_parquet(platform.objects.gdal_path(key)))
+    one, two = outputs
+    assert one["n"].tolist() == two["n"].tolist() == list(range(40_000))
+    assert shapely.equals_exact(one.geometry.values, two.geometry.values, 0).all()

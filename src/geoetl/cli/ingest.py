@@ -19,13 +19,14 @@ import typer
 from geoetl.cli.render import console
 from geoetl.cli.state import State, get_state
 from geoetl.errors import InputError
-from geoetl.ingest import WORKFLOWS, detect_kind, job_request, store_in_bronze
+from geoetl.ingest import WORKFLOWS, Kind, detect_kind, job_request, store_in_bronze
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from geoetl.engine.models import JobView
     from geoetl.storage.objectstore import ObjectStore
+    from geoetl.workers import JobHelpers
 
 
 def ingest_file(
@@ -42,10 +43,32 @@ def ingest_file(
     job that was cancelled runs again as its next run. Ctrl+C cancels the job
     (:class:`geoetl.cli.main.Interrupted`). ``progress`` is a display for the stage bars.
     """
+    from geoetl.workers import job_helpers
+
+    kind = detect_kind(path.name, str(path))
+    # Before the copy starts its thread: helpers are forked from this process once it
+    # has imported the workflow's libraries, and load none themselves.
+    helpers = job_helpers(state.settings, WORKFLOWS[kind])
+    try:
+        return _ingest(state, path, kind, helpers, quiet=quiet, options=options, progress=progress)
+    finally:
+        if helpers is not None:
+            helpers.stop()
+
+
+def _ingest(
+    state: State,
+    path: Path,
+    kind: Kind,
+    helpers: JobHelpers | None,
+    *,
+    quiet: bool,
+    options: dict[str, Any] | None,
+    progress: Progress | None,
+) -> JobView:
     from geoetl.cli.main import run_in_process
     from geoetl.storage.objectstore import open_object_store
 
-    kind = detect_kind(path.name, str(path))
     objects = open_object_store(state.settings)
     with ThreadPoolExecutor(1, thread_name_prefix="geoetl-bronze") as pool:
         stored = pool.submit(_store, objects, path, state.settings.scratch_dir)
@@ -65,7 +88,9 @@ def ingest_file(
         # Cancelled earlier (Ctrl+C, `geoetl jobs cancel`): asking again means run it again.
         job_id = platform.store.resubmit(job_id, submitted_by=LOCAL_ADMIN.name)
         idempotent = False
-    view = run_in_process(state, job_id, quiet=quiet, cancel_on_interrupt=True, progress=progress)
+    view = run_in_process(
+        state, job_id, quiet=quiet, cancel_on_interrupt=True, progress=progress, helpers=helpers
+    )
     view.idempotent = idempotent
     return view
 
@@ -130,6 +155,15 @@ def ingest(
         ),
     ] = None,
     keep_z: Annotated[bool, typer.Option(help="Vector: keep Z coordinates.")] = False,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Vector: features per load task (default 100,000); the tasks run side by "
+            "side (GEOETL_RUN_WORKERS processes).",
+            min=1,
+            max=5_000_000,
+        ),
+    ] = None,
     csv_lat: Annotated[str | None, typer.Option(help="CSV latitude column.")] = None,
     csv_lon: Annotated[str | None, typer.Option(help="CSV longitude column.")] = None,
     csv_wkt: Annotated[str | None, typer.Option(help="CSV WKT geometry column.")] = None,
@@ -167,6 +201,7 @@ def ingest(
         "layout": None if tiles is None else "tiles",
         "tile_size": tiles,
         "keep_z": keep_z or None,
+        "chunk_size": chunk_size,
         "csv_lat": csv_lat,
         "csv_lon": csv_lon,
         "csv_wkt": csv_wkt,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from geoetl.engine.models import JobView
     from geoetl.platform import Platform
+    from geoetl.workers import JobHelpers
 
 app = typer.Typer(
     name="geoetl",
@@ -89,16 +90,20 @@ def run_in_process(
     quiet: bool,
     cancel_on_interrupt: bool = False,
     progress: Progress | None = None,
+    helpers: JobHelpers | None = None,
 ) -> JobView:
     """Run a job to completion here, with progress bars unless ``quiet``; its final view.
 
     Ctrl+C cancels the job and raises :class:`Interrupted` when ``cancel_on_interrupt``
     (``geoetl ingest``: the job is this command's own work); otherwise the job keeps its
     state for a worker to finish. ``progress`` is a display to draw the stage bars in.
+    ``helpers``: processes started to run this job's tasks too; stopped when it settles.
     """
     from geoetl.workers import make_runner, worker_id
 
     platform = state.platform
+    if helpers is not None:
+        helpers.run(job_id)
     runner = make_runner(platform, worker_id("cli"))
     done = threading.Event()
     stop = threading.Event()
@@ -138,6 +143,8 @@ def run_in_process(
         # Ctrl+C again leaves without waiting: the task's lease runs out on its own.
         with contextlib.suppress(KeyboardInterrupt):
             thread.join(timeout=30)
+            if helpers is not None:
+                helpers.stop()
         runner.close()
     if failure:
         raise failure[0]

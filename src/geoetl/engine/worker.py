@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from geoetl.engine.db import Outage, is_transient, outage_within
 from geoetl.engine.janitor import META_KEY, clean_scratch
@@ -316,13 +316,19 @@ class ProcessPool:
         queues: Sequence[str] | None = None,
         *,
         orphan_grace: float = ORPHAN_GRACE_SECONDS,
+        start_method: Literal["spawn", "fork"] = "spawn",
     ):
         self.entry = entry
         self.config = config
         self.concurrency = concurrency
         self.queues = list(queues) if queues else None
         self.orphan_grace = orphan_grace
-        self._ctx = mp.get_context("spawn")
+        # spawn: a fresh interpreter (``config`` pickled). fork: a copy of this process
+        # with what it imported, for a caller that has no other thread and no open
+        # connection yet (JobHelpers).
+        self._ctx: mp.context.SpawnContext | mp.context.ForkContext = (
+            mp.get_context("fork") if start_method == "fork" else mp.get_context("spawn")
+        )
         self._procs: dict[str, mp.process.BaseProcess] = {}
         # One pipe per worker to ask it to stop. (A shared multiprocessing Event was used
         # before: a worker that died while waiting on it left the Event's condition
