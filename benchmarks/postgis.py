@@ -352,7 +352,8 @@ def geoetl_split(url: str, job_id: str, start: float, wall: float) -> dict[str, 
 
     A runner claims several tasks at once and runs them in turn, so a task's
     ``started_at`` is its claim time: a task's own time runs from the end of the one
-    before it in the same claim (or from the claim).
+    before it in the same claim (or from the claim). Tasks of a stage run side by side
+    in several processes: a stage's time is the wall time while any of them ran.
     """
     import psycopg
 
@@ -366,12 +367,19 @@ def geoetl_split(url: str, job_id: str, start: float, wall: float) -> dict[str, 
             "ORDER BY finished_at",
             (job_id,),
         ).fetchall()
-    stages: dict[str, float] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
     previous_end: dict[float, float] = {}
     for stage, started, done in tasks:
         begin = max(started, previous_end.get(started, started))
         previous_end[started] = done
-        stages[stage] = stages.get(stage, 0.0) + done - begin
+        spans.setdefault(stage, []).append((begin, done))
+    stages: dict[str, float] = {}
+    for stage, intervals in spans.items():
+        total, reach = 0.0, -math.inf
+        for begin, done in sorted(intervals):
+            total += max(0.0, done - max(begin, reach))
+            reach = max(reach, done)
+        stages[stage] = total
     return {
         "before_job_s": created - start,
         "stages_s": stages,
