@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -264,9 +264,13 @@ def _job_helper(
     job_id = _next_job(jobs, stop)
     if job_id is None:
         return
-    # The job exists, so the command has built the schema; this process opens its own
-    # connections (none were open when it was started).
-    platform = Platform.from_settings(settings, migrate=False)
+    # The job exists, so the command has built the schema. This process opens its own
+    # connections and never touches any it inherited.
+    try:
+        platform = Platform.from_settings(settings, migrate=False)
+    except Exception as exc:
+        log.warning("helper %s did not start (%s); the command runs the job alone", name, exc)
+        return
     try:
         runner = make_runner(platform, worker_id(name))
 
@@ -300,21 +304,19 @@ def _next_job(jobs: Any, stop: threading.Event) -> str | None:
 class JobHelpers:
     """Processes that help ``geoetl ingest`` run its job: each runs that job's tasks only.
 
-    Started before the job exists, once the workflow's libraries are imported: where
-    this process has no other thread yet they are forked from it (Linux), so they
-    start at once with everything loaded and share its memory pages; otherwise they
-    are spawned and load it themselves. :meth:`run` names the job; they stop with
-    :meth:`stop` (after their current task) and never outlive this process.
+    Forked from this process before the job exists, once the workflow's libraries are
+    imported and while no other thread runs: they start at once, with everything
+    loaded, sharing this process's memory pages, and open their own connections.
+    :meth:`run` names the job; they stop with :meth:`stop` (after their current task)
+    and never outlive this process (:class:`ProcessPool`).
     """
 
     def __init__(self, settings: Settings, count: int) -> None:
         self.count = count
-        forkable = "fork" in mp.get_all_start_methods() and threading.active_count() == 1
-        method: Literal["spawn", "fork"] = "fork" if forkable else "spawn"
-        self._jobs = mp.get_context(method).Queue()
+        self._jobs = mp.get_context("fork").Queue()
         entry = f"{__name__}:{_job_helper.__name__}"
         config = (settings.model_dump_json(), self._jobs)
-        self._pool = ProcessPool(entry, config, count, start_method=method)
+        self._pool = ProcessPool(entry, config, count, start_method="fork")
         self._pool.start()
         self._stopped = False
 
@@ -337,16 +339,22 @@ class JobHelpers:
 
 
 def job_helpers(settings: Settings, workflow: str) -> JobHelpers | None:
-    """Helpers for a job of ``workflow``, as ``settings.run_workers`` asks; None for one.
+    """Helpers for a job of ``workflow``, as ``settings.run_workers`` asks, started.
 
-    The workflow's modules are imported first, so that forked helpers have them.
+    None for one worker, or where they cannot be forked safely: no ``fork`` on this
+    system, or another thread runs here (a progress display, a server's), which a
+    fork could catch holding a lock. Spawned helpers would load every library again,
+    which costs more than a small job takes; the command then runs the job alone.
+    The workflow's modules are imported first, so that the helpers have them.
     """
     extra = settings.run_workers - 1
-    if extra <= 0:
+    if extra <= 0 or "fork" not in mp.get_all_start_methods():
         return None
     from geoetl.workflows import default_registry
 
     default_registry().get(workflow)
+    if threading.active_count() > 1:
+        return None
     return JobHelpers(settings, extra)
 
 
