@@ -147,12 +147,18 @@ def _submit(settings: Settings, params: dict[str, object]) -> str:
 
 
 def _running_work(platform: Platform, job_id: str, count: int) -> list[str] | None:
+    """The running work tasks once ``count`` of them run on ``count`` different workers.
+
+    Not before: a worker that claimed both in one batch gives one back (the stage is
+    new to it), and that one is queued again until the other worker takes it.
+    """
     running = [
-        str(r.task_id)
+        r
         for r in task_rows(platform, job_id)
         if r.stage == "work" and r.status == TaskStatus.running
     ]
-    return running if len(running) == count else None
+    workers = {r.worker_id for r in running}
+    return [str(r.task_id) for r in running] if len(workers) == len(running) == count else None
 
 
 def test_idle_workers_exit_when_serve_is_killed(settings: Settings, tmp_path: Path) -> None:
@@ -230,7 +236,7 @@ def test_slow_tasks_of_a_killed_serve_are_retried_elsewhere(
         workers = _workers(serve, 2, settings)
         job_id = _submit(settings, {"n": 2, "sleep_ms": sleep_s * 1000})
         held = wait_for(
-            lambda: _running_work(platform, job_id, 2), timeout=60, what="both tasks claimed"
+            lambda: _running_work(platform, job_id, 2), timeout=60, what="both workers busy"
         )
         killed_at = time.time()
         took = _kill_and_expect_gone(serve, workers)
@@ -271,7 +277,6 @@ def test_short_tasks_are_finished_by_orphaned_workers(
     settings: Settings, tmp_path: Path, platform: Platform, background: Background
 ) -> None:
     # Each task ends within the grace period: the orphaned workers finish and record them.
-    # (A quarter: should one worker hold both in one batch, it runs them one after the other.)
     sleep_ms = ORPHAN_GRACE_SECONDS * 1000 / 4
     with serving(settings, tmp_path / "serve.log", "--workers", "2") as base:
         serve = psutil.Process(serve_pid(base))
