@@ -10,6 +10,7 @@ store, and local worker processes that each build their own platform.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing as mp
 import queue
@@ -352,7 +353,15 @@ def job_helpers(settings: Settings, workflow: str) -> JobHelpers | None:
         return None
     from geoetl.workflows import default_registry
 
-    default_registry().get(workflow)
+    # As for the platform (cli/state.py): the cyclic GC is paused while the libraries
+    # load, and what they loaded is moved out of its reach, which also keeps the
+    # helpers' collections from writing to (and so copying) the pages they share.
+    gc.disable()
+    try:
+        default_registry().get(workflow)
+    finally:
+        gc.freeze()
+        gc.enable()
     if threading.active_count() > 1:
         return None
     return JobHelpers(settings, extra)
