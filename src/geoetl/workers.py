@@ -15,6 +15,7 @@ import logging
 import multiprocessing as mp
 import queue
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -342,14 +343,15 @@ class JobHelpers:
 def job_helpers(settings: Settings, workflow: str) -> JobHelpers | None:
     """Helpers for a job of ``workflow``, as ``settings.run_workers`` asks, started.
 
-    None for one worker, or where they cannot be forked safely: no ``fork`` on this
-    system, or another thread runs here (a progress display, a server's), which a
-    fork could catch holding a lock. Spawned helpers would load every library again,
-    which costs more than a small job takes; the command then runs the job alone.
+    None for one worker, or where they cannot be forked safely: not on Linux (macOS's
+    system libraries do not survive a fork, Windows has none), or another thread runs
+    here (a progress display, a server's), which a fork could catch holding a lock.
+    Spawned helpers would load every library again, which costs more than a small job
+    takes; the command then runs the job alone.
     The workflow's modules are imported first, so that the helpers have them.
     """
     extra = settings.run_workers - 1
-    if extra <= 0 or "fork" not in mp.get_all_start_methods():
+    if extra <= 0 or not sys.platform.startswith("linux"):
         return None
     from geoetl.workflows import default_registry
 
