@@ -334,11 +334,6 @@ class JobHelpers:
             self._pool.stop(timeout)
             self._jobs.close()
 
-    @property
-    def pids(self) -> list[int]:
-        """Process ids of the helpers."""
-        return self._pool.pids
-
 
 def job_helpers(settings: Settings, workflow: str) -> JobHelpers | None:
     """Helpers for a job of ``workflow``, as ``settings.run_workers`` asks, started.
