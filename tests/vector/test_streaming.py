@@ -20,9 +20,11 @@ import shapely
 from pyproj import CRS
 
 from geoetl.engine.models import JobStatus
+from geoetl.errors import InputError
 from geoetl.platform import Platform
+from geoetl.vector import geoarrow
 from geoetl.vector.geoparquet import GEOMETRY, MergedParts, PartWriter, part_table
-from geoetl.vector.read import read_batches, read_chunk
+from geoetl.vector.read import list_layers, read_batches, read_chunk
 from geoetl.workers import make_runner
 from geoetl.workflows import process_vector
 
@@ -64,6 +66,82 @@ def test_batches_of_a_geoparquet_read_only_the_rows_asked(tmp_path: Path) -> Non
     whole = read_chunk(path, "squares", skip=1_000, limit=1_250)
     assert shapely.equals(np.concatenate([b.geometries for b in batches]), whole.geometries).all()
     assert read_chunk(path, "squares", skip=5_000).attributes.num_rows == 0  # past the end
+
+
+MIXED_SHAPES = {
+    "point": ["POINT (1 2)", "POINT (3 4)", None, "POINT (5 6)"],
+    "linestring": ["LINESTRING (0 0, 1 1, 2 0)", None, "LINESTRING (5 5, 6 6)"],
+    "polygon": [
+        "POLYGON ((0 0, 4 0, 4 4, 0 4, 0 0), (1 1, 2 1, 2 2, 1 2, 1 1))",
+        "POLYGON ((10 10, 11 10, 11 11, 10 10))",
+        None,
+    ],
+    "multipoint": ["MULTIPOINT ((0 0), (1 1))", "MULTIPOINT ((7 7))"],
+    "multilinestring": ["MULTILINESTRING ((0 0, 1 1), (2 2, 3 3, 4 2))", None],
+    "multipolygon": [
+        "MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)), ((5 5, 6 5, 6 6, 5 5), (5.2 5.1, 5.8 5.1, "
+        "5.8 5.7, 5.2 5.1)))",
+        None,
+        "MULTIPOLYGON (((20 20, 21 20, 21 21, 20 20)))",
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MIXED_SHAPES))
+def test_geoparquet_in_native_geoarrow_encodings_reads_as_its_wkb_twin(
+    tmp_path: Path, kind: str
+) -> None:
+    """GeoParquet 1.1's native encodings (GeoArrow coordinates) give the same rows as WKB.
+
+    The files are written by GeoPandas; every row group and batch boundary is crossed.
+    """
+    wkt = MIXED_SHAPES[kind] * 3
+    frame = gpd.GeoDataFrame(
+        {"n": np.arange(len(wkt))}, geometry=gpd.GeoSeries.from_wkt(wkt), crs="EPSG:4326"
+    )
+    native, wkb = tmp_path / f"{kind}.parquet", tmp_path / f"{kind}-wkb.parquet"
+    frame.to_parquet(native, geometry_encoding="geoarrow", row_group_size=4)
+    frame.to_parquet(wkb, geometry_encoding="WKB")
+    encoding = json.loads(pq.read_metadata(native).metadata[b"geo"])["columns"]["geometry"]
+    assert encoding["encoding"] == kind  # the file really is natively encoded
+    got = list(read_batches(native, kind, skip=1, batch_size=3))
+    want = read_chunk(wkb, kind, skip=1)
+    geoms = np.concatenate([b.geometries for b in got])
+    assert len(geoms) == len(wkt) - 1
+    missing = [w is None for w in wkt[1:]]
+    assert shapely.is_missing(geoms).tolist() == missing
+    assert shapely.equals_exact(geoms, want.geometries, tolerance=0)[~np.array(missing)].all()
+    assert np.concatenate([b.attributes.column("n").to_numpy() for b in got]).tolist() == list(
+        range(1, len(wkt))
+    )
+
+
+@pytest.mark.parametrize("interleaved", [True, False], ids=["interleaved", "separated"])
+@pytest.mark.parametrize("kind", sorted(MIXED_SHAPES))
+def test_a_sliced_geoarrow_column_decodes_only_its_rows(kind: str, interleaved: bool) -> None:
+    wkt = MIXED_SHAPES[kind] * 2
+    series = gpd.GeoSeries.from_wkt(wkt)
+    frame = gpd.GeoDataFrame(geometry=series)
+    table = pa.table(frame.to_arrow(geometry_encoding="geoarrow", interleaved=interleaved))
+    column = table.column("geometry").combine_chunks().slice(1, len(wkt) - 2)
+    assert column.offset == 1  # a slice of the column, not a copy
+    geoms = geoarrow.decode(column, kind, "test")
+    want = series.to_numpy()[1:-1]
+    assert len(geoms) == len(want)
+    assert (shapely.is_missing(geoms) == shapely.is_missing(want)).all()
+    present = ~shapely.is_missing(want)
+    assert shapely.equals_exact(geoms[present], want[present], tolerance=0).all()
+
+
+def test_geoparquet_with_an_unknown_geometry_encoding_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "odd.parquet"
+    _squares(3, "EPSG:4326").to_parquet(path)
+    table = pq.read_table(path)
+    geo = json.loads(table.schema.metadata[b"geo"])
+    geo["columns"]["geometry"]["encoding"] = "geojson"
+    pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), path)
+    with pytest.raises(InputError, match="geometry encoding 'geojson' is not one GeoParquet"):
+        list_layers(path)
 
 
 def _part(frame: gpd.GeoDataFrame, geometry_type: str) -> pa.Table:

@@ -19,6 +19,7 @@ from pyogrio.errors import DataLayerError, DataSourceError
 
 from geoetl import gdalsafe
 from geoetl.errors import InputError
+from geoetl.vector import geoarrow
 from geoetl.vector.archive import check_archive, safe_extract
 from geoetl.vector.columns import check_column_count
 from geoetl.vector.csvtypes import apply_types, detect_types
@@ -205,6 +206,7 @@ def _parquet_layer(path: Path) -> LayerInfo:
     if not primary:
         raise InputError(f"{path.name} is Parquet without GeoParquet metadata (no geometry)")
     column = geo["columns"][primary]
+    geoarrow.check_encoding(str(column.get("encoding", "WKB")), path.name)
     crs = column.get("crs", "OGC:CRS84")
     fields = [n for n in meta.schema.names if n not in (primary, "bbox")]
     check_column_count(len(fields), path.name)
@@ -348,6 +350,7 @@ def _parquet_batches(
     geo = json.loads((source.schema_arrow.metadata or {}).get(b"geo", b"{}"))
     primary = geo["primary_column"]
     column = geo["columns"][primary]
+    encoding = str(column.get("encoding", "WKB"))
     covering = column.get("covering", {}).get("bbox", {}).get("xmin", [None])[0]
     crs = column.get("crs", "OGC:CRS84")
     crs_text = None if crs is None else json.dumps(crs) if isinstance(crs, dict) else str(crs)
@@ -363,7 +366,7 @@ def _parquet_batches(
         start += rows
     if empty:
         table = source.schema_arrow.empty_table()
-        yield _parquet_rows(table, primary, covering, crs_text)
+        yield _parquet_rows(table, primary, (encoding, path.name), covering, crs_text)
         return
     position = first_row
     for batch in source.iter_batches(batch_size=batch_size, row_groups=groups):
@@ -371,19 +374,22 @@ def _parquet_batches(
         position += batch.num_rows
         if hi > lo:
             table = pa.Table.from_batches([batch.slice(lo, hi - lo)])
-            yield _parquet_rows(table, primary, covering, crs_text)
+            yield _parquet_rows(table, primary, (encoding, path.name), covering, crs_text)
         if position >= end:
             break
 
 
-def _parquet_rows(table: pa.Table, primary: str, covering: str | None, crs: str | None) -> Chunk:
-    # GeoPandas decodes every GeoParquet geometry encoding (WKB and native GeoArrow);
-    # imported here, where a GeoParquet source is read.
-    import geopandas as gpd
-
-    geoms = gpd.GeoDataFrame.from_arrow(table.select([primary]), geometry=primary)
+def _parquet_rows(
+    table: pa.Table,
+    primary: str,
+    encoding: tuple[str, str],
+    covering: str | None,
+    crs: str | None,
+) -> Chunk:
+    """A batch's attributes and geometries; ``encoding`` is the column's and the file's name."""
+    geoms = geoarrow.decode(table.column(primary), *encoding)
     drop = [primary, *([covering] if covering in table.column_names else [])]
-    return Chunk(table.drop_columns(drop), geoms.geometry.to_numpy(), crs)
+    return Chunk(table.drop_columns(drop), geoms, crs)
 
 
 def read_batches(
