@@ -112,12 +112,12 @@ def migrate_data(
     for dataset_id, entries in sorted(datasets.items()):
         target.features.begin_load(dataset_id)
         for fc in entries:
-            frame = source.features.read(dataset_id, fc.table_name)
-            for chunk_id, start in enumerate(range(0, max(len(frame), 1), CHUNK_ROWS)):
+            data = source.features.read(dataset_id, fc.table_name)
+            for chunk_id, start in enumerate(range(0, max(data.num_rows, 1), CHUNK_ROWS)):
                 target.features.write_chunk(
-                    dataset_id, fc.table_name, chunk_id, frame.iloc[start : start + CHUNK_ROWS]
+                    dataset_id, fc.table_name, chunk_id, data.slice(start, CHUNK_ROWS)
                 )
-            report.features += len(frame)
+            report.features += data.num_rows
         indexes: dict[str, list[str]] = {fc.table_name: [] for fc in entries}
         target.features.finish_load(dataset_id, indexes)
         for fc in entries:

@@ -33,6 +33,7 @@ from geoetl.errors import InputError, NotFound
 from geoetl.features.geopackage import GeoPackageStore
 from geoetl.features.postgis import PostgisStore
 from geoetl.features.store import FeatureQuery, TimeFilter
+from tests.frames import to_arrow, to_frame
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 TABLE = "nc_polygons"
@@ -120,8 +121,8 @@ def test_published_table_matches_the_geopackage_store(
     features, total = everything(pg)
     assert (features, total) == everything(gp)
     assert [f["id"] for f in features] == list(range(1, 101))  # load order, as GeoPackage
-    frame = pg.read("nc", TABLE)
-    reference = gp.read("nc", TABLE)
+    frame = to_frame(pg.read("nc", TABLE))
+    reference = to_frame(gp.read("nc", TABLE))
     assert list(frame.columns) == list(reference.columns)
     assert frame.crs.to_epsg() == 4326
     assert frame["NAME"].tolist() == reference["NAME"].tolist()
@@ -299,7 +300,7 @@ def test_types_and_values_match_the_geopackage_store(
     assert got[3]["geometry"] == expected[3]["geometry"]
     assert got[2]["geometry"]["coordinates"] == ((2.0, 2.0, 0.0),)
     # read() gives the frame pyogrio gives for the GeoPackage (GDAL reads JSON lists back).
-    mine, reference = store.read("t", "things"), gpkg.read("t", "things")
+    mine, reference = to_frame(store.read("t", "things")), to_frame(gpkg.read("t", "things"))
     assert (
         mine.drop(columns="tags").dtypes.to_dict()
         == reference.drop(columns="tags").dtypes.to_dict()
@@ -359,7 +360,7 @@ def frame(start: int, n: int) -> gpd.GeoDataFrame:
 
 def values(store: PostgisStore, dataset: str = "ds", table: str = "points") -> list[int]:
     """The ``value`` of every published feature, sorted."""
-    return sorted(int(v) for v in store.read(dataset, table)["value"])
+    return sorted(int(v) for v in to_frame(store.read(dataset, table))["value"])
 
 
 def test_retried_chunks_neither_duplicate_nor_lose_rows(
@@ -367,9 +368,11 @@ def test_retried_chunks_neither_duplicate_nor_lose_rows(
 ) -> None:
     for s in (store, gpkg):
         s.begin_load("ds")
-        assert s.write_chunk("ds", "points", 0, frame(0, 10)) == 10
-        assert s.write_chunk("ds", "points", 1, frame(10, 10)) == 10
-        assert s.write_chunk("ds", "points", 1, frame(10, 10)) == 10  # the retry of chunk 1
+        assert s.write_chunk("ds", "points", 0, to_arrow(frame(0, 10))) == 10
+        assert s.write_chunk("ds", "points", 1, to_arrow(frame(10, 10))) == 10
+        assert (
+            s.write_chunk("ds", "points", 1, to_arrow(frame(10, 10))) == 10
+        )  # the retry of chunk 1
     with pytest.raises(NotFound):
         store.tables("ds")  # nothing published before finish_load
     for s in (store, gpkg):
@@ -397,8 +400,8 @@ def test_a_copy_that_fails_midway_leaves_the_chunk_as_it_was(
     store: PostgisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(0, 100))
-    store.write_chunk("ds", "points", 1, frame(100, 100))
+    store.write_chunk("ds", "points", 0, to_arrow(frame(0, 100)))
+    store.write_chunk("ds", "points", 1, to_arrow(frame(100, 100)))
     original = psycopg.Copy.write_row
     written = 0
 
@@ -411,9 +414,9 @@ def test_a_copy_that_fails_midway_leaves_the_chunk_as_it_was(
 
     monkeypatch.setattr(psycopg.Copy, "write_row", failing)
     with pytest.raises(ConnectionError):
-        store.write_chunk("ds", "points", 1, frame(100, 100))
+        store.write_chunk("ds", "points", 1, to_arrow(frame(100, 100)))
     monkeypatch.setattr(psycopg.Copy, "write_row", original)
-    store.write_chunk("ds", "points", 1, frame(100, 100))
+    store.write_chunk("ds", "points", 1, to_arrow(frame(100, 100)))
     store.finish_load("ds", {})
     assert store.count("ds", "points") == 200
     assert values(store) == list(range(200))
@@ -425,6 +428,7 @@ import psycopg
 from geoetl.engine.db import make_engine
 from geoetl.features.postgis import PostgisStore
 from tests.features.test_postgis_store import frame
+from tests.frames import to_arrow
 
 original = psycopg.Copy.write_row
 count = 0
@@ -439,7 +443,7 @@ def write_row(self, row):
 
 psycopg.Copy.write_row = write_row
 store = PostgisStore(make_engine(sys.argv[1]))
-store.write_chunk("ds", "points", 1, frame(5000, 5000))
+store.write_chunk("ds", "points", 1, to_arrow(frame(5000, 5000)))
 """
 
 
@@ -447,8 +451,8 @@ def test_a_writer_killed_mid_copy_is_retried_without_duplicates(
     store: PostgisStore, pg_url: str
 ) -> None:
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(0, 5000))
-    store.write_chunk("ds", "points", 1, frame(5000, 5000))  # its first, complete attempt
+    store.write_chunk("ds", "points", 0, to_arrow(frame(0, 5000)))
+    store.write_chunk("ds", "points", 1, to_arrow(frame(5000, 5000)))  # a complete attempt
     repo = Path(__file__).parents[2]
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), pg_url],
@@ -460,7 +464,7 @@ def test_a_writer_killed_mid_copy_is_retried_without_duplicates(
     )
     assert done.returncode == -9, done.stderr
     assert "killing" in done.stdout
-    store.write_chunk("ds", "points", 1, frame(5000, 5000))  # the retry
+    store.write_chunk("ds", "points", 1, to_arrow(frame(5000, 5000)))  # the retry
     store.finish_load("ds", {})
     assert store.count("ds", "points") == 10_000
     assert values(store) == list(range(10_000))
@@ -472,18 +476,18 @@ def test_a_new_load_replaces_the_published_dataset_atomically(
     store: PostgisStore, pg_url: str
 ) -> None:
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(0, 5))
-    store.write_chunk("ds", "extra", 0, frame(0, 2))
+    store.write_chunk("ds", "points", 0, to_arrow(frame(0, 5)))
+    store.write_chunk("ds", "extra", 0, to_arrow(frame(0, 2)))
     store.finish_load("ds", {})
     assert store.tables("ds") == ["extra", "points"]
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(100, 3))
+    store.write_chunk("ds", "points", 0, to_arrow(frame(100, 3)))
     assert store.count("ds", "points") == 5  # readers still see the old version
     assert values(store) == list(range(5))
     store.begin_load("ds")  # an unfinished load is discarded
     with pytest.raises(InputError, match="no features to publish"):
         store.finish_load("ds", {})
-    store.write_chunk("ds", "points", 0, frame(100, 3))
+    store.write_chunk("ds", "points", 0, to_arrow(frame(100, 3)))
     store.finish_load("ds", {})
     assert store.tables("ds") == ["points"]  # the old load's "extra" went with it
     assert values(store) == [100, 101, 102]
@@ -496,7 +500,7 @@ def test_a_new_load_replaces_the_published_dataset_atomically(
 
 def test_unknown_index_columns_name_the_valid_ones(store: PostgisStore) -> None:
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(0, 5))
+    store.write_chunk("ds", "points", 0, to_arrow(frame(0, 5)))
     with pytest.raises(InputError, match=r"cannot index 'nope'.*valid columns: name, value"):
         store.finish_load("ds", {"points": ["nope"]})
     with pytest.raises(NotFound):
@@ -507,10 +511,10 @@ def test_unknown_index_columns_name_the_valid_ones(store: PostgisStore) -> None:
 
 def test_another_datasets_table_is_never_replaced(store: PostgisStore) -> None:
     store.begin_load("a")
-    store.write_chunk("a", "shared_points", 0, frame(0, 5))
+    store.write_chunk("a", "shared_points", 0, to_arrow(frame(0, 5)))
     store.finish_load("a", {})
     store.begin_load("b")
-    store.write_chunk("b", "shared_points", 0, frame(0, 2))
+    store.write_chunk("b", "shared_points", 0, to_arrow(frame(0, 2)))
     with pytest.raises(InputError, match="does not belong to dataset b"):
         store.finish_load("b", {})
     assert store.count("a", "shared_points") == 5
@@ -553,7 +557,7 @@ def test_gdal_reads_the_published_table(
         read = pyogrio.read_dataframe(out, layer="copy")
     else:
         pytest.skip("no GDAL with the PostgreSQL driver (apt-get install gdal-bin)")
-    mine = pg.read("nc", TABLE)
+    mine = to_frame(pg.read("nc", TABLE))
     assert len(read) == len(mine) == 100
     assert read.crs.to_epsg() == 4326
     assert read["NAME"].tolist() == mine["NAME"].tolist()
@@ -578,7 +582,7 @@ def test_a_crs_without_epsg_code_is_refused(store: PostgisStore) -> None:
 def test_features_in_another_crs_come_out_in_crs84(store: PostgisStore) -> None:
     mercator = gpd.GeoDataFrame({"name": ["a"]}, geometry=[Point(1_113_194.9, 0)], crs="EPSG:3857")
     store.begin_load("m")
-    store.write_chunk("m", "m_points", 0, mercator)
+    store.write_chunk("m", "m_points", 0, to_arrow(mercator))
     store.finish_load("m", {})
     [feature], _ = everything(store, "m", "m_points", bbox=(9.9, -0.1, 10.1, 0.1))
     x, y = feature["geometry"]["coordinates"][0]

@@ -16,6 +16,7 @@ from shapely.geometry import LineString, Point
 from geoetl.errors import NotFound
 from geoetl.features.geopackage import GeoPackageStore
 from geoetl.features.store import FeatureQuery, FeatureStore
+from tests.frames import to_arrow, to_frame
 
 FIELDS = {"name": "object", "value": "int64"}
 
@@ -34,14 +35,14 @@ def frame(start: int, n: int) -> gpd.GeoDataFrame:
 def test_retried_chunk_does_not_duplicate_rows(feature_store: FeatureStore) -> None:
     store = feature_store
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(0, 10))
-    store.write_chunk("ds", "points", 1, frame(10, 10))
-    store.write_chunk("ds", "points", 1, frame(10, 10))  # the retry of chunk 1
+    store.write_chunk("ds", "points", 0, to_arrow(frame(0, 10)))
+    store.write_chunk("ds", "points", 1, to_arrow(frame(10, 10)))
+    store.write_chunk("ds", "points", 1, to_arrow(frame(10, 10)))  # the retry of chunk 1
     with pytest.raises(NotFound):  # nothing published before finish_load
         store.tables("ds")
     store.finish_load("ds", {"points": ["name"]})
     assert store.count("ds", "points") == 20
-    back = store.read("ds", "points")
+    back = to_frame(store.read("ds", "points"))
     assert sorted(back["value"]) == list(range(20))
     assert back.crs.to_epsg() == 4326
 
@@ -49,7 +50,7 @@ def test_retried_chunk_does_not_duplicate_rows(feature_store: FeatureStore) -> N
 def test_geopackage_file_is_plain_gdal(tmp_path: Path) -> None:
     store = GeoPackageStore(tmp_path)
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(0, 10))
+    store.write_chunk("ds", "points", 0, to_arrow(frame(0, 10)))
     store.finish_load("ds", {"points": ["name"]})
     back = pyogrio.read_dataframe(store.path("ds"), layer="points")
     assert sorted(back["value"]) == list(range(10))
@@ -59,7 +60,7 @@ def test_geopackage_file_is_plain_gdal(tmp_path: Path) -> None:
 def test_bbox_and_equality_queries(feature_store: FeatureStore) -> None:
     store = feature_store
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(0, 50))
+    store.write_chunk("ds", "points", 0, to_arrow(frame(0, 50)))
     store.finish_load("ds", {})
     box = (9.5, 9.5, 20.5, 20.5)
     features, total = store.query("ds", "points", FeatureQuery(FIELDS, bbox=box, limit=5))
@@ -86,10 +87,10 @@ def test_bbox_and_equality_queries(feature_store: FeatureStore) -> None:
 def test_new_load_replaces_the_published_dataset_atomically(feature_store: FeatureStore) -> None:
     store = feature_store
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(0, 5))
+    store.write_chunk("ds", "points", 0, to_arrow(frame(0, 5)))
     store.finish_load("ds", {})
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, frame(100, 3))
+    store.write_chunk("ds", "points", 0, to_arrow(frame(100, 3)))
     assert store.count("ds", "points") == 5  # readers still see the old version
     store.finish_load("ds", {})
     assert store.count("ds", "points") == 3
@@ -140,7 +141,7 @@ def test_a_table_in_another_crs_is_queried_and_served_in_crs84(
         crs="EPSG:3857",
     )  # (10°E, 0°) and (20°E, ~10°N)
     store.begin_load("ds")
-    store.write_chunk("ds", "points", 0, mercator)
+    store.write_chunk("ds", "points", 0, to_arrow(mercator))
     store.finish_load("ds", {})
     fields = {"name": "object"}
     everything, _ = store.query("ds", "points", FeatureQuery(fields))
@@ -163,7 +164,7 @@ def test_bbox_selects_features_whose_geometry_meets_the_box(feature_store: Featu
         crs="EPSG:4326",
     )
     store.begin_load("ds")
-    store.write_chunk("ds", "lines", 0, lines)
+    store.write_chunk("ds", "lines", 0, to_arrow(lines))
     store.finish_load("ds", {})
     box = (7.0, 1.0, 9.0, 2.0)  # inside the diagonal's envelope, below the line
     found, total = store.query("ds", "lines", FeatureQuery({"name": "object"}, bbox=box))

@@ -28,6 +28,7 @@ from geoetl.platform import Platform
 from geoetl.vector.columns import MAX_COLUMNS, index_columns
 from geoetl.vector.read import csv_header_columns, find_dataset, list_layers, read_chunk
 from geoetl.workers import make_runner
+from tests.frames import to_arrow
 from tests.vector.loopback import Loopback, loopback
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
@@ -292,7 +293,7 @@ def test_index_sql_quotes_identifiers_and_refuses_unknown_columns(tmp_path: Path
     frame = gpd.GeoDataFrame(
         {'we"ird': [1], "plain": [2]}, geometry=[shapely.Point(1, 2)], crs="EPSG:4326"
     )
-    store.write_chunk("d", "t", 0, frame)
+    store.write_chunk("d", "t", 0, to_arrow(frame))
     with pytest.raises(InputError, match="t has no such column"):
         store.finish_load("d", {"t": [INJECTION]})
     store.finish_load("d", {"t": ['we"ird', "plain"]})

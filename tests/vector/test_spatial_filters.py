@@ -15,6 +15,7 @@ import shapely
 from geoetl.cql2 import parse
 from geoetl.errors import InputError
 from geoetl.features.store import FeatureQuery, FeatureStore
+from tests.frames import to_arrow, to_frame
 from tests.vector.conftest import make_store
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
@@ -28,9 +29,9 @@ def counties(request: pytest.FixtureRequest) -> Iterator[tuple[FeatureStore, gpd
     frame = gpd.GeoDataFrame({"name": nc["NAME"]}, geometry=nc.geometry.values, crs=4326)
     for store in make_store(str(request.param), request):
         store.begin_load("nc")
-        store.write_chunk("nc", "nc_polygons", 0, frame)
+        store.write_chunk("nc", "nc_polygons", 0, to_arrow(frame))
         store.finish_load("nc", {})
-        yield store, store.read("nc", "nc_polygons")
+        yield store, to_frame(store.read("nc", "nc_polygons"))
 
 
 def _names(store: FeatureStore, text: str, lang: str = "cql2-text") -> set[str]:

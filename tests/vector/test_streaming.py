@@ -27,6 +27,7 @@ from geoetl.vector.geoparquet import GEOMETRY, MergedParts, PartWriter, part_tab
 from geoetl.vector.read import list_layers, read_batches, read_chunk
 from geoetl.workers import make_runner
 from geoetl.workflows import process_vector
+from tests.frames import to_frame
 
 
 def _squares(n: int, crs: str = "EPSG:32618") -> gpd.GeoDataFrame:
@@ -218,7 +219,7 @@ def test_a_load_in_many_batches_publishes_what_one_batch_does(
         assert status == JobStatus.succeeded, view.error
         [table] = view.result["tables"]
         fc = platform.feature_registry.get(table["collection_id"])
-        frame = platform.features.read(fc.dataset_id, fc.table_name)
+        frame = to_frame(platform.features.read(fc.dataset_id, fc.table_name))
         parquet = gpd.read_parquet(
             platform.objects.gdal_path(view.result["urls"]["geoparquet"][table["collection_id"]])
         )

@@ -28,6 +28,7 @@ from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.workers import make_janitor, make_runner
 from tests.engine.helpers import expire_lease, make_runnable_now
+from tests.frames import to_frame
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 
@@ -50,7 +51,7 @@ def run(platform: Platform, params: dict[str, Any]) -> tuple[str, JobStatus]:
 
 def published(platform: Platform, collection_id: str) -> gpd.GeoDataFrame:
     fc = platform.feature_registry.get(collection_id)
-    return platform.features.read(fc.dataset_id, fc.table_name)
+    return to_frame(platform.features.read(fc.dataset_id, fc.table_name))
 
 
 @pytest.mark.parametrize(
@@ -385,7 +386,7 @@ def outputs(client: TestClient, job_id: str, collection: str) -> dict[str, Any]:
     platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
     result = platform.queries.job(job_id).result
     fc = platform.feature_registry.get(collection)
-    stored = platform.features.read(fc.dataset_id, fc.table_name)
+    stored = to_frame(platform.features.read(fc.dataset_id, fc.table_name))
     parquet = pq.read_table(platform.objects.gdal_path(result["urls"]["geoparquet"][collection]))
     body = client.get(f"/collections/{collection}/items", params={"limit": 100})
     assert body.status_code == 200, body.text

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoetl.errors import InputError, NotFound, TransientError
-from geoetl.features.store import PREDICATES, FeatureQuery, TimeFilter
+from geoetl.features.store import GEOMETRY_PROPERTY, PREDICATES, FeatureQuery, TimeFilter
 
 if TYPE_CHECKING:
-    import geopandas as gpd
     import pyarrow as pa
     import shapely
     from shapely.geometry.base import BaseGeometry
@@ -36,6 +35,7 @@ GEOMETRY_TOKEN, FID_TOKEN, RTREE_TOKEN = "{geom}", "{fid}", "{rtree}"
 RTREE_RAM_OPTION = "OGR_GPKG_MAX_RAM_USAGE_RTREE"
 RTREE_RAM_BYTES = 16 * 1024 * 1024
 SPATIAL_FUNCTION = "geoetl_spatial"
+ZONE_SUFFIX = r"(Z|[+-][0-9]{2}:?[0-9]{2})$"  # a date-time text with its UTC offset
 _GPKG_FLAGS_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
 
@@ -91,29 +91,47 @@ class GeoPackageStore:
         for leftover in (staging, Path(f"{staging}-journal"), Path(f"{staging}-wal")):
             leftover.unlink(missing_ok=True)
 
-    def write_chunk(
-        self, dataset_id: str, table: str, chunk_id: int, frame: gpd.GeoDataFrame
-    ) -> int:
-        """Replace the rows of ``chunk_id`` in ``table`` with ``frame``; returns rows written."""
-        import pyogrio  # imports geopandas and pandas: only where a dataset is written or read
+    def write_chunk(self, dataset_id: str, table: str, chunk_id: int, data: pa.Table) -> int:
+        """Replace the rows of ``chunk_id`` in ``table`` with ``data``; returns rows written.
 
+        ``data`` is attributes and one ``geoarrow.wkb`` column with its CRS, as
+        :meth:`read` returns them; single geometries are stored as their Multi* type.
+        """
+        import pyarrow as pa
+        import pyogrio
+        import shapely
+
+        from geoetl.vector.geoarrow import require_geometry
+        from geoetl.vector.harden import common_type, promote_to_multi
+
+        geometry_name, crs = require_geometry(data, table)
         staging = self._staging(dataset_id)
         exists = staging.exists() and table in {name for name, _ in pyogrio.list_layers(staging)}
         if exists:
             with self._sqlite(staging) as conn:
                 conn.execute(f'DELETE FROM "{table}" WHERE "{CHUNK_COLUMN}" = ?', (chunk_id,))
                 conn.commit()
-        if frame.empty:
+        if data.num_rows == 0:
             return 0
-        out = frame.assign(**{CHUNK_COLUMN: chunk_id})
+        geoms = promote_to_multi(
+            shapely.from_wkb(data.column(geometry_name).to_numpy(zero_copy_only=False))
+        )
+        with_z = bool(shapely.has_z(geoms).any())
+        wkb = shapely.to_wkb(geoms, output_dimension=3 if with_z else 2)
+        out = data.drop_columns([geometry_name]).append_column(
+            geometry_name, pa.array(wkb, pa.binary())
+        )
+        out = out.append_column(CHUNK_COLUMN, pa.array([chunk_id] * out.num_rows, pa.int32()))
         try:
-            pyogrio.write_dataframe(
+            pyogrio.write_arrow(
                 out,
                 staging,
                 layer=table,
                 driver="GPKG",
+                geometry_name=geometry_name,
+                geometry_type=common_type(geoms) + (" Z" if with_z else ""),
+                crs=crs,
                 append=exists,
-                promote_to_multi=True,
             )
         except pyogrio.errors.DataSourceError as exc:
             raise TransientError(f"could not write chunk {chunk_id} of {table}: {exc}") from exc
@@ -123,7 +141,7 @@ class GeoPackageStore:
                 f'CREATE INDEX IF NOT EXISTS "ix_{table}_chunk" ON "{table}" ("{CHUNK_COLUMN}")'
             )
             conn.commit()
-        return len(out)
+        return int(data.num_rows)
 
     def write_table(
         self,
@@ -226,12 +244,30 @@ class GeoPackageStore:
             if name != CHUNK_COLUMN
         }
 
-    def read(self, dataset_id: str, table: str) -> gpd.GeoDataFrame:
-        """A whole published table (for the GeoParquet copy and checks)."""
+    def read(self, dataset_id: str, table: str) -> pa.Table:
+        """A whole published table: attributes and a ``geoarrow.wkb`` ``geometry`` column."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyogrio
 
-        frame = pyogrio.read_dataframe(self.path(dataset_id), layer=table, use_arrow=True)
-        return frame.drop(columns=[CHUNK_COLUMN], errors="ignore")
+        from geoetl.vector.geoarrow import wkb_field
+
+        # Date-times as GeoPackage text: GDAL's Arrow stream labels every one UTC, even
+        # those stored without a zone; a column whose values carry a zone is UTC here.
+        meta, data = pyogrio.read_arrow(self.path(dataset_id), layer=table, datetime_as_string=True)
+        dtypes = dict(zip(meta["fields"], meta["dtypes"], strict=True))
+        for i, name in enumerate(data.column_names):
+            if str(dtypes.get(name)).startswith("datetime") and pa.types.is_string(
+                data.schema.field(name).type
+            ):
+                text = data.column(name)
+                zoned = pc.any(pc.match_substring_regex(text, ZONE_SUFFIX)).as_py()
+                stamps = text.cast(pa.timestamp("ms", tz="UTC" if zoned else None))
+                data = data.set_column(i, name, stamps)
+        geometry = data.schema.names.index(meta["geometry_name"] or "wkb_geometry")
+        field = wkb_field(GEOMETRY_PROPERTY, meta["crs"])
+        data = data.set_column(geometry, field, data.column(geometry))
+        return data.drop_columns([c for c in (CHUNK_COLUMN,) if c in data.column_names])
 
     def query(
         self, dataset_id: str, table: str, query: FeatureQuery

@@ -32,10 +32,11 @@ import shapely.geometry
 from psycopg import sql
 
 from geoetl.errors import InputError, NotFound, TransientError
-from geoetl.features.store import FeatureQuery, TimeFilter
+from geoetl.features.store import GEOMETRY_PROPERTY, FeatureQuery, TimeFilter
+from geoetl.vector.geoarrow import require_geometry, wkb_field
+from geoetl.vector.harden import common_type, promote_to_multi
 
 if TYPE_CHECKING:
-    import geopandas as gpd
     from sqlalchemy.engine import Engine
 
 WGS84 = 4326
@@ -108,16 +109,6 @@ GEOMETRY_TYPES = {
 } | {"unknown": "Geometry", "geometry": "Geometry"}
 # shapely type ids of single geometries and the multi type each is promoted to.
 _MULTI = {0: "MultiPoint", 1: "MultiLineString", 3: "MultiPolygon"}
-_TYPE_NAMES = {
-    0: "Point",
-    1: "LineString",
-    2: "LineString",
-    3: "Polygon",
-    4: "MultiPoint",
-    5: "MultiLineString",
-    6: "MultiPolygon",
-    7: "GeometryCollection",
-}
 
 
 @dataclass(frozen=True)
@@ -367,33 +358,34 @@ class PostgisStore:
                 )
             )
 
-    def write_chunk(
-        self, dataset_id: str, table: str, chunk_id: int, frame: gpd.GeoDataFrame
-    ) -> int:
+    def write_chunk(self, dataset_id: str, table: str, chunk_id: int, data: pa.Table) -> int:
         """Replace the rows of ``chunk_id`` in the staged ``table``; returns rows written.
 
-        The delete and the COPY are one transaction: a writer killed mid-COPY leaves
-        the chunk as it was, and its retry neither duplicates nor loses rows.
+        ``data`` is attributes and one ``geoarrow.wkb`` column with its CRS
+        (:func:`geoetl.vector.geoarrow.wkb_field`), as :meth:`read` returns them. The
+        delete and the COPY are one transaction: a writer killed mid-COPY leaves the
+        chunk as it was, and its retry neither duplicates nor loses rows.
         """
-        geometry_name = str(frame.geometry.name)
-        if frame.crs is None:
-            raise InputError(f"the features of {table} have no coordinate reference system")
-        attrs = pa.Table.from_pandas(frame.drop(columns=[geometry_name]), preserve_index=False)
-        geoms = _promote_to_multi(np.asarray(frame.geometry.values, dtype=object))
+        geometry_name, crs = require_geometry(data, table)
+        attrs = data.drop_columns([geometry_name])
+        geoms = promote_to_multi(
+            shapely.from_wkb(data.column(geometry_name).to_numpy(zero_copy_only=False))
+        )
         with_z = bool(shapely.has_z(geoms).any())
         chunk_layout = Table(
             {name: kind_of(attrs.schema.field(name).type) for name in attrs.column_names},
             geometry_name,
-            _common_type(geoms),
-            srid_of(frame.crs.to_wkt()),
+            common_type(geoms),
+            srid_of(crs),
             with_z,
             chunked=True,
         )
+        empty = data.num_rows == 0
         with self._connect() as conn:
             self._lock(conn, dataset_id)
             layout = self._staged_layout(conn, dataset_id, table)
             if layout is None:
-                if frame.empty:
+                if empty:
                     return 0
                 self._create(conn, dataset_id, table, chunk_layout)
                 conn.execute(
@@ -412,7 +404,7 @@ class PostgisStore:
                 ),
                 [chunk_id],
             )
-            if frame.empty:
+            if empty:
                 return 0
             names = [c for c in attrs.column_names if c in layout.columns]
             columns = [*names, layout.geometry, CHUNK_COLUMN]
@@ -424,10 +416,10 @@ class PostgisStore:
             )
             with _copy_errors(table), conn.cursor() as cur, cur.copy(copy_sql) as copy:
                 copy.set_types(types)
-                chunk = [chunk_id] * len(frame)
+                chunk = [chunk_id] * data.num_rows
                 for row in zip(*values, fit_dimensions(wkb, layout.has_z), chunk, strict=True):
                     copy.write_row(row)
-        return len(frame)
+        return int(data.num_rows)
 
     def finish_load(
         self,
@@ -562,10 +554,11 @@ class PostgisStore:
             layout = self._published_layout(conn, dataset_id, table)
         return {name: DTYPES.get(typname, "object") for name, typname in layout.columns.items()}
 
-    def read(self, dataset_id: str, table: str) -> gpd.GeoDataFrame:
-        """A whole published table in fid order, as pyogrio reads the GeoPackage one."""
-        import geopandas as gpd
+    def read(self, dataset_id: str, table: str) -> pa.Table:
+        """A whole published table in fid order, as pyogrio reads the GeoPackage one.
 
+        Attributes and a ``geoarrow.wkb`` ``geometry`` column carrying the table's CRS.
+        """
         with self._connect() as conn:
             layout = self._published_layout(conn, dataset_id, table)
             names = list(layout.columns)
@@ -579,7 +572,7 @@ class PostgisStore:
                 cur.execute(query)
                 rows = cur.fetchall()
         columns = list(zip(*rows, strict=True)) if rows else [()] * (len(names or [""]) + 1)
-        arrays = {}
+        arrays = []
         for i, name in enumerate(names):
             kind = KINDS.get(_kind_key(layout.columns[name]))
             target = kind.arrow if kind and kind.arrow is not None else pa.string()
@@ -589,10 +582,12 @@ class PostgisStore:
             if layout.columns[name] == "numeric":
                 values = [None if v is None else float(v) for v in values]
                 target = pa.float64()
-            arrays[name] = pa.array(values, type=target)
-        frame = pa.table(arrays).to_pandas() if arrays else None
-        geometry = shapely.from_wkb([bytes(v) if v is not None else None for v in columns[-1]])
-        return gpd.GeoDataFrame(frame, geometry=geometry, crs=layout.srid or None)
+            arrays.append(pa.array(values, type=target))
+        wkb = pa.array([None if v is None else bytes(v) for v in columns[-1]], pa.binary())
+        fields = [pa.field(name, a.type) for name, a in zip(names, arrays, strict=True)]
+        crs = f"EPSG:{layout.srid}" if layout.srid else None
+        schema = pa.schema([*fields, wkb_field(GEOMETRY_PROPERTY, crs)])
+        return pa.Table.from_arrays([*arrays, wkb], schema=schema)
 
     def query(
         self, dataset_id: str, table: str, query: FeatureQuery
@@ -905,28 +900,6 @@ def _iso_time(value: datetime, zone: str) -> str:
     if value.microsecond // 1000:
         text += f".{value.microsecond // 1000:03d}"
     return text + zone
-
-
-def _promote_to_multi(geoms: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Points, lines and polygons as one-part multi geometries (GDAL's promote_to_multi)."""
-    out = geoms.copy()
-    types = shapely.get_type_id(geoms)
-    for type_id, builder in (
-        (0, shapely.multipoints),
-        (1, shapely.multilinestrings),
-        (3, shapely.multipolygons),
-    ):
-        rows = np.flatnonzero(types == type_id)
-        if len(rows):
-            out[rows] = builder(geoms[rows], indices=np.arange(len(rows)))
-    return out
-
-
-def _common_type(geoms: np.ndarray[Any, Any]) -> str:
-    types = {int(t) for t in shapely.get_type_id(geoms) if t >= 0}
-    if len(types) == 1:
-        return _TYPE_NAMES.get(types.pop(), "Geometry")
-    return "Geometry"
 
 
 @contextmanager

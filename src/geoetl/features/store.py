@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    import geopandas as gpd
     import pyarrow as pa
     from pygeofilter import ast
     from sqlalchemy.engine import Engine
@@ -77,10 +76,12 @@ class FeatureStore(Protocol):
     def begin_load(self, dataset_id: str) -> None:
         """Start a load of ``dataset_id``; an earlier unfinished load is discarded."""
 
-    def write_chunk(
-        self, dataset_id: str, table: str, chunk_id: int, frame: gpd.GeoDataFrame
-    ) -> int:
-        """Replace the rows of ``chunk_id`` in the staged ``table``; returns rows written."""
+    def write_chunk(self, dataset_id: str, table: str, chunk_id: int, data: pa.Table) -> int:
+        """Replace the rows of ``chunk_id`` in the staged ``table``; returns rows written.
+
+        ``data`` is attributes and one ``geoarrow.wkb`` column carrying its CRS
+        (:func:`geoetl.vector.geoarrow.wkb_field`), as :meth:`read` returns them.
+        """
 
     def write_table(
         self,
@@ -119,8 +120,12 @@ class FeatureStore(Protocol):
     def fields(self, dataset_id: str, table: str) -> dict[str, str]:
         """Attribute columns of a published table and their NumPy dtype names."""
 
-    def read(self, dataset_id: str, table: str) -> gpd.GeoDataFrame:
-        """A whole published table (for checks and copies)."""
+    def read(self, dataset_id: str, table: str) -> pa.Table:
+        """A whole published table (for checks and copies), in feature id order.
+
+        Attributes and one ``geoarrow.wkb`` geometry column carrying the CRS, which
+        GeoPandas (``GeoDataFrame.from_arrow``) and other Arrow readers take as it is.
+        """
 
     def query(
         self, dataset_id: str, table: str, query: FeatureQuery

@@ -9,6 +9,9 @@ without a copy per geometry; M values are left out (geoetl drops them anyway).
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -104,3 +107,50 @@ def _coordinates(points: pa.Array) -> npt.NDArray[np.float64]:
         dims = 2 if size == 2 or name == "xym" else 3
         return np.ascontiguousarray(values[:, :dims])
     raise TypeError(f"coordinates are {points.type}, not a struct or a fixed-size list")
+
+
+# A WKB column tagged as GeoArrow's ``geoarrow.wkb`` extension type, its CRS in the tag:
+# what a feature store's ``read`` returns and ``write_chunk`` takes. GeoPandas
+# (``GeoDataFrame.from_arrow``), GDAL and other Arrow readers take it as it is.
+EXTENSION_NAME = b"ARROW:extension:name"
+EXTENSION_METADATA = b"ARROW:extension:metadata"
+
+
+def wkb_field(name: str, crs: str | None) -> pa.Field:
+    """A ``geoarrow.wkb`` field; ``crs`` is any text PROJ reads (WKT, PROJJSON, EPSG:n)."""
+    meta: dict[str, Any] = {}
+    if crs:
+        try:
+            meta = {"crs": json.loads(crs)}  # PROJJSON stays an object
+        except ValueError:
+            meta = {"crs": crs}
+    return pa.field(
+        name,
+        pa.binary(),
+        metadata={EXTENSION_NAME: b"geoarrow.wkb", EXTENSION_METADATA: json.dumps(meta).encode()},
+    )
+
+
+def geometry_of(table: pa.Table) -> tuple[str, str | None]:
+    """The name of ``table``'s ``geoarrow.wkb`` column and its CRS text (None: none given).
+
+    ValueError unless there is exactly one such column.
+    """
+    found = [f for f in table.schema if (f.metadata or {}).get(EXTENSION_NAME) == b"geoarrow.wkb"]
+    if len(found) != 1:
+        raise ValueError(f"expected one geoarrow.wkb column, found {len(found)}")
+    meta = json.loads((found[0].metadata or {}).get(EXTENSION_METADATA) or b"{}")
+    crs = meta.get("crs")
+    text = None if crs is None else crs if isinstance(crs, str) else json.dumps(crs)
+    return found[0].name, text
+
+
+def require_geometry(table: pa.Table, what: str) -> tuple[str, str]:
+    """:func:`geometry_of`, as InputError naming ``what`` when the column or its CRS is missing."""
+    try:
+        name, crs = geometry_of(table)
+    except ValueError as exc:
+        raise InputError(f"the features of {what}: {exc}") from None
+    if crs is None:
+        raise InputError(f"the features of {what} have no coordinate reference system")
+    return name, crs

@@ -194,6 +194,42 @@ def as_multi(geoms: _GeomArray, family: str) -> _GeomArray:
     return promoted
 
 
+# OGR / PostGIS type names of shapely's type ids (a LinearRing is stored as a LineString).
+TYPE_NAMES = {
+    0: "Point",
+    1: "LineString",
+    2: "LineString",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
+}
+
+
+def promote_to_multi(geoms: _GeomArray) -> _GeomArray:
+    """Points, lines and polygons as one-part multi geometries (GDAL's promote_to_multi)."""
+    out = geoms.copy()
+    types = shapely.get_type_id(geoms)
+    for type_id, builder in (
+        (0, shapely.multipoints),
+        (1, shapely.multilinestrings),
+        (3, shapely.multipolygons),
+    ):
+        rows = np.flatnonzero(types == type_id)
+        if len(rows):
+            out[rows] = builder(geoms[rows], indices=np.arange(len(rows)))
+    return out
+
+
+def common_type(geoms: _GeomArray) -> str:
+    """The one type name of every present geometry, else ``Geometry``."""
+    types = {int(t) for t in shapely.get_type_id(geoms) if t >= 0}
+    if len(types) == 1:
+        return TYPE_NAMES.get(types.pop(), "Geometry")
+    return "Geometry"
+
+
 def drop_m(geoms: Sequence[BaseGeometry | None] | _GeomArray) -> tuple[_GeomArray, int]:
     """``geoms`` without M values (XYM → XY, XYZM → XYZ) and how many had them.
 
