@@ -310,8 +310,9 @@ def _part_key(job_id: str, table: str, chunk_id: int) -> str:
 # How much of the source file one batch of a chunk reads: features are read, reprojected,
 # cleaned and written a batch at a time, so a load task holds one batch in memory (about
 # ten times its size in the source: Arrow, shapely objects and their copies), not a
-# whole chunk. 2 MB is about 6,800 of the benchmark's polygons (docs/benchmarks.md).
-BATCH_SOURCE_BYTES = 2 * 1024 * 1024
+# whole chunk. 1 MB is about 3,400 of the benchmark's polygons: 20 MiB less peak than
+# 2 MB at the same speed (docs/benchmarks.md).
+BATCH_SOURCE_BYTES = 1024 * 1024
 MIN_BATCH, MAX_BATCH = 1_000, 65_536
 
 
