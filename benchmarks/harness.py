@@ -195,6 +195,29 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GEOETL_")}
 
 
+def installed_geoetl(work_dir: Path, console: Any) -> Path:
+    """The ``bin`` folder of a virtualenv holding geoetl as a user installs it.
+
+    ``pip install <repo>`` into ``work_dir/runtime-venv``: geoetl's own dependencies
+    only (none of the test tools the repository's ``.venv`` adds), and geoetl itself as a
+    built, byte-compiled package (an editable install under ``PYTHONDONTWRITEBYTECODE``
+    compiles its modules on every start). The first call installs the dependencies;
+    every call reinstalls geoetl from the working tree, so the run measures this code.
+    """
+    venv = work_dir / "runtime-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        console.print(f"installing geoetl and its dependencies into {venv} …")
+        subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)],
+        check=True,
+    )
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # pip's build folder for the wheel
+    return venv / "bin"
+
+
 def time_baselines(
     commands: dict[str, list[str]], runs_dir: Path, quiet_wait: float, console: Any
 ) -> dict[str, Any]:

@@ -69,6 +69,7 @@ from harness import (
     exit_on_sigterm,
     free_port,
     http_server,
+    installed_geoetl,
     interleaved_latency,
     launch_tree,
     machine_info,
@@ -79,7 +80,7 @@ from harness import (
     warm_cache,
 )
 
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent  # the repository's .venv: TiPG, and this script's imports
 SOURCE_CRS = "EPSG:32618"
 TARGET_CRS = "EPSG:4326"
 ORIGIN = (583_000.0, 4_507_000.0)  # the grid's centre, UTM 18N (New York)
@@ -398,9 +399,13 @@ def drop_table(url: str, schema: str, table: str) -> None:
 # -- the tools ---------------------------------------------------------------------------------
 
 
+# geoetl as a user installs it (harness.installed_geoetl); set by main().
+GEOETL_BIN = BIN
+
+
 def geoetl_argv(spec: InputFile, dataset_id: str) -> list[str]:
     return [
-        str(BIN / "geoetl"),
+        str(GEOETL_BIN / "geoetl"),
         "ingest",
         str(spec.path),
         "--json",
@@ -638,7 +643,7 @@ def items_latency(
     geo_env["GEOETL_HOME"] = run.geoetl["home"]
     geo_env["GEOETL_DATABASE_URL"] = url
     geo_argv = [
-        str(BIN / "geoetl"),
+        str(GEOETL_BIN / "geoetl"),
         "serve",
         "--host",
         "127.0.0.1",
@@ -743,6 +748,7 @@ def tool_versions() -> dict[str, Any]:
     cli = subprocess.run(["ogr2ogr", "--version"], capture_output=True, text=True, check=True)
     return {
         "geoetl_source": str(Path(geoetl.__file__).parent),
+        "geoetl_installed": str(GEOETL_BIN.parent),
         "ogr2ogr": cli.stdout.strip(),
         "geoetl": version("geoetl"),
         "tipg": version("tipg"),
@@ -922,6 +928,8 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             console.print(f"[red]{tool} is not installed[/] (Debian: gdal-bin, postgresql-client)")
             return 2
+    global GEOETL_BIN
+    GEOETL_BIN = installed_geoetl(args.work_dir, console)
     machine = machine_info()
     versions = tool_versions()
     load_start = os.getloadavg()
@@ -993,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
                 **({sizes[1]: args.large_repeats} if args.large else {}),
             },
             "statistic": "median wall and CPU; max peak RSS",
+            "geoetl": "pip install <repo> into a fresh virtualenv (its own dependencies only)",
             "order": "tools rotated every repeat; CHECKPOINT and a quiet machine before each run",
             "peak_rss": "ru_maxrss from os.wait4 (largest single process of the tool's tree)",
             "tree": "psutil samples every 50 ms: largest single process and largest sum",
