@@ -12,7 +12,7 @@ from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from geoetl.errors import InputError
 from geoetl.vector.archive import safe_extract
 from geoetl.vector.columns import sanitize_columns
-from geoetl.vector.harden import drop_m, harden, split_antimeridian
+from geoetl.vector.harden import drop_m, harden, has_repeated_points, split_antimeridian
 
 BOWTIE = Polygon([(0, 0), (2, 2), (2, 0), (0, 2), (0, 0)])
 
@@ -114,6 +114,24 @@ def test_duplicate_vertices_are_removed() -> None:
     _, out, _ = harden([line], keep_z=False, geographic=True)
     assert out[0] is not None
     assert len(shapely.get_coordinates(out[0])) == 3
+
+
+def test_only_geometries_with_repeated_vertices_are_rebuilt() -> None:
+    shapes = [
+        "POLYGON ((0 0, 4 0, 4 4, 0 4, 0 0), (1 1, 1 2, 2 2, 2 2, 2 1, 1 1))",  # in a hole
+        "POLYGON ((10 10, 11 10, 11 11, 10 10))",
+        "MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)), ((5 5, 6 5, 6 5, 6 6, 5 5)))",  # second part
+        "LINESTRING (0 0, 1 1, 2 2)",
+        "LINESTRING Z (0 0 1, 0 0 2, 1 1 3)",  # the same point in X and Y
+        "POINT (3 3)",
+    ]
+    geoms = shapely.from_wkt(shapes)
+    assert has_repeated_points(geoms).tolist() == [True, False, True, False, True, False]
+    _, out, _ = harden(geoms, keep_z=False, geographic=False)
+    counts = shapely.get_num_coordinates(out).tolist()
+    assert counts == [10, 4, 8, 3, 2, 1]
+    assert not has_repeated_points(out).any()
+    assert out[1].equals(shapely.multipolygons([geoms[1]]))  # untouched ones keep their shape
 
 
 def test_column_names_are_sanitized_and_unique() -> None:

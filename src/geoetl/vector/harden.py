@@ -230,6 +230,22 @@ def common_type(geoms: _GeomArray) -> str:
     return "Geometry"
 
 
+def has_repeated_points(geoms: _GeomArray) -> npt.NDArray[np.bool_]:
+    """Per geometry: whether two consecutive vertices are the same point (in X and Y).
+
+    A vectorized look at the coordinates, so that ``remove_repeated_points`` (which
+    rebuilds every geometry it is given) runs only where it changes something. The
+    last vertex of one ring and the first of the next count too: at worst a geometry
+    is cleaned that needed no cleaning.
+    """
+    found = np.zeros(len(geoms), dtype=bool)
+    coords, index = shapely.get_coordinates(geoms, return_index=True)
+    if len(coords) > 1:
+        same = (coords[1:] == coords[:-1]).all(axis=1) & (index[1:] == index[:-1])
+        found[index[1:][same]] = True
+    return found
+
+
 def drop_m(geoms: Sequence[BaseGeometry | None] | _GeomArray) -> tuple[_GeomArray, int]:
     """``geoms`` without M values (XYM → XY, XYZM → XYZ) and how many had them.
 
@@ -278,7 +294,9 @@ def harden(
         z = live & shapely.has_z(arr)
         arr[z] = shapely.force_2d(arr[z])
         report.z_dropped = int(z.sum())
-    arr[live] = shapely.remove_repeated_points(arr[live], tolerance=0.0)
+    repeated = np.flatnonzero(live)
+    repeated = repeated[has_repeated_points(arr[repeated])]
+    arr[repeated] = shapely.remove_repeated_points(arr[repeated], tolerance=0.0)
     if geographic:
         # Only a geometry wider than 180 degrees can hold a jump across ±180.
         wide = live & (kind != 0)

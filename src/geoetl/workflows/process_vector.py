@@ -501,7 +501,7 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
     for table, info in sorted(tables.items()):
         local, rows, bbox = written[table]
         key = f"silver/vector/{params.collection_id}/{table}.parquet"
-        objects.put_file(local, key, metadata={LINEAGE: version.ref})
+        objects.move_file(local, key, metadata={LINEAGE: version.ref})  # a rename in a folder
         # OGC API collection ids stay the same from version to version.
         collection_id = base_id if single else base_id + table[len(dataset_id) :]
         collections.append(
