@@ -15,6 +15,7 @@ from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.workers import make_runner
 from tests.conftest import serving
+from tests.frames import to_frame
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 SAMPLES = {"nc.gpkg": "nc", "lux.shp": "lux", "naturalearth_lowres.shp": "naturalearth_lowres"}
@@ -41,7 +42,7 @@ def test_gdal_oapif_reads_every_collection_back(served: str, platform: Platform)
     for name, collection in SAMPLES.items():
         remote = pyogrio.read_dataframe(f"OAPIF:{served}/collections/{collection}")
         fc = platform.feature_registry.get(collection)
-        local = platform.features.read(fc.dataset_id, fc.table_name)
+        local = to_frame(platform.features.read(fc.dataset_id, fc.table_name))
         assert len(remote) == len(local) == fc.feature_count, name
         column = "name" if "name" in local.columns else local.columns[0]
         assert sorted(remote[column].astype(str)) == sorted(local[column].astype(str))
