@@ -22,7 +22,6 @@ from geoetl.errors import InputError
 from geoetl.vector import geoarrow
 from geoetl.vector.archive import check_archive, safe_extract
 from geoetl.vector.columns import check_column_count
-from geoetl.vector.csvtypes import apply_types, detect_types
 
 # Files that are a dataset on their own (a .gdb folder is one too).
 DATASET_SUFFIXES = set(gdalsafe.VECTOR_SUFFIXES)
@@ -267,6 +266,9 @@ def list_layers(path: Path, csv: CsvOptions | None = None) -> list[LayerInfo]:
 
 def _csv_types(src: gdalsafe.UserFile, layer: str, options: dict[str, Any]) -> dict[str, str]:
     """The types of a CSV's text columns, over the whole file (one streamed pass)."""
+    # Here, not at the top: it loads pyarrow.compute, which no other format needs.
+    from geoetl.vector.csvtypes import detect_types
+
     try:
         with pyogrio.open_arrow(
             src.path, layer=layer, read_geometry=False, use_pyarrow=True, **options
@@ -455,6 +457,8 @@ def _chunk_of(
     geoms = shapely.from_wkb(table[geometry].to_numpy(zero_copy_only=False))
     attributes = table.drop_columns([geometry])
     if column_types:
+        from geoetl.vector.csvtypes import apply_types
+
         attributes = apply_types(attributes, column_types)
     return Chunk(attributes, geoms, crs)
 
