@@ -195,6 +195,30 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GEOETL_")}
 
 
+def stage_times(tasks: list[tuple[str, float, float]]) -> dict[str, float]:
+    """Each stage's wall time from its tasks' ``(stage, started_at, finished_at)``.
+
+    A runner claims several tasks at once and runs them in turn, so a task's
+    ``started_at`` is its claim time: a task's own time runs from the end of the one
+    before it in the same claim (or from the claim). Tasks of a stage run side by side
+    in several processes: a stage's time is the wall time while any of them ran.
+    """
+    spans: dict[str, list[tuple[float, float]]] = {}
+    previous_end: dict[float, float] = {}
+    for stage, started, done in sorted(tasks, key=lambda t: t[2]):
+        begin = max(started, previous_end.get(started, started))
+        previous_end[started] = done
+        spans.setdefault(stage, []).append((begin, done))
+    stages: dict[str, float] = {}
+    for stage, intervals in spans.items():
+        total, reach = 0.0, -math.inf
+        for begin, done in sorted(intervals):
+            total += max(0.0, done - max(begin, reach))
+            reach = max(reach, done)
+        stages[stage] = total
+    return stages
+
+
 def installed_geoetl(work_dir: Path, console: Any) -> Path:
     """The ``bin`` folder of a virtualenv holding geoetl as a user installs it.
 

@@ -76,6 +76,7 @@ from harness import (
     median,
     scratch_database,
     sha256_of,
+    stage_times,
     wait_quiet,
     warm_cache,
 )
@@ -349,13 +350,7 @@ def geoetl_table(url: str, name: str) -> tuple[str, str]:
 
 
 def geoetl_split(url: str, job_id: str, start: float, wall: float) -> dict[str, Any]:
-    """Where a geoetl run's wall time went, from its job's and tasks' timestamps.
-
-    A runner claims several tasks at once and runs them in turn, so a task's
-    ``started_at`` is its claim time: a task's own time runs from the end of the one
-    before it in the same claim (or from the claim). Tasks of a stage run side by side
-    in several processes: a stage's time is the wall time while any of them ran.
-    """
+    """Where a geoetl run's wall time went, from its job's and tasks' timestamps."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -364,23 +359,10 @@ def geoetl_split(url: str, job_id: str, start: float, wall: float) -> dict[str, 
         ).fetchone()  # type: ignore[misc]
         tasks = conn.execute(
             "SELECT stage, started_at, finished_at FROM tasks "
-            "WHERE job_key = (SELECT job_key FROM jobs WHERE job_id = %s) "
-            "ORDER BY finished_at",
+            "WHERE job_key = (SELECT job_key FROM jobs WHERE job_id = %s)",
             (job_id,),
         ).fetchall()
-    spans: dict[str, list[tuple[float, float]]] = {}
-    previous_end: dict[float, float] = {}
-    for stage, started, done in tasks:
-        begin = max(started, previous_end.get(started, started))
-        previous_end[started] = done
-        spans.setdefault(stage, []).append((begin, done))
-    stages: dict[str, float] = {}
-    for stage, intervals in spans.items():
-        total, reach = 0.0, -math.inf
-        for begin, done in sorted(intervals):
-            total += max(0.0, done - max(begin, reach))
-            reach = max(reach, done)
-        stages[stage] = total
+    stages = stage_times(tasks)
     return {
         "before_job_s": created - start,
         "stages_s": stages,

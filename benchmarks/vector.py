@@ -54,7 +54,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +64,12 @@ from harness import (
     clean_env,
     console_factory,
     free_port,
+    installed_geoetl,
     launch,
     machine_info,
     median,
     sha256_of,
+    stage_times,
     summary,
     time_baselines,
     wait_quiet,
@@ -76,7 +77,9 @@ from harness import (
 )
 
 SAMPLE = ROOT / "examples" / "data" / "buildings.gpkg"
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent  # the repository's .venv: the pyogrio control's GeoPandas
+# geoetl as a user installs it (harness.installed_geoetl); set by main().
+GEOETL_BIN = BIN
 
 FLOOR_WALL_RATIO = 1.0  # geoetl ingest / ogr2ogr
 TARGET_CRS = "EPSG:4326"
@@ -213,7 +216,14 @@ def build_input(work: Path, min_features: int, rebuild: bool) -> InputFile:
 
 
 def geoetl_argv(spec: InputFile) -> list[str]:
-    return [str(BIN / "geoetl"), "ingest", str(spec.path), "--json", "--access-level", "public"]
+    return [
+        str(GEOETL_BIN / "geoetl"),
+        "ingest",
+        str(spec.path),
+        "--json",
+        "--access-level",
+        "public",
+    ]
 
 
 def ogr2ogr_argv(spec: InputFile, dst: Path, *, clean: bool = False) -> list[str]:
@@ -280,42 +290,26 @@ class Run:
 
 
 def geoetl_split(home: Path, job: dict[str, Any], start: float, wall: float) -> dict[str, Any]:
-    """Where a geoetl run's wall time went, from the job's and its tasks' timestamps.
-
-    A runner claims several tasks at once and runs them one after another, so a task's
-    ``started_at`` is its claim time: each task's own time is measured from the end of
-    the previous task of the same claim (or its start).
-    """
+    """Where a geoetl run's wall time went, from the job's and its tasks' timestamps."""
     with contextlib.closing(sqlite3.connect(home / "geoetl.db")) as db:
         created, finished = db.execute(
             "SELECT created_at, finished_at FROM jobs WHERE job_id = ?", (job["job_id"],)
         ).fetchone()
         tasks = db.execute(
-            "SELECT stage, idx, attempt, started_at, finished_at FROM tasks "
-            "WHERE job_key = (SELECT job_key FROM jobs WHERE job_id = ?) "
-            "ORDER BY finished_at",
+            "SELECT stage, attempt, started_at, finished_at FROM tasks "
+            "WHERE job_key = (SELECT job_key FROM jobs WHERE job_id = ?)",
             (job["job_id"],),
         ).fetchall()
-    stages: dict[str, float] = defaultdict(float)
-    chunks: list[float] = []
-    attempts = 0
-    previous_end: dict[float, float] = {}
-    for stage, _idx, attempt, started, done in tasks:
-        begin = max(started, previous_end.get(started, started))
-        previous_end[started] = done
-        stages[stage] += done - begin
-        attempts = max(attempts, attempt)
-        if stage == "load":
-            chunks.append(done - begin)
+    stages = stage_times([(stage, started, done) for stage, _, started, done in tasks])
     in_job = finished - created
     return {
         "before_job_s": created - start,
-        "stages_s": dict(stages),
-        "load_chunks_s": chunks,
+        "stages_s": stages,
+        "load_chunks_s": [done - started for stage, _, started, done in tasks if stage == "load"],
         "job_overhead_s": in_job - sum(stages.values()),
         "job_s": in_job,
         "after_job_s": start + wall - finished,
-        "max_attempt": attempts,
+        "max_attempt": max((attempt for _, attempt, _, _ in tasks), default=0),
     }
 
 
@@ -477,8 +471,12 @@ def verify(spec: InputFile, last: dict[str, Run]) -> dict[str, Any]:
 def run_baselines(args: argparse.Namespace, runs_dir: Path, console: Any) -> dict[str, Any]:
     """Start-up cost of each tool with no vector work."""
     commands = {
-        "python -c 'import geoetl.cli.main'": [sys.executable, "-c", "import geoetl.cli.main"],
-        "geoetl --help": [str(BIN / "geoetl"), "--help"],
+        "python -c 'import geoetl.cli.main'": [
+            str(GEOETL_BIN / "python"),
+            "-c",
+            "import geoetl.cli.main",
+        ],
+        "geoetl --help": [str(GEOETL_BIN / "geoetl"), "--help"],
         "ogr2ogr --version": ["ogr2ogr", "--version"],
     }
     return time_baselines(commands, runs_dir, args.quiet_wait, console)
@@ -549,7 +547,7 @@ def items_latency(
     port = free_port()
     env = clean_env()
     env["GEOETL_HOME"] = str(geoetl_run.run_dir / "home")
-    argv = [str(BIN / "geoetl"), "serve", "--port", str(port), "--workers", "0"]
+    argv = [str(GEOETL_BIN / "geoetl"), "serve", "--port", str(port), "--workers", "0"]
     base = f"http://127.0.0.1:{port}"
     bbox = bbox_inside(spec)
     collection = geoetl_run.geoetl["result"]["tables"][0]["collection_id"]
@@ -747,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (BIN / "geoetl").exists():
         console.print(f"[red]{BIN / 'geoetl'} not found[/]: run with the project venv's python")
         return 2
+    global GEOETL_BIN
+    GEOETL_BIN = installed_geoetl(args.work_dir, console)
     versions = tool_versions()
     machine = machine_info()
     load_start = os.getloadavg()
