@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,7 +15,7 @@ import shapely
 from shapely.geometry import LineString, Point
 
 from geoetl.errors import NotFound
-from geoetl.features.geopackage import GeoPackageStore
+from geoetl.features.geopackage import GeoPackageStore, gpkg_geometry_to_wkb
 from geoetl.features.store import FeatureQuery, FeatureStore
 from tests.frames import to_arrow, to_frame
 
@@ -55,6 +56,35 @@ def test_geopackage_file_is_plain_gdal(tmp_path: Path) -> None:
     back = pyogrio.read_dataframe(store.path("ds"), layer="points")
     assert sorted(back["value"]) == list(range(10))
     assert back.crs.to_epsg() == 4326
+
+
+def test_read_gives_date_times_with_their_zones(tmp_path: Path) -> None:
+    """GeoPackage keeps date-times as text: zoned ones read as UTC, others as they are."""
+    store = GeoPackageStore(tmp_path)
+    data = to_arrow(frame(0, 3))
+    stamps = pa.array([datetime(2021, 5, d, 10, 30, 15) for d in (1, 2, 3)], pa.timestamp("ms"))
+    data = data.add_column(0, "local", stamps).add_column(1, "utc", stamps)
+    store.begin_load("ds")
+    store.write_chunk("ds", "points", 0, data)
+    store.finish_load("ds", {})
+    with closing(sqlite3.connect(store.path("ds"))) as db:
+        # A file written by another tool: zoned text, one value without its zone. The
+        # table's R-tree triggers call GeoPackage's SQL functions: plain SQLite has none.
+        def box(blob: bytes, i: int) -> float:
+            return float(shapely.bounds(shapely.from_wkb(gpkg_geometry_to_wkb(blob)))[i])
+
+        db.create_function("ST_IsEmpty", 1, lambda b: int(b is None))
+        for i, name in enumerate(("ST_MinX", "ST_MinY", "ST_MaxX", "ST_MaxY")):
+            db.create_function(name, 1, lambda b, i=i: box(b, i))
+        db.execute("UPDATE points SET utc = replace(utc, 'T10', 'T12') || '+02:00'")
+        db.execute("UPDATE points SET utc = '2021-05-03T10:30:15' WHERE value = 2")
+        db.commit()
+    back = store.read("ds", "points")
+    assert back.schema.field("local").type == pa.timestamp("ms")
+    assert back.schema.field("utc").type == pa.timestamp("ms", tz="UTC")
+    assert back.column("local").to_pylist() == stamps.to_pylist()
+    utc = [v.replace(tzinfo=None) for v in back.column("utc").to_pylist()]
+    assert utc == stamps.to_pylist()  # 12:30+02:00 is 10:30 UTC; the unzoned one is UTC
 
 
 def test_bbox_and_equality_queries(feature_store: FeatureStore) -> None:

@@ -261,8 +261,13 @@ class GeoPackageStore:
                 data.schema.field(name).type
             ):
                 text = data.column(name)
-                zoned = pc.any(pc.match_substring_regex(text, ZONE_SUFFIX)).as_py()
-                stamps = text.cast(pa.timestamp("ms", tz="UTC" if zoned else None))
+                zoned = pc.match_substring_regex(text, ZONE_SUFFIX)
+                if pc.any(zoned).as_py():
+                    # A value without an offset among zoned ones is UTC, as GeoPackage says.
+                    text = pc.if_else(zoned, text, pc.binary_join_element_wise(text, "Z", ""))
+                    stamps = text.cast(pa.timestamp("ms", tz="UTC"))
+                else:
+                    stamps = text.cast(pa.timestamp("ms"))
                 data = data.set_column(i, name, stamps)
         geometry = data.schema.names.index(meta["geometry_name"] or "wkb_geometry")
         field = wkb_field(GEOMETRY_PROPERTY, meta["crs"])
