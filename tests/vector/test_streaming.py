@@ -134,6 +134,33 @@ def test_a_sliced_geoarrow_column_decodes_only_its_rows(kind: str, interleaved: 
     assert shapely.equals_exact(geoms[present], want[present], tolerance=0).all()
 
 
+POINT_TYPE = pa.struct([("x", pa.float64()), ("y", pa.float64())])
+
+
+@pytest.mark.parametrize(
+    ("column", "encoding", "reason"),
+    [
+        (pa.array([b"\x01\x03"]), "WKB", "Unexpected EOF parsing WKB"),
+        (pa.array(["POINT (1 2)"]), "WKB", "not binary"),
+        (
+            pa.array(
+                [[[{"x": 0.0, "y": 0.0}, {"x": 1.0, "y": 0.0}]]], pa.list_(pa.list_(POINT_TYPE))
+            ),
+            "polygon",
+            "at least 4 coordinates",
+        ),
+        (pa.array([1, 2]), "point", "not a struct or a fixed-size list"),
+        (pa.array([[{"x": 1.0, "y": 2.0}]], pa.list_(POINT_TYPE)), "polygon", "expected a list"),
+    ],
+)
+def test_a_geometry_column_that_cannot_be_decoded_is_an_input_error(
+    column: pa.Array, encoding: str, reason: str
+) -> None:
+    with pytest.raises(InputError, match=reason) as caught:
+        geoarrow.decode(column, encoding, "hostile.parquet")
+    assert str(caught.value).startswith("hostile.parquet: ")
+
+
 def test_geoparquet_with_an_unknown_geometry_encoding_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "odd.parquet"
     _squares(3, "EPSG:4326").to_parquet(path)
