@@ -195,6 +195,19 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GEOETL_")}
 
 
+def ingest_argv(bin_dir: Path, path: Path, *extra: str) -> list[str]:
+    """``geoetl ingest PATH --json --access-level public EXTRA…`` from ``bin_dir``."""
+    return [
+        str(bin_dir / "geoetl"),
+        "ingest",
+        str(path),
+        "--json",
+        "--access-level",
+        "public",
+        *extra,
+    ]
+
+
 def stage_times(tasks: list[tuple[str, float, float]]) -> dict[str, float]:
     """Each stage's wall time from its tasks' ``(stage, started_at, finished_at)``.
 

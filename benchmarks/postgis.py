@@ -69,6 +69,7 @@ from harness import (
     exit_on_sigterm,
     free_port,
     http_server,
+    ingest_argv,
     installed_geoetl,
     interleaved_latency,
     launch_tree,
@@ -386,16 +387,7 @@ GEOETL_BIN = BIN
 
 
 def geoetl_argv(spec: InputFile, dataset_id: str) -> list[str]:
-    return [
-        str(GEOETL_BIN / "geoetl"),
-        "ingest",
-        str(spec.path),
-        "--json",
-        "--access-level",
-        "public",
-        "--dataset-id",
-        dataset_id,
-    ]
+    return ingest_argv(GEOETL_BIN, spec.path, "--dataset-id", dataset_id)
 
 
 def ogr2ogr_argv(spec: InputFile, url: str, table: str) -> list[str]:

@@ -64,6 +64,7 @@ from harness import (
     clean_env,
     console_factory,
     free_port,
+    ingest_argv,
     installed_geoetl,
     launch,
     machine_info,
@@ -216,14 +217,7 @@ def build_input(work: Path, min_features: int, rebuild: bool) -> InputFile:
 
 
 def geoetl_argv(spec: InputFile) -> list[str]:
-    return [
-        str(GEOETL_BIN / "geoetl"),
-        "ingest",
-        str(spec.path),
-        "--json",
-        "--access-level",
-        "public",
-    ]
+    return ingest_argv(GEOETL_BIN, spec.path)
 
 
 def ogr2ogr_argv(spec: InputFile, dst: Path, *, clean: bool = False) -> list[str]:
