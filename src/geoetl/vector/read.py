@@ -368,7 +368,7 @@ def _parquet_batches(
         start += rows
     if empty:
         table = source.schema_arrow.empty_table()
-        yield _parquet_rows(table, primary, (encoding, path.name), covering, crs_text)
+        yield _parquet_rows(table, primary, covering, crs_text, encoding, path.name)
         return
     position = first_row
     for batch in source.iter_batches(batch_size=batch_size, row_groups=groups):
@@ -376,7 +376,7 @@ def _parquet_batches(
         position += batch.num_rows
         if hi > lo:
             table = pa.Table.from_batches([batch.slice(lo, hi - lo)])
-            yield _parquet_rows(table, primary, (encoding, path.name), covering, crs_text)
+            yield _parquet_rows(table, primary, covering, crs_text, encoding, path.name)
         if position >= end:
             break
 
@@ -384,12 +384,13 @@ def _parquet_batches(
 def _parquet_rows(
     table: pa.Table,
     primary: str,
-    encoding: tuple[str, str],
     covering: str | None,
     crs: str | None,
+    encoding: str,
+    source: str,
 ) -> Chunk:
-    """A batch's attributes and geometries; ``encoding`` is the column's and the file's name."""
-    geoms = geoarrow.decode(table.column(primary), *encoding)
+    """A batch's attributes and geometries (``encoding``: the column's; ``source``: the file)."""
+    geoms = geoarrow.decode(table.column(primary), encoding, source)
     drop = [primary, *([covering] if covering in table.column_names else [])]
     return Chunk(table.drop_columns(drop), geoms, crs)
 
