@@ -260,13 +260,17 @@ def _pooled_worker(
 def _job_helper(
     config: tuple[str, Any], name: str, queues: list[str] | None, stop: threading.Event
 ) -> None:
-    """A :class:`JobHelpers` process: runs tasks of the one job it is told, then waits."""
+    """A :class:`JobHelpers` process: runs tasks of each job it is told, one after another.
+
+    It ends only when told to stop (a helper that ended on its own would be taken for an
+    orphan), and a job it is told twice is helped once.
+    """
     settings_json, jobs = config
     settings = Settings.model_validate_json(settings_json)
     job_id = _next_job(jobs, stop)
     if job_id is None:
         return
-    # The job exists, so the command has built the schema. This process opens its own
+    # A job exists, so the command has built the schema. This process opens its own
     # connections and never touches any it inherited.
     try:
         platform = Platform.from_settings(settings, migrate=False)
@@ -285,10 +289,12 @@ def _job_helper(
 
         threading.Thread(target=wake_on_stop, name="geoetl-helper-stop", daemon=True).start()
         try:
-            runner.run_job(job_id, stop)
-            # The job settled: wait for the command's word, which it sends as it sees
-            # the same (a helper that ended on its own would be taken for an orphan).
-            stop.wait()
+            helped = None
+            while job_id is not None:
+                if job_id != helped:
+                    helped = job_id
+                    runner.run_job(job_id, stop)
+                job_id = _next_job(jobs, stop)
         finally:
             runner.close()
     finally:
@@ -304,13 +310,18 @@ def _next_job(jobs: Any, stop: threading.Event) -> str | None:
 
 
 class JobHelpers:
-    """Processes that help ``geoetl ingest`` run its job: each runs that job's tasks only.
+    """Processes that help ``geoetl ingest`` run its jobs: each runs those jobs' tasks only.
 
-    Forked from this process before the job exists, once the workflow's libraries are
+    Forked from this process before any job runs, once the workflows' libraries are
     imported and while no other thread runs: they start at once, with everything
     loaded, sharing this process's memory pages, and open their own connections.
-    :meth:`run` names the job; they stop with :meth:`stop` (after their current task)
-    and never outlive this process (:class:`ProcessPool`).
+    :meth:`run` names each job in turn (a folder's datasets are helped by the same
+    processes); they stop with :meth:`stop` (after their current task) and never
+    outlive this process (:class:`ProcessPool`).
+
+    Forked once, never again after a job ran here: GDAL's worker threads (warping, COG
+    compression) do not survive a fork, and a helper forked after they started waits
+    for them forever.
     """
 
     def __init__(self, settings: Settings, count: int) -> None:
@@ -323,7 +334,7 @@ class JobHelpers:
         self._stopped = False
 
     def run(self, job_id: str) -> None:
-        """Help with ``job_id``."""
+        """Help with ``job_id`` (the job before it has settled)."""
         for _ in range(self.count):
             self._jobs.put(job_id)
 
@@ -335,15 +346,16 @@ class JobHelpers:
             self._jobs.close()
 
 
-def job_helpers(settings: Settings, workflow: str) -> JobHelpers | None:
-    """Helpers for a job of ``workflow``, as ``settings.run_workers`` asks, started.
+def job_helpers(settings: Settings, *workflows: str) -> JobHelpers | None:
+    """Helpers for jobs of ``workflows``, as ``settings.run_workers`` asks, started.
 
     None for one worker, or where they cannot be forked safely: not on Linux (macOS's
     system libraries do not survive a fork, Windows has none), or another thread runs
     here (a progress display, a server's), which a fork could catch holding a lock.
     Spawned helpers would load every library again, which costs more than a small job
     takes; the command then runs the job alone.
-    The workflow's modules are imported first, so that the helpers have them.
+    The workflows' modules are imported first, so that the helpers have them. Call it
+    before this process runs any job (see :class:`JobHelpers`).
     """
     extra = settings.run_workers - 1
     if extra <= 0 or not sys.platform.startswith("linux"):
@@ -355,7 +367,9 @@ def job_helpers(settings: Settings, workflow: str) -> JobHelpers | None:
     # helpers' collections from writing to (and so copying) the pages they share.
     gc.disable()
     try:
-        default_registry().get(workflow)
+        registry = default_registry()
+        for workflow in workflows:
+            registry.get(workflow)
     finally:
         gc.freeze()
         gc.enable()

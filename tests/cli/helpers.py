@@ -6,8 +6,10 @@ import signal
 import subprocess
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
 
 from geoetl.settings import Settings
@@ -61,4 +63,18 @@ def slow_raster(path: Path, size: int = 4000) -> Path:
     }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
+    return path
+
+
+def parcels(path: Path, n: int) -> Path:
+    """``n`` small polygons in UTM 18N, in a GeoPackage."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(500_000, 510_000, n)
+    y = rng.uniform(4_500_000, 4_510_000, n)
+    frame = gpd.GeoDataFrame(
+        {"n": np.arange(n), "name": [f"parcel {i}" for i in range(n)]},
+        geometry=shapely.buffer(shapely.points(x, y), 10, quad_segs=4),
+        crs="EPSG:32618",
+    )
+    frame.to_file(path, driver="GPKG")
     return path

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import geopandas as gpd
 import pyogrio
+import pytest
 from shapely.geometry import LineString
 
+from geoetl.engine.models import JobStatus
 from geoetl.platform import Platform
 from geoetl.settings import Settings
-from tests.cli.helpers import DATA, geoetl
+from tests.cli.helpers import DATA, geoetl, parcels
+from tests.engine.helpers import task_rows
 
 
 def make_folder(root: Path) -> Path:
@@ -118,3 +121,44 @@ def test_one_id_for_a_whole_folder_is_refused(settings: Settings, tmp_path: Path
     run = geoetl(settings, "ingest", str(empty))
     assert run.returncode == 2
     assert "holds no dataset geoetl reads" in run.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["terminal", "json"])
+def test_every_dataset_of_a_folder_is_helped_by_the_same_processes(
+    settings: Settings, tmp_path: Path, as_json: bool
+) -> None:
+    """GEOETL_RUN_WORKERS=2: one helper, forked before the folder's first job, helps them all.
+
+    A helper forked after a job had run in the command waited forever for GDAL's worker
+    threads (which a fork does not copy) on its first raster warp: the folder hung.
+    Here the command warps a raster first, then two vector files that take 8 chunks each.
+    """
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(DATA / "elev.tif", folder / "a_elev.tif")
+    shutil.copy(DATA / "lc.tif", folder / "b_lc.tif")
+    parcels(folder / "c_parcels.gpkg", 40_000)
+    shutil.copy(folder / "c_parcels.gpkg", folder / "d_parcels.gpkg")
+    # In a terminal, a progress display runs on a thread: helpers all the same.
+    args = ("--chunk-size", "5000", "--access-level", "public", *(["--json"] if as_json else []))
+    run = geoetl(settings, "ingest", str(folder), *args)
+    assert run.returncode == 0, run.stderr
+    if as_json:
+        assert [d["status"] for d in json.loads(run.stdout)["datasets"]] == ["succeeded"] * 4
+    else:
+        assert run.stdout.splitlines()[0].startswith(f"4 datasets in {folder}: 4 succeeded")
+    platform = Platform.from_settings(settings)
+    try:
+        jobs = sorted(platform.queries.jobs().items, key=lambda job: job.created_at)
+        assert [job.status for job in jobs] == [JobStatus.succeeded] * 4
+        helpers: dict[str, set[str]] = {}  # job → pids of the processes that helped
+        for job in jobs:
+            workers = {row.worker_id for row in task_rows(platform, job.job_id)}
+            helpers[job.job_id] = {w.split(":")[1] for w in workers if not w.endswith(":cli")}
+        vectors = [job.job_id for job in jobs if job.workflow == "process_vector"]
+    finally:
+        platform.close()
+    # Both vector jobs had help (8 chunks each), from the one helper process.
+    assert len(vectors) == 2
+    assert all(helpers[job] for job in vectors), helpers
+    assert len(set().union(*helpers.values())) == 1, helpers

@@ -7,13 +7,13 @@ import subprocess
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import rasterio
 import shapely
 from rio_cogeo.cogeo import cog_validate
 
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+from tests.cli.helpers import parcels
 from tests.conftest import geoetl_cmd, settings_env
 from tests.engine.helpers import event_rows, task_rows
 
@@ -80,20 +80,6 @@ def test_ingest_without_crs_needs_input_crs(settings: Settings, tmp_path: Path) 
     assert ok.returncode == 0, ok.stderr
 
 
-def _parcels(path: Path, n: int) -> Path:
-    """``n`` small polygons in UTM 18N, in a GeoPackage."""
-    rng = np.random.default_rng(7)
-    x = rng.uniform(500_000, 510_000, n)
-    y = rng.uniform(4_500_000, 4_510_000, n)
-    frame = gpd.GeoDataFrame(
-        {"n": np.arange(n), "name": [f"parcel {i}" for i in range(n)]},
-        geometry=shapely.buffer(shapely.points(x, y), 10, quad_segs=4),
-        crs="EPSG:32618",
-    )
-    frame.to_file(path, driver="GPKG")
-    return path
-
-
 def test_ingest_runs_load_chunks_side_by_side_with_the_same_result(
     settings: Settings, platform: Platform, tmp_path: Path
 ) -> None:
@@ -102,7 +88,7 @@ def test_ingest_runs_load_chunks_side_by_side_with_the_same_result(
     The published rows are the same, in the same order, as when the command runs
     every task itself.
     """
-    source = _parcels(tmp_path / "parcels.gpkg", 40_000)
+    source = parcels(tmp_path / "parcels.gpkg", 40_000)
     args = ("--json", "--chunk-size", "5000", "--access-level", "public")
     alone = ingest(
         settings.model_copy(update={"run_workers": 1}), str(source), *args, "--dataset-id", "alone"

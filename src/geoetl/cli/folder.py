@@ -11,6 +11,7 @@ are left out; other subfolders are searched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 from rich.table import Table
 from rich.text import Text
 
+from geoetl.cli.ingest import ingest_file, job_helpers_for
 from geoetl.cli.render import console, err_console, progress_display, status_text
 from geoetl.cli.state import State
 from geoetl.engine.models import JobStatus, JobView
@@ -28,6 +30,8 @@ from geoetl.ingest import SHAPEFILE_SIDECARS, TIMES_WORKFLOW, WORKFLOWS, detect_
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+    from geoetl.workers import JobHelpers
 
 # Files that describe a raster next to them: PAM metadata, overviews, masks, headers,
 # colour tables, statistics, a format's second file, world files.
@@ -157,17 +161,20 @@ def ingest_folder(state: State, folder: Path, options: dict[str, Any], *, as_jso
         )
     items = [FolderItem(file=p.relative_to(folder).as_posix()) for p in paths]
     try:
-        if as_json:
-            for path, item in zip(paths, items, strict=True):
-                _ingest(state, path, item, options, None)
-        else:
-            with progress_display() as progress:
-                overall = progress.add_task("datasets", total=len(items), note="")
+        # One set of helpers for every dataset, forked before the first job and before
+        # the progress display's thread.
+        with job_helpers_for(state, *folder_workflows(paths)) as helpers:
+            if as_json:
                 for path, item in zip(paths, items, strict=True):
-                    progress.update(overall, note=item.file)
-                    _ingest(state, path, item, options, progress)
-                    progress.advance(overall)
-                progress.update(overall, note="")
+                    _ingest(state, path, item, options, None, helpers)
+            else:
+                with progress_display() as progress:
+                    overall = progress.add_task("datasets", total=len(items), note="")
+                    for path, item in zip(paths, items, strict=True):
+                        progress.update(overall, note=item.file)
+                        _ingest(state, path, item, options, progress, helpers)
+                        progress.advance(overall)
+                    progress.update(overall, note="")
     except KeyboardInterrupt:
         # Ctrl+C before the job existed (while the file was copied into bronze).
         current = next((item for item in items if item.status == "not started"), None)
@@ -184,14 +191,29 @@ def ingest_folder(state: State, folder: Path, options: dict[str, Any], *, as_jso
         raise typer.Exit(1)
 
 
+def folder_workflows(paths: list[Path]) -> list[str]:
+    """The workflows that the datasets at ``paths`` run (those whose kind is known now)."""
+    workflows = set()
+    for path in paths:
+        with contextlib.suppress(GeoEtlError):  # its job says what is wrong with it
+            workflows.add(WORKFLOWS[detect_kind(path.name, str(path))])
+    return sorted(workflows)
+
+
 def _ingest(
-    state: State, path: Path, item: FolderItem, options: dict[str, Any], progress: Progress | None
+    state: State,
+    path: Path,
+    item: FolderItem,
+    options: dict[str, Any],
+    progress: Progress | None,
+    helpers: JobHelpers | None,
 ) -> None:
-    from geoetl.cli.ingest import ingest_file
     from geoetl.cli.main import Interrupted
 
     try:
-        view = ingest_file(state, path, quiet=progress is None, options=options, progress=progress)
+        view = ingest_file(
+            state, path, quiet=progress is None, options=options, progress=progress, helpers=helpers
+        )
     except Interrupted as exc:
         item.status, item.error = exc.status.value, "Ctrl+C"
         item.job = state.platform.queries.job(exc.job_id)

@@ -7,6 +7,7 @@ for a few hundred MB, and only one of them needs the interpreter lock.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import zipfile
@@ -22,6 +23,8 @@ from geoetl.errors import InputError
 from geoetl.ingest import WORKFLOWS, Kind, detect_kind, job_request, store_in_bronze
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rich.progress import Progress
 
     from geoetl.engine.models import JobView
@@ -36,24 +39,41 @@ def ingest_file(
     quiet: bool,
     options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    helpers: JobHelpers | None = None,
 ) -> JobView:
     """Store ``path`` in bronze and run its workflow here; the finished job.
 
     The same file with the same options is the same job (``idempotent``), except that a
     job that was cancelled runs again as its next run. Ctrl+C cancels the job
     (:class:`geoetl.cli.main.Interrupted`). ``progress`` is a display for the stage bars.
+    ``helpers``: processes that help with the job, started by the caller (a folder's);
+    without them, this starts its own.
+    """
+    kind = detect_kind(path.name, str(path))
+    if helpers is not None:
+        return _ingest(state, path, kind, helpers, quiet=quiet, options=options, progress=progress)
+    # Before the copy starts its thread: helpers are forked from this process once it
+    # has imported the workflow's libraries, and load none themselves.
+    with job_helpers_for(state, WORKFLOWS[kind]) as own:
+        return _ingest(state, path, kind, own, quiet=quiet, options=options, progress=progress)
+
+
+@contextlib.contextmanager
+def job_helpers_for(state: State, *workflows: str) -> Iterator[JobHelpers | None]:
+    """Helper processes for this command's jobs of ``workflows`` (or None), stopped after.
+
+    Started before this process runs any job (:class:`geoetl.workers.JobHelpers`).
     """
     from geoetl.workers import job_helpers
 
-    kind = detect_kind(path.name, str(path))
-    # Before the copy starts its thread: helpers are forked from this process once it
-    # has imported the workflow's libraries, and load none themselves.
-    helpers = job_helpers(state.settings, WORKFLOWS[kind])
+    helpers = job_helpers(state.settings, *workflows)
     try:
-        return _ingest(state, path, kind, helpers, quiet=quiet, options=options, progress=progress)
+        yield helpers
     finally:
         if helpers is not None:
-            helpers.stop()
+            # Ctrl+C again leaves without waiting: they stop when this process ends.
+            with contextlib.suppress(KeyboardInterrupt):
+                helpers.stop()
 
 
 def _ingest(

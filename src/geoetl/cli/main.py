@@ -97,7 +97,8 @@ def run_in_process(
     Ctrl+C cancels the job and raises :class:`Interrupted` when ``cancel_on_interrupt``
     (``geoetl ingest``: the job is this command's own work); otherwise the job keeps its
     state for a worker to finish. ``progress`` is a display to draw the stage bars in.
-    ``helpers``: processes started to run this job's tasks too; stopped when it settles.
+    ``helpers``: processes started to run this job's tasks too (whoever started them
+    stops them).
     """
     from geoetl.workers import make_runner, worker_id
 
@@ -143,8 +144,6 @@ def run_in_process(
         # Ctrl+C again leaves without waiting: the task's lease runs out on its own.
         with contextlib.suppress(KeyboardInterrupt):
             thread.join(timeout=30)
-            if helpers is not None:
-                helpers.stop()
         runner.close()
     if failure:
         raise failure[0]
@@ -385,8 +384,8 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
 ) -> None:
     """Ingest the sample rasters and vectors on the embedded default, then serve them."""
-    from geoetl.cli.folder import find_datasets
-    from geoetl.cli.ingest import ingest_file
+    from geoetl.cli.folder import find_datasets, folder_workflows
+    from geoetl.cli.ingest import ingest_file, job_helpers_for
 
     state = get_state(ctx)
     files = find_datasets(data)[0] if data.is_dir() else []
@@ -395,21 +394,23 @@ def demo(
     console.print(f"geoetl home: {state.settings.home}")
     base = f"http://127.0.0.1:{port}"
     published: list[str] = []
-    for path in files:
-        console.print(f"ingesting {path.name}")
-        # The storm tracks come without a CRS: they are lon/lat (input_crs is used only then).
-        options = {"access_level": "public", "input_crs": "EPSG:4326"}
-        view = ingest_file(state, path, quiet=False, options=options)
-        result: dict[str, Any] = view.result or {}
-        if view.status != JobStatus.succeeded:
-            finish(view, as_json=False)
-        if view.workflow == "process_raster":
-            viewer = base + result["urls"]["viewer"]
-            line = f"{result['item_id']} ({result['raster_type']}): {viewer}"
-            published.append(f"  map      {line}")
-        else:
-            for cid, url in result["urls"]["features"].items():
-                published.append(f"  features {cid}: {base}{url}?f=html")
+    # One set of helpers for every file, forked before the first job (see JobHelpers).
+    with job_helpers_for(state, *folder_workflows(files)) as helpers:
+        for path in files:
+            console.print(f"ingesting {path.name}")
+            # The storm tracks have no CRS: they are lon/lat (input_crs is used only then).
+            options = {"access_level": "public", "input_crs": "EPSG:4326"}
+            view = ingest_file(state, path, quiet=False, options=options, helpers=helpers)
+            result: dict[str, Any] = view.result or {}
+            if view.status != JobStatus.succeeded:
+                finish(view, as_json=False)
+            if view.workflow == "process_raster":
+                viewer = base + result["urls"]["viewer"]
+                line = f"{result['item_id']} ({result['raster_type']}): {viewer}"
+                published.append(f"  map      {line}")
+            else:
+                for cid, url in result["urls"]["features"].items():
+                    published.append(f"  features {cid}: {base}{url}?f=html")
     console.print("published:")
     for line in published:
         console.print(line, soft_wrap=True, highlight=False)
