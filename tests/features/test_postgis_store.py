@@ -143,6 +143,13 @@ def test_published_table_matches_the_geopackage_store(
     assert 'USING btree ("NAME")' in definitions
     assert "UNIQUE INDEX" in definitions
     assert "(fid)" in definitions
+    # A primary key constraint, not only a unique index: TiPG and QGIS take it for the id.
+    [(kind, key)] = catalog(
+        pg_url,
+        "SELECT contype, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'geo.nc_polygons'::regclass",
+    )
+    assert (kind, key) == ("p", "PRIMARY KEY (fid)")
     [(comment,)] = catalog(pg_url, "SELECT obj_description('geo.nc_polygons'::regclass)")
     assert comment == "geoetl dataset nc\n100 features"
     # Nothing but the features in geo: the staging schema is empty after publishing.

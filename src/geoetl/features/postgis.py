@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
@@ -446,55 +447,79 @@ class PostgisStore:
                     )
         for table, layout in sorted(staged.items()):
             wanted = [c for c in index_columns.get(table, []) if c in layout.columns]
-            with self._connect() as conn:
-                self._index(conn, dataset_id, table, layout, wanted)
-                for column, text in (descriptions or {}).get(table, {}).items():
-                    if column in layout.columns:
-                        conn.execute(
-                            sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-                                self._staged(table), sql.Identifier(column), sql.Literal(text)
-                            )
-                        )
+            self._index(dataset_id, table, layout, wanted, (descriptions or {}).get(table, {}))
         with self._connect() as conn:
             self._lock(conn, dataset_id)
             self._publish(conn, dataset_id, sorted(staged))
 
     def _index(
         self,
-        conn: psycopg.Connection[Any],
         dataset_id: str,
         table: str,
         layout: Table,
         columns: list[str],
+        descriptions: dict[str, str],
     ) -> None:
+        """Key, index, ANALYZE and comment a staged table (again after a failed try).
+
+        The primary key's index is built (and the rows counted) on a second connection
+        while this one builds the spatial index: both take a SHARE lock, which do not
+        conflict, and PostgreSQL builds each on one core.
+        """
         target = self._staged(table)
         if layout.chunked:  # the chunk ids served retries; readers have no use for them
+            with self._connect() as conn:  # committed first: the builds below wait for it
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
+                        target, sql.Identifier(CHUNK_COLUMN)
+                    )
+                )
+        key = sql.Identifier(_name(table, "pkey"))
+        with ThreadPoolExecutor(1, thread_name_prefix="geoetl-pkey") as pool:
+            counted = pool.submit(self._key_index, target, key)
+            with self._connect() as conn:
+                conn.execute(
+                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gist ({})").format(
+                        sql.Identifier(_name(table, "geom")),
+                        target,
+                        sql.Identifier(layout.geometry),
+                    )
+                )
+                for column in columns:
+                    conn.execute(
+                        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                            sql.Identifier(_name(table, column)), target, sql.Identifier(column)
+                        )
+                    )
+            rows = counted.result()
+        with self._connect() as conn:
             conn.execute(
-                sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
-                    target, sql.Identifier(CHUNK_COLUMN)
+                sql.SQL(
+                    "DO $$ BEGIN ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY USING INDEX {}; "
+                    "EXCEPTION WHEN invalid_table_definition THEN NULL; END $$"
+                ).format(target, key, key)
+            )
+            conn.execute(sql.SQL("ANALYZE {}").format(target))
+            comment = "\n".join([COMMENT.format(dataset_id), COUNT_LINE.format(rows)])
+            conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(comment)))
+            for column, text in descriptions.items():
+                if column in layout.columns:
+                    conn.execute(
+                        sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+                            target, sql.Identifier(column), sql.Literal(text)
+                        )
+                    )
+
+    def _key_index(self, target: sql.Composable, key: sql.Identifier) -> int:
+        """Build the unique index on the feature ids that becomes the primary key; the rows."""
+        with self._connect() as conn:
+            conn.execute(
+                sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                    key, target, sql.Identifier(FID)
                 )
             )
-        conn.execute(
-            sql.SQL(
-                "DO $$ BEGIN ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}); "
-                "EXCEPTION WHEN invalid_table_definition THEN NULL; END $$"
-            ).format(target, sql.Identifier(_name(table, "pkey")), sql.Identifier(FID))
-        )
-        conn.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gist ({})").format(
-                sql.Identifier(_name(table, "geom")), target, sql.Identifier(layout.geometry)
-            )
-        )
-        for column in columns:
-            conn.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                    sql.Identifier(_name(table, column)), target, sql.Identifier(column)
-                )
-            )
-        conn.execute(sql.SQL("ANALYZE {}").format(target))
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()
-        comment = "\n".join([COMMENT.format(dataset_id), COUNT_LINE.format(row[0] if row else 0)])
-        conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(comment)))
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()
+        return int(row[0]) if row else 0
 
     def _publish(self, conn: psycopg.Connection[Any], dataset_id: str, tables: list[str]) -> None:
         published = set(self._owned(conn, self.schema, dataset_id))
