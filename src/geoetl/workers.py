@@ -304,7 +304,7 @@ def _job_helper(
 def _next_job(jobs: Any, stop: threading.Event) -> str | None:
     while not stop.is_set():
         with contextlib.suppress(queue.Empty):
-            job_id: str = jobs.get(timeout=0.2)
+            job_id: str = jobs.get(timeout=0.02)
             return job_id
     return None
 
