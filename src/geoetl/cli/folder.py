@@ -63,6 +63,8 @@ SIDECARS = (*SHAPEFILE_SIDECARS, *RASTER_SIDECARS, *OTHER_SIDECARS)
 PROBED_SUFFIXES = {".json"}
 KINDS = {workflow: kind for kind, workflow in WORKFLOWS.items()} | {TIMES_WORKFLOW: "raster"}
 
+MOSAIC_WORKFLOW = "process_raster_collection"
+
 SETTLED_OK = {JobStatus.succeeded.value, JobStatus.awaiting_approval.value}
 """Statuses that are no failure: published, or waiting for an admin's approval."""
 
@@ -297,21 +299,25 @@ def ingest_mosaic(state: State, folder: Path, options: dict[str, Any], *, as_jso
             continue  # refused files are not part of the layer; a single ingest says why
     if not rasters:
         raise InputError(f"{folder} holds no raster geoetl reads")
-    platform = state.platform
-    sources = [store_in_bronze(platform.objects, path) for path in rasters]
-    params: dict[str, Any] = {
-        "sources": sources,
-        "collection_id": options.get("collection_id") or slug(folder.name),
-        **{k: options[k] for k in RASTER_OPTIONS if options.get(k) is not None},
-    }
-    if str(params.get("target_crs", "")).lower() == "native":
-        params["target_crs"] = None
-    workflow = platform.workflows.get("process_raster_collection")
-    params, level = authorize(platform, LOCAL_ADMIN, workflow, params)
-    job_id, _ = platform.store.submit(
-        workflow.name, params, submitted_by=LOCAL_ADMIN.name, access_level=level
-    )
-    view = run_in_process(state, job_id, quiet=as_json, cancel_on_interrupt=True)
+    # Helpers take the rasters' validation and COG tasks side by side with this process.
+    with job_helpers_for(state, MOSAIC_WORKFLOW) as helpers:
+        platform = state.platform
+        sources = [store_in_bronze(platform.objects, path) for path in rasters]
+        params: dict[str, Any] = {
+            "sources": sources,
+            "collection_id": options.get("collection_id") or slug(folder.name),
+            **{k: options[k] for k in RASTER_OPTIONS if options.get(k) is not None},
+        }
+        if str(params.get("target_crs", "")).lower() == "native":
+            params["target_crs"] = None
+        workflow = platform.workflows.get(MOSAIC_WORKFLOW)
+        params, level = authorize(platform, LOCAL_ADMIN, workflow, params)
+        job_id, _ = platform.store.submit(
+            workflow.name, params, submitted_by=LOCAL_ADMIN.name, access_level=level
+        )
+        view = run_in_process(
+            state, job_id, quiet=as_json, cancel_on_interrupt=True, helpers=helpers
+        )
     if as_json or view.status != JobStatus.succeeded or view.result is None:
         finish(view, as_json=as_json)
         return
