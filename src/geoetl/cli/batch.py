@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from geoetl.cli.render import console, err_console
-from geoetl.cli.state import get_state
+from geoetl.cli.state import State, get_state
 from geoetl.errors import InputError
+from geoetl.ingest import TILES_WORKFLOW, TIMES_WORKFLOW, WORKFLOWS
+
+if TYPE_CHECKING:
+    from geoetl.workers import JobHelpers
+
+# Every workflow a batch's files can run (their kinds are known once they are submitted).
+BATCH_WORKFLOWS = sorted({*WORKFLOWS.values(), TIMES_WORKFLOW, TILES_WORKFLOW})
 
 app = typer.Typer(help="Landing-zone batches: many files, one manifest.", no_args_is_help=True)
 
@@ -66,10 +74,30 @@ def submit(
     as_json: AsJson = False,
 ) -> None:
     """Upload files to the landing zone, commit them with a manifest, and submit the batch."""
+    from geoetl.cli.ingest import job_helpers_for
+
+    state = get_state(ctx)
+    # Helpers forked before anything runs here take the jobs' tasks side by side.
+    helping = job_helpers_for(state, *BATCH_WORKFLOWS) if wait else contextlib.nullcontext()
+    with helping as helpers:
+        batch = _submit(state, path, batch_id, access_level, intent, collection)
+        if wait:
+            _run_batch(state, batch, quiet=as_json, helpers=helpers)
+    show(ctx, batch, as_json=as_json)
+
+
+def _submit(
+    state: State,
+    path: Path,
+    batch_id: str | None,
+    access_level: str,
+    intent: str,
+    collection: str | None,
+) -> str:
+    """Upload the files, commit them with the manifest, submit their jobs; the batch id."""
     from geoetl.landing import MANIFESTS, watch_once
     from geoetl.storage.objectstore import sha256_file
 
-    state = get_state(ctx)
     platform = state.platform
     if path.is_dir():
         batch = batch_id or _batch_id(path.name)
@@ -104,20 +132,17 @@ def submit(
     finally:
         manifest_path.unlink(missing_ok=True)
     watch_once(platform, "cli")
-    if wait:
-        _run_batch(ctx, batch, quiet=as_json)
-    show(ctx, batch, as_json=as_json)
+    return str(batch)
 
 
-def _run_batch(ctx: typer.Context, batch_id: str, *, quiet: bool) -> None:
+def _run_batch(state: State, batch_id: str, *, quiet: bool, helpers: JobHelpers | None) -> None:
     """Work on the batch's jobs here until each has ended."""
     from geoetl.cli.main import run_in_process
 
-    state = get_state(ctx)
     batch = state.platform.batches.get(batch_id)
     for f in batch.files:
         if f.job_id:
-            run_in_process(state, f.job_id, quiet=quiet)
+            run_in_process(state, f.job_id, quiet=quiet, helpers=helpers)
 
 
 def show(ctx: typer.Context, batch_id: str, as_json: AsJson = False) -> None:
