@@ -15,7 +15,7 @@ from geoetl.engine.models import JobStatus
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from tests.cli.helpers import DATA, geoetl, parcels
-from tests.engine.helpers import task_rows
+from tests.engine.helpers import helper_pids
 
 
 def make_folder(root: Path) -> Path:
@@ -151,10 +151,7 @@ def test_every_dataset_of_a_folder_is_helped_by_the_same_processes(
     try:
         jobs = sorted(platform.queries.jobs().items, key=lambda job: job.created_at)
         assert [job.status for job in jobs] == [JobStatus.succeeded] * 4
-        helpers: dict[str, set[str]] = {}  # job → pids of the processes that helped
-        for job in jobs:
-            workers = {row.worker_id for row in task_rows(platform, job.job_id)}
-            helpers[job.job_id] = {w.split(":")[1] for w in workers if not w.endswith(":cli")}
+        helpers = {job.job_id: helper_pids(platform, job.job_id) for job in jobs}
         vectors = [job.job_id for job in jobs if job.workflow == "process_vector"]
     finally:
         platform.close()

@@ -98,3 +98,15 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def helper_pids(platform: Platform, job_id: str, stages: set[str] | None = None) -> set[str]:
+    """Process ids of the job helpers (not the command's own runner) that ran the job's tasks.
+
+    ``stages``: only tasks of those stages.
+    """
+    return {
+        row.worker_id.split(":")[1]
+        for row in task_rows(platform, job_id)
+        if not row.worker_id.endswith(":cli") and (stages is None or row.stage in stages)
+    }
