@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -39,6 +39,9 @@ from geoetl.errors import NotFound
 from geoetl.orphans import sweep_orphans
 from geoetl.platform import Platform
 from geoetl.settings import Settings
+
+if TYPE_CHECKING:
+    from geoetl.engine.store import JobStore
 
 __all__ = [
     "JobHelpers",
@@ -332,11 +335,34 @@ class JobHelpers:
         self._pool = ProcessPool(entry, config, count, start_method="fork")
         self._pool.start()
         self._stopped = False
+        self._recovered: set[int] = set()
 
     def run(self, job_id: str) -> None:
         """Help with ``job_id`` (the job before it has settled)."""
         for _ in range(self.count):
             self._jobs.put(job_id)
+
+    def recover(self, store: JobStore) -> None:
+        """Give back at once the tasks of helpers that died (killed, crashed).
+
+        Their leases would otherwise be renewed by nobody and expire by nobody: the
+        command does not sweep leases, and would wait for those tasks forever.
+        """
+        for name, pid, code in self._pool.exited():
+            if pid in self._recovered:
+                continue
+            self._recovered.add(pid)
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            requeued, failed = store.release_worker(worker_id(name, pid), how)
+            if code != 0 or requeued or failed:
+                log.warning(
+                    "job helper %s (pid %d) %s; %d task(s) went back to the queue, %d failed",
+                    name,
+                    pid,
+                    how,
+                    len(requeued),
+                    len(failed),
+                )
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the helpers after their current task and wait for them (once)."""

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import geopandas as gpd
 import rasterio
 import shapely
+import sqlalchemy as sa
 from rio_cogeo.cogeo import cog_validate
 
+from geoetl.engine.schema import tasks
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from tests.cli.helpers import parcels
@@ -113,3 +118,46 @@ def test_ingest_runs_load_chunks_side_by_side_with_the_same_result(
     one, two = outputs
     assert one["n"].tolist() == two["n"].tolist() == list(range(40_000))
     assert shapely.equals_exact(one.geometry.values, two.geometry.values, 0).all()
+
+
+def test_a_helper_killed_mid_task_does_not_stall_the_command(
+    settings: Settings, platform: Platform, tmp_path: Path
+) -> None:
+    """A helper process dies (the kernel's OOM killer, a crash in a library) while it runs
+    a load chunk: the command sees it exit, puts its task back at once and finishes the
+    job itself. Before, nobody renewed or expired that lease and the command waited
+    forever."""
+    source = parcels(tmp_path / "parcels.gpkg", 40_000)
+    args = ("--json", "--chunk-size", "10000", "--access-level", "public")
+    proc = subprocess.Popen(
+        geoetl_cmd("ingest", str(source), *args),
+        env=settings_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline and proc.poll() is None:
+            with platform.store.read() as conn:
+                victim = conn.execute(
+                    sa.select(tasks.c.worker_id).where(
+                        tasks.c.status == "running",
+                        tasks.c.stage == "load",
+                        tasks.c.worker_id.not_like("%:cli"),
+                    )
+                ).scalar()
+            time.sleep(0.01)
+        assert victim is not None, "no helper ran a load chunk"
+        os.kill(int(victim.split(":")[1]), signal.SIGKILL)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    job = json.loads(out)
+    assert job["status"] == "succeeded"
+    assert job["result"]["tables"][0]["features"] == 40_000
+    retries = [e.message for e in event_rows(platform, job["job_id"], "task_retry")]
+    assert any(f"worker {victim} was killed by signal 9" in m for m in retries), retries
+    assert "went back to the queue" in err

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from geoetl.platform import Platform
     from geoetl.workers import JobHelpers
 
+log = logging.getLogger(__name__)
+# How often a command that runs a job with helpers checks that none died (its tasks then
+# go back to the queue; nobody else would notice before their leases ran out).
+HELPER_CHECK_SECONDS = 0.2
+
 app = typer.Typer(
     name="geoetl",
     help="Turn geospatial files into published services.",
@@ -120,6 +125,13 @@ def run_in_process(
 
     thread = threading.Thread(target=work, name="geoetl-runner", daemon=True)
     thread.start()
+    if helpers is not None:
+        threading.Thread(
+            target=_watch_helpers,
+            args=(helpers, platform, done),
+            name="geoetl-helpers",
+            daemon=True,
+        ).start()
     cancelled = False  # the job was cancelled: the task running here should stop now
     try:
         try:
@@ -148,6 +160,15 @@ def run_in_process(
     if failure:
         raise failure[0]
     return view
+
+
+def _watch_helpers(helpers: JobHelpers, platform: Platform, done: threading.Event) -> None:
+    """Until ``done``: the tasks of a helper that died go back to the queue at once."""
+    while not done.wait(HELPER_CHECK_SECONDS):
+        try:
+            helpers.recover(platform.store)
+        except Exception as exc:  # the database is away: the next check tries again
+            log.warning("could not check the job helpers: %s", exc)
 
 
 def _cancel(platform: Platform, job_id: str) -> JobStatus:

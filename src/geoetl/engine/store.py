@@ -20,7 +20,7 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -736,26 +736,51 @@ class JobStore:
 
     def expire_leases(self, limit: int = 500) -> tuple[list[str], list[str]]:
         """Re-queue (or fail, when out of attempts) running tasks whose lease ran out."""
+        return self._take_back(
+            tasks.c.lease_until < time.time(),
+            limit,
+            "lease_expired",
+            lambda row: (
+                f"worker {row.worker_id} stopped renewing the lease of attempt "
+                f"{row.attempt} (crashed or stalled)"
+            ),
+        )
+
+    def release_worker(self, worker_id: str, reason: str) -> tuple[list[str], list[str]]:
+        """Re-queue (or fail) the running tasks of a worker known to be gone, at once.
+
+        For a process whose parent saw it exit (``reason`` says how): its tasks need not
+        wait for their leases to run out. Its attempts are fenced as after an expiry.
+        """
+        return self._take_back(
+            tasks.c.worker_id == worker_id,
+            10_000,
+            "worker_exited",
+            lambda row: f"worker {worker_id} {reason} while running attempt {row.attempt}",
+        )
+
+    def _take_back(
+        self,
+        which: sa.ColumnElement[bool],
+        limit: int,
+        kind: str,
+        message: Callable[[Any], str],
+    ) -> tuple[list[str], list[str]]:
+        """Re-queue (or fail) running tasks ``which`` selects: the (re-queued, failed) ids."""
         now = time.time()
         requeued: list[str] = []
         failed: list[str] = []
         with self.write() as conn:
             rows = conn.execute(
                 _with_job_id(sa.select(tasks))
-                .where(RUNNING, tasks.c.lease_until < now)
+                .where(RUNNING, which)
                 .order_by(tasks.c.lease_until)
                 .limit(limit)
                 .with_for_update(skip_locked=True, of=tasks)
             ).all()
             changes = self.changes()
             for row in rows:
-                error = {
-                    "kind": "lease_expired",
-                    "message": (
-                        f"worker {row.worker_id} stopped renewing the lease of attempt "
-                        f"{row.attempt} (crashed or stalled)"
-                    ),
-                }
+                error = {"kind": kind, "message": message(row)}
                 status = self._retry_or_fail(conn, row, error, True, now, changes)
                 (requeued if status == TaskStatus.queued else failed).append(row.task_id)
             self._record(conn, changes)

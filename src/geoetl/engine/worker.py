@@ -34,9 +34,9 @@ from geoetl.engine.waker import Waker
 log = logging.getLogger(__name__)
 
 
-def worker_id(name: str = "w") -> str:
-    """A readable id naming the host and process."""
-    return f"{socket.gethostname()}:{os.getpid()}:{name}"
+def worker_id(name: str = "w", pid: int | None = None) -> str:
+    """A readable id naming the host and process (this one, unless ``pid``)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}:{name}"
 
 
 Entry = Callable[[Any, str, list[str] | None, threading.Event], None]
@@ -395,6 +395,20 @@ class ProcessPool:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
+
+    def exited(self) -> list[tuple[str, int, int]]:
+        """Workers that ended while the pool was not stopping: (name, pid, exit code).
+
+        An exit code below zero is the signal that killed the worker (as ``-9``).
+        """
+        with self._lock:
+            if self._stopping:
+                return []
+            return [
+                (name, proc.pid, proc.exitcode)
+                for name, proc in self._procs.items()
+                if proc.pid is not None and proc.exitcode is not None
+            ]
 
     @property
     def pids(self) -> list[int]:
