@@ -241,16 +241,21 @@ def run_worker(
     try:
         runner = make_runner(platform, worker_id(name), queues)
         waker = make_waker(platform.store.engine, f"worker {runner.worker_id}", queues)
-        sweeper = LeaseSweeper(
-            platform.store,
-            runner.worker_id,
-            every=settings.janitor_interval_seconds,
-            grace=settings.lease_seconds,
-            scratch_root=settings.scratch_dir,
-        )
-        serve_runner(runner, stop, waker, sweeper)
+        serve_runner(runner, stop, waker, lease_sweeper(platform, runner.worker_id))
     finally:
         platform.close()
+
+
+def lease_sweeper(platform: Platform, name: str) -> LeaseSweeper:
+    """A process's share of the janitor: expired leases re-queued, old scratch removed."""
+    settings = platform.settings
+    return LeaseSweeper(
+        platform.store,
+        name,
+        every=settings.janitor_interval_seconds,
+        grace=settings.lease_seconds,
+        scratch_root=settings.scratch_dir,
+    )
 
 
 def _pooled_worker(

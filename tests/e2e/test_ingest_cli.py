@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -161,3 +162,49 @@ def test_a_helper_killed_mid_task_does_not_stall_the_command(
     retries = [e.message for e in event_rows(platform, job["job_id"], "task_retry")]
     assert any(f"worker {victim} was killed by signal 9" in m for m in retries), retries
     assert "went back to the queue" in err
+
+
+def test_running_the_command_again_after_it_was_killed_finishes_the_job(
+    settings: Settings, platform: Platform, tmp_path: Path
+) -> None:
+    """``geoetl ingest`` killed outright (SIGKILL, the OOM killer, a closed session) with
+    its helper, mid-load: running it again finds the same job and finishes it. The tasks
+    the killed processes held go back to the queue once their leases run out: the
+    command sweeps leases itself, as nobody else may (no worker, no janitor). Before, it
+    waited for them forever."""
+    source = parcels(tmp_path / "parcels.gpkg", 40_000)
+    args = ("--json", "--chunk-size", "5000", "--access-level", "public")
+    first = subprocess.Popen(
+        geoetl_cmd("ingest", str(source), *args),
+        env=settings_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the helper is killed with it
+    )
+    try:
+        held: list[str] = []
+        deadline = time.monotonic() + 60
+        while not held and time.monotonic() < deadline and first.poll() is None:
+            with platform.store.read() as conn:
+                held = list(
+                    conn.execute(
+                        sa.select(tasks.c.task_id).where(
+                            tasks.c.status == "running", tasks.c.stage == "load"
+                        )
+                    ).scalars()
+                )
+            time.sleep(0.01)
+        assert held, "no load chunk was running"
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    again = ingest(settings, str(source), *args)
+    assert again.returncode == 0, again.stderr
+    job = json.loads(again.stdout)
+    assert job["idempotent"] is True  # the same job, finished
+    assert job["status"] == "succeeded"
+    assert job["result"]["tables"][0]["features"] == 40_000
+    expired = event_rows(platform, job["job_id"], "task_retry")
+    assert any("stopped renewing the lease" in e.message for e in expired), expired

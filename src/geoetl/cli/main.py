@@ -105,7 +105,7 @@ def run_in_process(
     ``helpers``: processes started to run this job's tasks too (whoever started them
     stops them).
     """
-    from geoetl.workers import make_runner, worker_id
+    from geoetl.workers import lease_sweeper, make_runner, worker_id
 
     platform = state.platform
     if helpers is not None:
@@ -125,6 +125,15 @@ def run_in_process(
 
     thread = threading.Thread(target=work, name="geoetl-runner", daemon=True)
     thread.start()
+    # Nobody else may sweep leases (no janitor, no worker): tasks left running by a
+    # command that was killed (this job's, run again now) go back to the queue.
+    threading.Thread(
+        target=lease_sweeper(platform, runner.worker_id).run_forever,
+        args=(done,),
+        kwargs={"at_once": True},
+        name="geoetl-lease-sweeper",
+        daemon=True,
+    ).start()
     if helpers is not None:
         threading.Thread(
             target=_watch_helpers,

@@ -120,9 +120,14 @@ class LeaseSweeper:
             )
         return requeued, failed
 
-    def run_forever(self, stop: threading.Event) -> None:
-        """Sweep about every janitor interval (jittered: workers spread out) until ``stop``."""
-        while not stop.wait(self.every * random.uniform(0.75, 1.25)):
+    def run_forever(self, stop: threading.Event, *, at_once: bool = False) -> None:
+        """Sweep about every janitor interval (jittered: workers spread out) until ``stop``.
+
+        ``at_once``: the first pass now, not one interval from now.
+        """
+        wait = 0.0 if at_once else self.every * random.uniform(0.75, 1.25)
+        while not stop.wait(wait):
+            wait = self.every * random.uniform(0.75, 1.25)
             try:
                 if self._outage.since is not None or outage_within(self.grace):
                     # The grace runs from when the database answers again, not before.
