@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import rasterio
@@ -121,6 +122,34 @@ def test_ingest_runs_load_chunks_side_by_side_with_the_same_result(
     assert shapely.equals_exact(one.geometry.values, two.geometry.values, 0).all()
 
 
+def start_ingest(settings: Settings, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    """``geoetl ingest ARGS`` started, its output piped (``popen``: more for Popen)."""
+    options = {"stdout": subprocess.PIPE, **popen}
+    return subprocess.Popen(
+        geoetl_cmd("ingest", *args), env=settings_env(settings), text=True, **options
+    )
+
+
+def running_loads(
+    platform: Platform, proc: subprocess.Popen[Any], *where: sa.ColumnElement[bool]
+) -> list[str]:
+    """The workers running load chunks (``where``), as soon as there are any, while
+    ``proc`` runs."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        with platform.store.read() as conn:
+            workers = conn.execute(
+                sa.select(tasks.c.worker_id).where(
+                    tasks.c.status == "running", tasks.c.stage == "load", *where
+                )
+            ).scalars()
+            found = [str(w) for w in workers]
+        if found:
+            return found
+        time.sleep(0.01)
+    raise AssertionError("no load chunk ran")
+
+
 def test_a_helper_killed_mid_task_does_not_stall_the_command(
     settings: Settings, platform: Platform, tmp_path: Path
 ) -> None:
@@ -130,27 +159,9 @@ def test_a_helper_killed_mid_task_does_not_stall_the_command(
     forever."""
     source = parcels(tmp_path / "parcels.gpkg", 40_000)
     args = ("--json", "--chunk-size", "10000", "--access-level", "public")
-    proc = subprocess.Popen(
-        geoetl_cmd("ingest", str(source), *args),
-        env=settings_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_ingest(settings, str(source), *args, stderr=subprocess.PIPE)
     try:
-        victim = None
-        deadline = time.monotonic() + 60
-        while victim is None and time.monotonic() < deadline and proc.poll() is None:
-            with platform.store.read() as conn:
-                victim = conn.execute(
-                    sa.select(tasks.c.worker_id).where(
-                        tasks.c.status == "running",
-                        tasks.c.stage == "load",
-                        tasks.c.worker_id.not_like("%:cli"),
-                    )
-                ).scalar()
-            time.sleep(0.01)
-        assert victim is not None, "no helper ran a load chunk"
+        [victim, *_] = running_loads(platform, proc, tasks.c.worker_id.not_like("%:cli"))
         os.kill(int(victim.split(":")[1]), signal.SIGKILL)
         out, err = proc.communicate(timeout=90)
     finally:
@@ -174,27 +185,12 @@ def test_running_the_command_again_after_it_was_killed_finishes_the_job(
     waited for them forever."""
     source = parcels(tmp_path / "parcels.gpkg", 40_000)
     args = ("--json", "--chunk-size", "5000", "--access-level", "public")
-    first = subprocess.Popen(
-        geoetl_cmd("ingest", str(source), *args),
-        env=settings_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the helper is killed with it
+    # In its own process group, so that its helper is killed with it.
+    first = start_ingest(
+        settings, str(source), *args, stdout=subprocess.DEVNULL, start_new_session=True
     )
     try:
-        held: list[str] = []
-        deadline = time.monotonic() + 60
-        while not held and time.monotonic() < deadline and first.poll() is None:
-            with platform.store.read() as conn:
-                held = list(
-                    conn.execute(
-                        sa.select(tasks.c.task_id).where(
-                            tasks.c.status == "running", tasks.c.stage == "load"
-                        )
-                    ).scalars()
-                )
-            time.sleep(0.01)
-        assert held, "no load chunk was running"
+        running_loads(platform, first)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(10)
     finally:
