@@ -356,9 +356,9 @@ class JobHelpers:
         for name, pid, code in self._pool.exited():
             if pid in self._recovered:
                 continue
-            self._recovered.add(pid)
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             requeued, failed = store.release_worker(worker_id(name, pid), how)
+            self._recovered.add(pid)  # after the release: a failed one is tried again
             if code != 0 or requeued or failed:
                 log.warning(
                     "job helper %s (pid %d) %s; %d task(s) went back to the queue, %d failed",

@@ -173,11 +173,15 @@ def run_in_process(
 
 def _watch_helpers(helpers: JobHelpers, platform: Platform, done: threading.Event) -> None:
     """Until ``done``: the tasks of a helper that died go back to the queue at once."""
+    failing = False
     while not done.wait(HELPER_CHECK_SECONDS):
         try:
             helpers.recover(platform.store)
+            failing = False
         except Exception as exc:  # the database is away: the next check tries again
-            log.warning("could not check the job helpers: %s", exc)
+            if not failing:  # once per failure, not every check
+                log.warning("could not check the job helpers: %s", exc)
+            failing = True
 
 
 def _cancel(platform: Platform, job_id: str) -> JobStatus:
