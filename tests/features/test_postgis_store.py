@@ -30,6 +30,7 @@ from shapely.geometry import Point
 from geoetl.cql2 import parse
 from geoetl.engine.db import make_engine
 from geoetl.errors import InputError, NotFound
+from geoetl.features import postgis
 from geoetl.features.geopackage import GeoPackageStore
 from geoetl.features.postgis import PostgisStore
 from geoetl.features.store import FeatureQuery, TimeFilter
@@ -409,20 +410,22 @@ def test_a_copy_that_fails_midway_leaves_the_chunk_as_it_was(
     store.begin_load("ds")
     store.write_chunk("ds", "points", 0, to_arrow(frame(0, 100)))
     store.write_chunk("ds", "points", 1, to_arrow(frame(100, 100)))
-    original = psycopg.Copy.write_row
+    original = psycopg.Copy.write
     written = 0
 
-    def failing(self: psycopg.Copy, row: Any) -> None:
+    def failing(self: psycopg.Copy, data: Any) -> None:
         nonlocal written
         written += 1
-        if written == 50:
+        if written == 6:  # the header and 4 of the 10 batches were sent
             raise ConnectionError("network gone")
-        original(self, row)
+        original(self, data)
 
-    monkeypatch.setattr(psycopg.Copy, "write_row", failing)
+    monkeypatch.setattr(postgis, "SLICE_ROWS", 10)
+    monkeypatch.setattr(psycopg.Copy, "write", failing)
     with pytest.raises(ConnectionError):
         store.write_chunk("ds", "points", 1, to_arrow(frame(100, 100)))
-    monkeypatch.setattr(psycopg.Copy, "write_row", original)
+    assert written == 6
+    monkeypatch.setattr(psycopg.Copy, "write", original)
     store.write_chunk("ds", "points", 1, to_arrow(frame(100, 100)))
     store.finish_load("ds", {})
     assert store.count("ds", "points") == 200
@@ -433,22 +436,24 @@ KILLED_WRITER = """
 import os, signal, sys
 import psycopg
 from geoetl.engine.db import make_engine
+from geoetl.features import postgis
 from geoetl.features.postgis import PostgisStore
 from tests.features.test_postgis_store import frame
 from tests.frames import to_arrow
 
-original = psycopg.Copy.write_row
+original = psycopg.Copy.write
 count = 0
 
-def write_row(self, row):
+def write(self, data):
     global count
     count += 1
-    if count == 3000:  # half the chunk is in the COPY stream
+    if count == 7:  # the header and half the chunk's batches are in the COPY stream
         sys.stdout.write("killing\\n"); sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
-    original(self, row)
+    original(self, data)
 
-psycopg.Copy.write_row = write_row
+postgis.SLICE_ROWS = 500
+psycopg.Copy.write = write
 store = PostgisStore(make_engine(sys.argv[1]))
 store.write_chunk("ds", "points", 1, to_arrow(frame(5000, 5000)))
 """
