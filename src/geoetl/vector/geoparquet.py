@@ -43,14 +43,26 @@ def part_table(
     The WKB (ISO) has the dimensions ``geometry_type`` declares: XY, or XYZ for a
     ``… Z`` type; nothing else (no M) reaches the GeoParquet file or the GeoPackage.
     """
-    bounds = shapely.bounds(geoms)
+    dimensions: Literal[2, 3] = 3 if geometry_type.endswith(" Z") else 2
+    wkb = shapely.to_wkb(geoms, output_dimension=dimensions, flavor="iso")
+    return wkb_part_table(
+        attributes, pa.array(wkb, pa.binary()), shapely.bounds(geoms), crs, geometry_type
+    )
+
+
+def wkb_part_table(
+    attributes: pa.Table,
+    wkb: pa.Array,
+    bounds: npt.NDArray[np.float64],
+    crs: CRS,
+    geometry_type: str,
+) -> pa.Table:
+    """:func:`part_table` of geometries already written as ISO WKB, with their bounds."""
     covering = pa.StructArray.from_arrays(
         [pa.array(bounds[:, i]) for i in range(4)], names=["xmin", "ymin", "xmax", "ymax"]
     )
-    dimensions: Literal[2, 3] = 3 if geometry_type.endswith(" Z") else 2
-    wkb = shapely.to_wkb(geoms, output_dimension=dimensions, flavor="iso")
     table = pa.Table.from_arrays(
-        [*attributes.columns, pa.array(wkb, pa.binary()), covering],
+        [*attributes.columns, wkb, covering],
         names=[*attributes.column_names, GEOMETRY, COVERING],
     )
     column: dict[str, Any] = {

@@ -319,11 +319,15 @@ def csv_header_columns(path: Path) -> int:
 
 
 class Chunk(NamedTuple):
-    """A slice of a layer: attributes as Arrow, geometries as shapely, the layer's CRS."""
+    """A slice of a layer: attributes as Arrow, geometries as shapely, the layer's CRS.
+
+    ``wkb`` is the geometry column as read, when the source gave WKB (GDAL does).
+    """
 
     attributes: pa.Table
     geometries: npt.NDArray[np.object_]
     crs: str | None
+    wkb: pa.Array | None = None
 
 
 def _parquet_chunk(path: Path, skip: int, limit: int | None) -> Chunk:
@@ -455,13 +459,14 @@ def read_batches(
 def _chunk_of(
     table: pa.Table, geometry: str, column_types: dict[str, str] | None, crs: str | None
 ) -> Chunk:
-    geoms = shapely.from_wkb(table[geometry].to_numpy(zero_copy_only=False))
+    wkb = table[geometry].combine_chunks()
+    geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
     attributes = table.drop_columns([geometry])
     if column_types:
         from geoetl.vector.csvtypes import apply_types
 
         attributes = apply_types(attributes, column_types)
-    return Chunk(attributes, geoms, crs)
+    return Chunk(attributes, geoms, crs, wkb)
 
 
 def read_chunk(

@@ -7,12 +7,14 @@ import re
 import shutil
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import shapely
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pyproj import CRS, Transformer
@@ -31,11 +33,12 @@ from geoetl.vector.geoparquet import (
     GEOMETRY,
     MergedParts,
     PartWriter,
-    part_table,
+    wkb_part_table,
 )
 from geoetl.vector.harden import HardenReport, as_multi, drop_m, harden
 from geoetl.vector.memory import release_unused
 from geoetl.vector.read import CsvOptions, find_dataset, list_layers, no_geometry, read_batches
+from geoetl.vector.simple import split as simple_polygons
 from geoetl.versions import Version
 from geoetl.workflows.stages import hold_for_approval, previous_result, publish
 
@@ -340,7 +343,6 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     transformer: Transformer | None = None
     total = sum(int(x["features"]) for x in layers)
     batch = batch_features(ctx.platform.objects.size(params.source), total, params.chunk_size)
-    _intent, steps = params.recipe()
     mapping = ctx.results["plan"]["columns"][item["layer"]]
     dataset_id = storage_id(params, ctx.results)
     report = HardenReport()
@@ -357,7 +359,7 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
         batch_size=batch,
     )
     try:
-        for attributes, read, layer_crs in batches:
+        for attributes, read, layer_crs, wkb in batches:
             if source_crs is None:
                 source = layer_crs or params.input_crs
                 if source is None:  # CSV latitude/longitude columns: WGS 84 unless input_crs
@@ -368,34 +370,28 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
                     transformer = Transformer.from_crs(source_crs, target, always_xy=True)
             if not (layer_crs or params.input_crs):
                 _check_degrees(read, path.name, layer.get("geometry_columns") or ["lat", "lon"])
-            # Before reprojecting: transform loses M (and XYZM's Z).
-            geoms, m_dropped = drop_m(read)
-            del read
             if transformer is not None:
-                geoms = _reproject(geoms, transformer)
-                reprojected += len(geoms)
-            families, geoms, part_report = harden(
-                geoms, keep_z=params.keep_z, geographic=target.is_geographic
-            )
-            part_report.m_dropped += m_dropped
+                reprojected += len(read)
+            families, part_report = _clean(read, wkb, transformer, target, params)
+            del read, wkb
             _add_report(report, part_report)
-            if "simplify" in steps:
-                geoms = shapely.simplify(geoms, params.tolerance(), preserve_topology=True)
-                for family, rows in families.items():  # simplify may return single parts
-                    geoms[rows] = as_multi(geoms[rows], family)
             attrs = attributes.rename_columns([mapping.get(c, c) for c in attributes.column_names])
             del attributes
-            for family, rows in families.items():
+            for family, cleaned in families.items():
                 table = table_name(dataset_id, item["layer"], family, len(layers))
-                has_z = params.keep_z and bool(shapely.has_z(geoms[rows]).any())
-                geometry_type = MULTI_TYPE[family] + (" Z" if has_z else "")
                 if table not in writers:
                     writers[table] = PartWriter(ctx.scratch / f"{table}.parquet")
                     families_of[table] = family
                 writers[table].write(
-                    part_table(attrs.take(rows), geoms[rows], target, geometry_type)
+                    wkb_part_table(
+                        attrs.take(cleaned.rows),
+                        cleaned.wkb,
+                        cleaned.bounds,
+                        target,
+                        cleaned.geometry_type,
+                    )
                 )
-            del geoms, attrs, families
+            del attrs, families
             release_unused()
     except BaseException:
         for writer in writers.values():
@@ -416,6 +412,71 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
             "geometry_type": geometry_type,
         }
     return {"tables": tables, "report": report.model_dump(), "reprojected": reprojected}
+
+
+@dataclass
+class _Cleaned:
+    """One family of a cleaned batch: its rows, their WKB and bounds, the part's type."""
+
+    rows: npt.NDArray[np.int64]  # indices into the batch, ascending
+    wkb: pa.Array
+    bounds: npt.NDArray[np.float64]
+    geometry_type: str
+
+
+def _clean(
+    read: npt.NDArray[np.object_],
+    wkb: pa.Array | None,
+    transformer: Transformer | None,
+    target: CRS,
+    params: ProcessVectorParams,
+) -> tuple[dict[str, _Cleaned], HardenReport]:
+    """A batch reprojected and cleaned, as WKB per geometry family.
+
+    One-ring polygons are done on their WKB (:mod:`geoetl.vector.simple`); the other
+    rows go through :func:`harden`, with the same result.
+    """
+    _intent, steps = params.recipe()
+    simple = None
+    if wkb is not None and "simplify" not in steps:
+        simple = simple_polygons(wkb, transformer, geographic=target.is_geographic)
+    rest = np.arange(len(read))
+    if simple is not None:
+        rest = np.setdiff1d(rest, simple.rows, assume_unique=True)
+    # Before reprojecting: transform loses M (and XYZM's Z).
+    geoms, m_dropped = drop_m(read[rest])
+    if transformer is not None:
+        geoms = _reproject(geoms, transformer)
+    families, geoms, report = harden(geoms, keep_z=params.keep_z, geographic=target.is_geographic)
+    report.m_dropped += m_dropped
+    if "simplify" in steps:
+        geoms = shapely.simplify(geoms, params.tolerance(), preserve_topology=True)
+        for family, rows in families.items():  # simplify may return single parts
+            geoms[rows] = as_multi(geoms[rows], family)
+    out: dict[str, _Cleaned] = {}
+    for family, rows in families.items():
+        has_z = params.keep_z and bool(shapely.has_z(geoms[rows]).any())
+        written = shapely.to_wkb(geoms[rows], output_dimension=3 if has_z else 2, flavor="iso")
+        out[family] = _Cleaned(
+            rest[rows],
+            pa.array(written, pa.binary()),
+            shapely.bounds(geoms[rows]),
+            MULTI_TYPE[family] + (" Z" if has_z else ""),
+        )
+    if simple is not None and len(simple.rows):
+        report.read += len(simple.rows)
+        done = _Cleaned(simple.rows, simple.wkb, simple.bounds, MULTI_TYPE["polygons"])
+        if "polygons" in out:  # both kinds of rows, back in the batch's order
+            other = out["polygons"]
+            order = np.argsort(np.concatenate([done.rows, other.rows]), kind="stable")
+            done = _Cleaned(
+                np.concatenate([done.rows, other.rows])[order],
+                pa.concat_arrays([done.wkb, other.wkb]).take(pa.array(order)),
+                np.concatenate([done.bounds, other.bounds])[order],
+                other.geometry_type,
+            )
+        out["polygons"] = done
+    return dict(sorted(out.items(), key=lambda kv: int(kv[1].rows[0]))), report
 
 
 def _add_report(total: HardenReport, part: HardenReport) -> None:
