@@ -238,15 +238,15 @@ def installed_geoetl(work_dir: Path, console: Any) -> Path:
     ``pip install <repo>`` into ``work_dir/runtime-venv``: geoetl's own dependencies
     only (none of the test tools the repository's ``.venv`` adds), and geoetl itself as a
     built, byte-compiled package (an editable install under ``PYTHONDONTWRITEBYTECODE``
-    compiles its modules on every start). The first call installs the dependencies;
-    every call reinstalls geoetl from the working tree, so the run measures this code.
+    compiles its modules on every start). Every call installs what the working tree's
+    dependencies add and reinstalls geoetl from it, so the run measures this code.
     """
     venv = work_dir / "runtime-venv"
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        console.print(f"installing geoetl and its dependencies into {venv} …")
-        subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], check=True)
+    console.print(f"installing geoetl and its dependencies into {venv} …")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], check=True)
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)],
         check=True,
