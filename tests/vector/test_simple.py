@@ -130,7 +130,8 @@ def test_the_sample_layers_give_the_same_bytes_both_ways(name: str) -> None:
     path = DATA / name
     (layer,) = list_layers(path)
     taken = 0
-    for _attributes, geoms, crs, wkb in read_batches(path, layer.name, batch_size=64):
+    for chunk in read_batches(path, layer.name, batch_size=64):
+        wkb, geoms, crs = chunk.wkb, chunk.geometries, chunk.crs
         assert wkb is not None
         assert crs is not None
         source = CRS.from_user_input(crs)

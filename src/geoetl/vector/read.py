@@ -318,16 +318,33 @@ def csv_header_columns(path: Path) -> int:
     return 1 + max(counts.values())
 
 
-class Chunk(NamedTuple):
+class Chunk:
     """A slice of a layer: attributes as Arrow, geometries as shapely, the layer's CRS.
 
-    ``wkb`` is the geometry column as read, when the source gave WKB (GDAL does).
+    ``wkb`` is the geometry column as read, when the source gave WKB (GDAL does); the
+    shapely geometries are then decoded from it when first asked for.
     """
 
-    attributes: pa.Table
-    geometries: npt.NDArray[np.object_]
-    crs: str | None
-    wkb: pa.Array | None = None
+    def __init__(
+        self,
+        attributes: pa.Table,
+        crs: str | None,
+        *,
+        geometries: npt.NDArray[np.object_] | None = None,
+        wkb: pa.Array | None = None,
+    ) -> None:
+        if geometries is None and wkb is None:
+            raise ValueError("a chunk needs its geometries or their WKB")
+        self.attributes, self.crs, self.wkb = attributes, crs, wkb
+        self._geometries = geometries
+
+    @property
+    def geometries(self) -> npt.NDArray[np.object_]:
+        """The geometries as shapely objects (None where missing)."""
+        if self._geometries is None:
+            assert self.wkb is not None
+            self._geometries = shapely.from_wkb(self.wkb.to_numpy(zero_copy_only=False))
+        return self._geometries
 
 
 def _parquet_chunk(path: Path, skip: int, limit: int | None) -> Chunk:
@@ -337,7 +354,8 @@ def _parquet_chunk(path: Path, skip: int, limit: int | None) -> Chunk:
     if not batches:  # nothing in range: the layer's empty chunk, with its schema
         return next(_parquet_batches(path, 0, 0, PARQUET_BATCH, empty=True))
     attributes = pa.concat_tables([b.attributes for b in batches])
-    return Chunk(attributes, np.concatenate([b.geometries for b in batches]), batches[0].crs)
+    geometries = np.concatenate([b.geometries for b in batches])
+    return Chunk(attributes, batches[0].crs, geometries=geometries)
 
 
 # Rows decoded at a time from a GeoParquet source (an upper bound for read_batches).
@@ -396,7 +414,7 @@ def _parquet_rows(
     """A batch's attributes and geometries (``encoding``: the column's; ``source``: the file)."""
     geoms = geoarrow.decode(table.column(primary), encoding, source)
     drop = [primary, *([covering] if covering in table.column_names else [])]
-    return Chunk(table.drop_columns(drop), geoms, crs)
+    return Chunk(table.drop_columns(drop), crs, geometries=geoms)
 
 
 def read_batches(
@@ -460,13 +478,12 @@ def _chunk_of(
     table: pa.Table, geometry: str, column_types: dict[str, str] | None, crs: str | None
 ) -> Chunk:
     wkb = table[geometry].combine_chunks()
-    geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
     attributes = table.drop_columns([geometry])
     if column_types:
         from geoetl.vector.csvtypes import apply_types
 
         attributes = apply_types(attributes, column_types)
-    return Chunk(attributes, geoms, crs, wkb)
+    return Chunk(attributes, crs, wkb=wkb)
 
 
 def read_chunk(

@@ -37,7 +37,14 @@ from geoetl.vector.geoparquet import (
 )
 from geoetl.vector.harden import HardenReport, as_multi, drop_m, harden
 from geoetl.vector.memory import release_unused
-from geoetl.vector.read import CsvOptions, find_dataset, list_layers, no_geometry, read_batches
+from geoetl.vector.read import (
+    Chunk,
+    CsvOptions,
+    find_dataset,
+    list_layers,
+    no_geometry,
+    read_batches,
+)
 from geoetl.vector.simple import split as simple_polygons
 from geoetl.versions import Version
 from geoetl.workflows.stages import hold_for_approval, previous_result, publish
@@ -359,7 +366,8 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
         batch_size=batch,
     )
     try:
-        for attributes, read, layer_crs, wkb in batches:
+        for chunk in batches:
+            attributes, layer_crs = chunk.attributes, chunk.crs
             if source_crs is None:
                 source = layer_crs or params.input_crs
                 if source is None:  # CSV latitude/longitude columns: WGS 84 unless input_crs
@@ -369,11 +377,12 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
                 if not source_crs.equals(target):
                     transformer = Transformer.from_crs(source_crs, target, always_xy=True)
             if not (layer_crs or params.input_crs):
-                _check_degrees(read, path.name, layer.get("geometry_columns") or ["lat", "lon"])
+                columns = layer.get("geometry_columns") or ["lat", "lon"]
+                _check_degrees(chunk.geometries, path.name, columns)
             if transformer is not None:
-                reprojected += len(read)
-            families, part_report = _clean(read, wkb, transformer, target, params)
-            del read, wkb
+                reprojected += attributes.num_rows
+            families, part_report = _clean(chunk, transformer, target, params)
+            del chunk
             _add_report(report, part_report)
             attrs = attributes.rename_columns([mapping.get(c, c) for c in attributes.column_names])
             del attributes
@@ -425,8 +434,7 @@ class _Cleaned:
 
 
 def _clean(
-    read: npt.NDArray[np.object_],
-    wkb: pa.Array | None,
+    chunk: Chunk,
     transformer: Transformer | None,
     target: CRS,
     params: ProcessVectorParams,
@@ -438,13 +446,16 @@ def _clean(
     """
     _intent, steps = params.recipe()
     simple = None
-    if wkb is not None and "simplify" not in steps:
-        simple = simple_polygons(wkb, transformer, geographic=target.is_geographic)
-    rest = np.arange(len(read))
-    if simple is not None:
+    rest = np.arange(chunk.attributes.num_rows)
+    if chunk.wkb is not None and "simplify" not in steps:
+        simple = simple_polygons(chunk.wkb, transformer, geographic=target.is_geographic)
         rest = np.setdiff1d(rest, simple.rows, assume_unique=True)
+        # Only the rows left are decoded.
+        read = shapely.from_wkb(chunk.wkb.take(pa.array(rest)).to_numpy(zero_copy_only=False))
+    else:
+        read = chunk.geometries[rest]
     # Before reprojecting: transform loses M (and XYZM's Z).
-    geoms, m_dropped = drop_m(read[rest])
+    geoms, m_dropped = drop_m(read)
     if transformer is not None:
         geoms = _reproject(geoms, transformer)
     families, geoms, report = harden(geoms, keep_z=params.keep_z, geographic=target.is_geographic)
