@@ -24,6 +24,8 @@ from shapely.geometry import Point, Polygon
 from geoetl.api.app import create_app
 from geoetl.engine.models import JobStatus
 from geoetl.engine.workflow import ParamsError
+from geoetl.features.postgis import PostgisStore
+from geoetl.features.store import FeatureQuery
 from geoetl.platform import Platform
 from geoetl.settings import Settings
 from geoetl.workers import make_janitor, make_runner
@@ -669,3 +671,39 @@ def test_columns_are_described_with_their_source(platform: Platform) -> None:
     described = column_descriptions(platform, "nc", "nc_polygons")
     assert described["name"] == "NAME (column of nc.gpkg)"
     assert len(described) == len(platform.feature_registry.get("nc").fields)
+
+
+@pytest.mark.parametrize("dropped", [False, True])
+def test_feature_ids_follow_the_source_across_chunks(
+    platform: Platform, tmp_path: Path, dropped: bool
+) -> None:
+    """Features are numbered 1..n in source order, whether chunks stage their rows or not.
+
+    On PostGIS each chunk copies its rows under the ids of its place in the layer;
+    when cleaning drops a feature those ids would leave a gap, so finalize writes the
+    table whole instead. The GeoPackage store always writes it whole.
+    """
+    squares = [Polygon([(i, 0), (i + 0.5, 0), (i + 0.5, 0.5), (i, 0.5)]) for i in range(25)]
+    if dropped:
+        squares[12] = Polygon()  # nothing to publish: dropped by cleaning
+    frame = gpd.GeoDataFrame({"n": range(25)}, geometry=squares, crs="EPSG:3857")
+    source = tmp_path / "squares.gpkg"
+    frame.to_file(source, driver="GPKG")
+    job_id, status = run(platform, {"source": put(platform, source), "chunk_size": 10})
+    view = platform.queries.job(job_id)
+    assert status == JobStatus.succeeded, view.error
+    kept = [n for n in range(25) if not (dropped and n == 12)]
+    fc = platform.feature_registry.get("squares")
+    query = FeatureQuery(fields=fc.fields, limit=100)
+    features, total = platform.features.query(fc.dataset_id, fc.table_name, query)
+    assert total == len(kept)
+    assert [(f["id"], f["properties"]["n"]) for f in features] == [
+        (i + 1, n) for i, n in enumerate(kept)
+    ]
+    loads = platform.queries.tasks(job_id, stage="load").items
+    copied = [next(iter(t.result["tables"].values()))["copied"] for t in loads]
+    if isinstance(platform.features, PostgisStore):
+        # Every chunk that kept all its rows staged them; the one with a gap did not.
+        assert copied == ([10, None, 5] if dropped else [10, 10, 5])
+    else:
+        assert copied == [None, None, None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,8 +84,14 @@ class GeoPackageStore:
     def _staging(self, dataset_id: str) -> Path:
         return self.root / f"{dataset_id}.loading.gpkg"
 
-    def begin_load(self, dataset_id: str) -> None:
-        """Start a load; an earlier unfinished load of the dataset is discarded."""
+    def begin_load(self, dataset_id: str, keep: Collection[str] = ()) -> None:
+        """Start a load; an earlier unfinished load of the dataset is discarded.
+
+        ``keep`` is for stores whose chunks copy rows (:meth:`copy_rows`); this one
+        has none to keep.
+        """
+        if keep:
+            raise ValueError("the GeoPackage store stages whole tables only: nothing to keep")
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self._staging(dataset_id)
         for leftover in (staging, Path(f"{staging}-journal"), Path(f"{staging}-wal")):
@@ -227,6 +233,33 @@ class GeoPackageStore:
         if not path.exists():
             raise NotFound(f"no dataset {dataset_id!r}")
         return [str(name) for name, _ in pyogrio.list_layers(path)]
+
+    def copy_rows(
+        self,
+        dataset_id: str,
+        table: str,
+        fids: range,
+        batches: pa.RecordBatchReader,
+        *,
+        geometry_column: str,
+        geometry_type: str,
+        crs: str,
+    ) -> int | None:
+        """None: a GeoPackage has one writer at a time, so chunks copy nothing.
+
+        The load's finalize writes each table whole (:meth:`write_table`).
+        """
+        return None
+
+    def staged_rows(self, dataset_id: str, table: str) -> int | None:
+        """Rows in the staged ``table`` of ``dataset_id``; None when it is not staged."""
+        import pyogrio
+
+        staging = self._staging(dataset_id)
+        if not staging.exists() or table not in {n for n, _ in pyogrio.list_layers(staging)}:
+            return None
+        with self._sqlite(staging) as conn:
+            return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
 
     def count(self, dataset_id: str, table: str) -> int:
         """Rows in a table of a published dataset."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -327,12 +327,17 @@ class PostgisStore:
 
     # -- loading -----------------------------------------------------------------
 
-    def begin_load(self, dataset_id: str) -> None:
-        """Start a load; the dataset's staged tables from an earlier load are dropped."""
+    def begin_load(self, dataset_id: str, keep: Collection[str] = ()) -> None:
+        """Start a load; the dataset's staged tables from an earlier load are dropped.
+
+        ``keep`` names staged tables to leave as they are (rows the load's chunks
+        copied, :meth:`copy_rows`).
+        """
         with self._connect() as conn:
             self._lock(conn, dataset_id)
             for table in self._owned(conn, self.staging, dataset_id):
-                conn.execute(sql.SQL("DROP TABLE {}").format(self._staged(table)))
+                if table not in keep:
+                    conn.execute(sql.SQL("DROP TABLE {}").format(self._staged(table)))
 
     def write_table(
         self,
@@ -349,41 +354,97 @@ class PostgisStore:
         Batches are copied as they come, so memory stays that of one batch. A table
         staged before under the same name is replaced. Features are numbered 1..n.
         """
-        srid = srid_of(crs)
-        with_z = geometry_type.strip().upper().endswith(" Z")
-        typmod = GEOMETRY_TYPES.get(geometry_type.upper().removesuffix(" Z").strip().lower())
-        if typmod is None:
-            raise InputError(f"unknown geometry type {geometry_type!r}")
-        schema = batches.schema
-        if geometry_column not in schema.names:
-            raise InputError(f"{table} has no geometry column {geometry_column!r}")
-        attributes = {f.name: kind_of(f.type) for f in schema if f.name != geometry_column}
-        layout = Table(attributes, geometry_column, typmod, srid, with_z, chunked=False)
-        rows = 0
+        layout = _layout_of(batches.schema, table, geometry_column, geometry_type, crs)
         with self._connect() as conn:
             self._lock(conn, dataset_id)
             self._create(conn, dataset_id, table, layout)
-            columns = [FID, *attributes, geometry_column]
             # FREEZE: the table is new in this transaction, so its rows are written
             # frozen and all-visible (no hint-bit rewrite, index-only counts).
-            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY, FREEZE)").format(
-                self._staged(table), sql.SQL(", ").join(map(sql.Identifier, columns))
-            )
-            with _copy_errors(table), conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                stream = CopyStream(copy)
-                for batch in _slices(batches):
-                    n = batch.num_rows
-                    fids = pa.array(np.arange(rows + 1, rows + n + 1, dtype=np.int64))
-                    values = [column_array(batch.column(name), k) for name, k in attributes.items()]
-                    geoms = fit_dimensions(batch.column(geometry_column), with_z)
-                    stream.write(pa.record_batch([fids, *values, geoms], names=columns))
-                    rows += n
-                stream.finish()
+            self._copy(conn, table, layout, batches, first_fid=1, freeze=True)
+
+    def copy_rows(
+        self,
+        dataset_id: str,
+        table: str,
+        fids: range,
+        batches: pa.RecordBatchReader,
+        *,
+        geometry_column: str,
+        geometry_type: str,
+        crs: str,
+    ) -> int | None:
+        """Stage one chunk's rows of ``table``, numbered from ``fids.start``; their count.
+
+        Chunks of one table are copied side by side, each into its own range of
+        feature ids, ``fids``: the rows an earlier attempt of the chunk copied in that
+        range are deleted in the same transaction, under a lock per range, so a
+        retried chunk neither duplicates nor loses rows. None (nothing copied) when the
+        staged table has other columns or types than these batches.
+        """
+        layout = _layout_of(batches.schema, table, geometry_column, geometry_type, crs)
+        with self._connect() as conn:
+            self._lock(conn, dataset_id)
+            staged = self._staged_layout(conn, dataset_id, table)
+            if staged is None:
+                self._create(conn, dataset_id, table, layout)
+            elif not _same_layout(staged, layout):
+                return None
+        with self._connect() as conn:  # the table is committed: chunks copy at once
             conn.execute(
-                sql.SQL("ALTER TABLE {} ALTER COLUMN {} RESTART WITH {}").format(
-                    self._staged(table), sql.Identifier(FID), sql.Literal(rows + 1)
-                )
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
+                [f"geoetl.features:{self.staging}:{table}", fids.start],
             )
+            # Only rows of this range: another chunk's rows are never touched.
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE {} >= %s AND {} < %s").format(
+                    self._staged(table), sql.Identifier(FID), sql.Identifier(FID)
+                ),
+                [fids.start, fids.stop],
+            )
+            rows = self._copy(conn, table, layout, batches, first_fid=fids.start, freeze=False)
+            if rows > len(fids):  # the transaction is rolled back
+                raise ValueError(f"{rows} rows do not fit feature ids {fids.start}-{fids.stop - 1}")
+            return rows
+
+    def staged_rows(self, dataset_id: str, table: str) -> int | None:
+        """Rows in the staged ``table`` of ``dataset_id``; None when it is not staged."""
+        with self._connect() as conn:
+            if table not in self._owned(conn, self.staging, dataset_id):
+                return None
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(self._staged(table))
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _copy(
+        self,
+        conn: psycopg.Connection[Any],
+        table: str,
+        layout: Table,
+        batches: pa.RecordBatchReader,
+        *,
+        first_fid: int,
+        freeze: bool,
+    ) -> int:
+        """Binary COPY of ``batches`` into the staged ``table``, numbered from ``first_fid``."""
+        columns = [FID, *layout.columns, layout.geometry]
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
+            self._staged(table),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", FREEZE" if freeze else ""),
+        )
+        fid = first_fid
+        with _copy_errors(table), conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            stream = CopyStream(copy)
+            for batch in _slices(batches):
+                n = batch.num_rows
+                fids = pa.array(np.arange(fid, fid + n, dtype=np.int64))
+                values = [column_array(batch.column(c), k) for c, k in layout.columns.items()]
+                geoms = fit_dimensions(batch.column(layout.geometry), layout.has_z)
+                stream.write(pa.record_batch([fids, *values, geoms], names=columns))
+                fid += n
+            stream.finish()
+        return fid - first_fid
 
     def write_chunk(self, dataset_id: str, table: str, chunk_id: int, data: pa.Table) -> int:
         """Replace the rows of ``chunk_id`` in the staged ``table``; returns rows written.
@@ -521,13 +582,19 @@ class PostgisStore:
                             sql.Identifier(_name(table, column)), target, sql.Identifier(column)
                         )
                     )
-            rows = counted.result()
+            rows, highest = counted.result()
         with self._connect() as conn:
             conn.execute(
                 sql.SQL(
                     "DO $$ BEGIN ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY USING INDEX {}; "
                     "EXCEPTION WHEN invalid_table_definition THEN NULL; END $$"
                 ).format(target, key, key)
+            )
+            # Features added later (by GDAL, QGIS) are numbered after the loaded ones.
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} RESTART WITH {}").format(
+                    target, sql.Identifier(FID), sql.Literal(highest + 1)
+                )
             )
             conn.execute(sql.SQL("ANALYZE {}").format(target))
             comment = "\n".join([COMMENT.format(dataset_id), COUNT_LINE.format(rows)])
@@ -540,16 +607,23 @@ class PostgisStore:
                         )
                     )
 
-    def _key_index(self, target: sql.Composable, key: sql.Identifier) -> int:
-        """Build the unique index on the feature ids that becomes the primary key; the rows."""
+    def _key_index(self, target: sql.Composable, key: sql.Identifier) -> tuple[int, int]:
+        """Build the unique index on the feature ids that becomes the primary key.
+
+        Returns the rows and the highest feature id.
+        """
         with self._connect() as conn:
             conn.execute(
                 sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
                     key, target, sql.Identifier(FID)
                 )
             )
-            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()
-        return int(row[0]) if row else 0
+            row = conn.execute(
+                sql.SQL("SELECT count(*), coalesce(max({}), 0) FROM {}").format(
+                    sql.Identifier(FID), target
+                )
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def _publish(self, conn: psycopg.Connection[Any], dataset_id: str, tables: list[str]) -> None:
         published = set(self._owned(conn, self.schema, dataset_id))
@@ -884,6 +958,34 @@ class PostgisStore:
                 self._staged(table), sql.Identifier(layout.geometry), _geometry_sql(wider)
             )
         )
+
+
+def _layout_of(
+    schema: pa.Schema, table: str, geometry_column: str, geometry_type: str, crs: str
+) -> Table:
+    """The staged table's layout for batches of ``schema`` (WKB in ``geometry_column``)."""
+    srid = srid_of(crs)
+    with_z = geometry_type.strip().upper().endswith(" Z")
+    typmod = GEOMETRY_TYPES.get(geometry_type.upper().removesuffix(" Z").strip().lower())
+    if typmod is None:
+        raise InputError(f"unknown geometry type {geometry_type!r}")
+    if geometry_column not in schema.names:
+        raise InputError(f"{table} has no geometry column {geometry_column!r}")
+    attributes = {f.name: kind_of(f.type) for f in schema if f.name != geometry_column}
+    return Table(attributes, geometry_column, typmod, srid, with_z, chunked=False)
+
+
+def _same_layout(staged: Table, layout: Table) -> bool:
+    """Whether rows of ``layout`` can be copied into the staged table as it is."""
+    declared = {c: KINDS[_kind_key(t)].declare for c, t in staged.columns.items()}
+    wanted = {c: KINDS[k].declare for c, k in layout.columns.items()}
+    return (declared, staged.geometry, staged.geometry_type, staged.srid, staged.has_z) == (
+        wanted,
+        layout.geometry,
+        layout.geometry_type,
+        layout.srid,
+        layout.has_z,
+    ) and not staged.chunked
 
 
 def _stored_count(line: str) -> int | None:

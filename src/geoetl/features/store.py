@@ -10,6 +10,7 @@ URL; nothing else asks which one it is.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,11 +71,37 @@ class FeatureStore(Protocol):
     ``write_table`` per table (or ``write_chunk`` per chunk: a chunk written again
     replaces its rows, never duplicates them), then ``finish_load``, which indexes,
     analyzes and publishes every table of the dataset at once: readers see the
-    old dataset or the new one, never a half-written one.
+    old dataset or the new one, never a half-written one. A store that takes
+    chunks side by side also stages rows chunk by chunk in ranges of feature ids
+    (``copy_rows``), which ``begin_load`` can keep.
     """
 
-    def begin_load(self, dataset_id: str) -> None:
-        """Start a load of ``dataset_id``; an earlier unfinished load is discarded."""
+    def begin_load(self, dataset_id: str, keep: Collection[str] = ()) -> None:
+        """Start a load of ``dataset_id``; an earlier unfinished load is discarded.
+
+        ``keep`` names staged tables (of rows :meth:`copy_rows` staged) to keep.
+        """
+
+    def copy_rows(
+        self,
+        dataset_id: str,
+        table: str,
+        fids: range,
+        batches: pa.RecordBatchReader,
+        *,
+        geometry_column: str,
+        geometry_type: str,
+        crs: str,
+    ) -> int | None:
+        """Stage one chunk's rows of ``table``, numbered from ``fids.start``; their count.
+
+        A retried chunk replaces what it staged before in ``fids``. None when this
+        store does not stage chunks (or not into this table as it is): the load
+        then writes the table whole.
+        """
+
+    def staged_rows(self, dataset_id: str, table: str) -> int | None:
+        """Rows in the staged ``table`` of ``dataset_id``; None when it is not staged."""
 
     def write_chunk(self, dataset_id: str, table: str, chunk_id: int, data: pa.Table) -> int:
         """Replace the rows of ``chunk_id`` in the staged ``table``; returns rows written.

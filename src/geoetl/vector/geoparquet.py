@@ -230,10 +230,13 @@ def batches(parts: list[Path], columns: list[str]) -> pa.RecordBatchReader:
     fields = [schema.field(c) for c in columns]
 
     def read() -> Iterator[pa.RecordBatch]:
+        # A row group at a time: iter_batches reads ahead, holding most of a part.
         for path in parts:
-            for batch in pq.ParquetFile(path).iter_batches(columns=columns, batch_size=BATCH):
-                yield batch
-                del batch
+            source = pq.ParquetFile(path)
+            for i in range(source.num_row_groups):
+                group = source.read_row_group(i, columns=columns)
+                yield from group.to_batches(max_chunksize=BATCH)
+                del group
                 release_unused()
 
     return pa.RecordBatchReader.from_batches(pa.schema(fields), read())

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.parquet as pq
 import shapely
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pyproj import CRS, Transformer
@@ -35,6 +36,7 @@ from geoetl.vector.geoparquet import (
     PartWriter,
     wkb_part_table,
 )
+from geoetl.vector.geoparquet import batches as part_batches
 from geoetl.vector.harden import HardenReport, as_multi, drop_m, harden
 from geoetl.vector.memory import release_unused
 from geoetl.vector.read import (
@@ -409,8 +411,25 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
     finally:
         batches.close()
     tables = {}
+    # The chunk's features are numbered from its place in the layer. When every row
+    # it read is kept in one table, the store (PostGIS) may stage them now, beside the
+    # other chunks; finalize then has only to index them (see _staged_by_chunks).
+    fids = range(item["skip"] + 1, item["skip"] + params.chunk_size + 1)
+    whole = len(writers) == 1 and all(w.rows == report.read for w in writers.values())
     for table, writer in writers.items():
         geometry_type = writer.close()
+        copied = None
+        if whole:
+            columns = [c for c in pq.read_schema(writer.path).names if c != COVERING]
+            copied = ctx.platform.features.copy_rows(
+                dataset_id,
+                table,
+                fids,
+                part_batches([writer.path], columns),
+                geometry_column=GEOMETRY,
+                geometry_type=geometry_type,
+                crs=target.to_wkt(),
+            )
         key = _part_key(ctx.job_id, table, item["chunk_id"])
         ctx.platform.objects.move_file(writer.path, key)
         tables[table] = {
@@ -419,8 +438,20 @@ def load_chunk(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, Any]:
             "rows": writer.rows,
             "part": key,
             "geometry_type": geometry_type,
+            "first_fid": fids.start,
+            "copied": copied,
         }
     return {"tables": tables, "report": report.model_dump(), "reprojected": reprojected}
+
+
+def _staged_by_chunks(chunks: list[dict[str, Any]]) -> bool:
+    """Whether one table's chunks staged all its rows, numbered 1..n without a gap."""
+    following = 1
+    for chunk in sorted(chunks, key=lambda c: int(c.get("first_fid") or 0)):
+        if chunk.get("copied") != chunk["rows"] or chunk.get("first_fid") != following:
+            return False
+        following += chunk["rows"]
+    return True
 
 
 @dataclass
@@ -515,9 +546,10 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
         _add_report(report, HardenReport.model_validate(chunk["report"]))
         reprojected += chunk["reprojected"]
         for table, info in chunk["tables"].items():
-            entry = tables.setdefault(table, {**info, "rows": 0, "parts": []})
+            entry = tables.setdefault(table, {**info, "rows": 0, "parts": [], "chunks": []})
             entry["rows"] += info["rows"]
             entry["parts"].append(info["part"])
+            entry["chunks"].append(info)
             if info["geometry_type"].endswith(" Z"):
                 entry["geometry_type"] = info["geometry_type"]
     if not tables:
@@ -528,7 +560,11 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
     objects = ctx.platform.objects
     target = _parse_crs(params.target_crs, "target_crs")
     mapping = ctx.results["plan"]["columns"]
-    store.begin_load(dataset_id)  # a retried finalize starts from an empty file
+    staged = {t for t, info in tables.items() if _staged_by_chunks(info["chunks"])}
+    # A retried finalize starts again from the parts, but for the tables the chunks
+    # staged, as long as the store still holds every one of their rows.
+    store.begin_load(dataset_id, keep=staged)
+    staged = {t for t in staged if store.staged_rows(dataset_id, t) == tables[t]["rows"]}
     merged: dict[str, MergedParts] = {}
     for table, info in sorted(tables.items()):
         parts = [
@@ -536,6 +572,8 @@ def finalize_load(params: ProcessVectorParams, ctx: TaskContext) -> dict[str, An
             for key in info["parts"]
         ]
         merged[table] = MergedParts(parts, ctx.scratch / f"{table}.parquet")
+        if table in staged:
+            continue
         columns = [c for c in merged[table].schema.names if c != COVERING]
         store.write_table(
             dataset_id,
