@@ -387,6 +387,16 @@ class PostgisStore:
             staged = self._staged_layout(conn, dataset_id, table)
             if staged is None:
                 self._create(conn, dataset_id, table, layout)
+                # The primary key's index, from the start: a chunk's delete reads only
+                # its range (not every row copied so far), and no feature id can be
+                # copied twice. finish_load makes it the primary key.
+                conn.execute(
+                    sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
+                        sql.Identifier(_name(table, "pkey")),
+                        self._staged(table),
+                        sql.Identifier(FID),
+                    )
+                )
             elif not _same_layout(staged, layout):
                 return None
         with self._connect() as conn:  # the table is committed: chunks copy at once
