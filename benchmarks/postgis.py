@@ -769,6 +769,20 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
             out[size]["ratio_wall"] = g["wall_s_median"] / o["wall_s_median"]
             out[size]["ratio_cpu"] = g["cpu_s_median"] / o["cpu_s_median"]
             out[size]["ratio_rss"] = g["peak_rss_mib_max"] / o["peak_rss_mib_max"]
+            # Each repeat runs both tools back to back: their ratio is less moved by a
+            # machine whose speed drifts during the run than the ratio of the medians
+            # (reported beside it; the target is the latter).
+            pairs = {
+                r.rep: (r, o_run)
+                for r in runs
+                if r.size == size and r.tool == "geoetl"
+                for o_run in runs
+                if o_run.size == size and o_run.tool == "ogr2ogr" and o_run.rep == r.rep
+            }
+            paired = [a.wall_s / b.wall_s for a, b in pairs.values()]
+            if paired:
+                out[size]["ratio_wall_paired"] = sorted(paired)
+                out[size]["ratio_wall_paired_median"] = median(paired)
     return out
 
 
@@ -832,6 +846,13 @@ def print_tables(
                 f"{per['ratio_wall']:.2f}x" if tool == "geoetl" and "ratio_wall" in per else "",
             )
     console.print(table)
+    for size, per in summary.items():
+        if "ratio_wall_paired" in per:
+            each = ", ".join(f"{r:.2f}" for r in per["ratio_wall_paired"])
+            console.print(
+                f"paired wall ratios {size} (each repeat's two runs): {each}; "
+                f"median {per['ratio_wall_paired_median']:.2f}x"
+            )
     for size, per in summary.items():
         if "split_median_s" in per.get("geoetl", {}):
             split = per["geoetl"]["split_median_s"]
