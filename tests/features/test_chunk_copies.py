@@ -7,13 +7,7 @@ nothing, and ``begin_load`` can keep the staged table for ``finish_load``.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -22,33 +16,13 @@ import pytest
 import shapely
 from pyproj import CRS
 
-from geoetl.engine.db import make_engine
 from geoetl.features.geopackage import GeoPackageStore
 from geoetl.features.postgis import PostgisStore
+from tests.features.killing import kill_mid_copy
 from tests.features.test_postgis_store import catalog, everything
 
 WGS84_WKT = CRS.from_epsg(4326).to_wkt()
 SIZE = 1_000  # rows per chunk
-
-
-@pytest.fixture
-def pg_url(pg_database_url: str) -> str:
-    """The fresh test database (PostGIS installed)."""
-    return pg_database_url
-
-
-@pytest.fixture
-def store(pg_url: str) -> Iterator[PostgisStore]:
-    """An empty PostGIS store in schema ``geo``."""
-    engine = make_engine(pg_url)
-    yield PostgisStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def gpkg(tmp_path: Path) -> GeoPackageStore:
-    """An empty GeoPackage store."""
-    return GeoPackageStore(tmp_path / "features")
 
 
 def rows(start: int, n: int) -> pa.Table:
@@ -134,46 +108,15 @@ def test_the_geopackage_store_copies_no_chunks(gpkg: GeoPackageStore) -> None:
         gpkg.begin_load("ds", keep={"points"})
 
 
-KILLED_COPY = """
-import os, signal, sys
-import psycopg
-from geoetl.engine.db import make_engine
-from geoetl.features.postgis import PostgisStore
-from tests.features.test_chunk_copies import copy
-
-original = psycopg.Copy.write
-count = 0
-
-def write(self, data):
-    global count
-    count += 1
-    if count == 3:  # the header and one batch of the chunk are in the COPY stream
-        sys.stdout.write("killing\\n"); sys.stdout.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    original(self, data)
-
-psycopg.Copy.write = write
-copy(PostgisStore(make_engine(sys.argv[1])), 1)
-"""
-
-
 def test_a_chunk_killed_mid_copy_and_retried_leaves_every_row_once(
     store: PostgisStore, pg_url: str
 ) -> None:
     store.begin_load("ds")
     assert copy(store, 0) == SIZE
     assert copy(store, 1) == SIZE  # an attempt whose completion was never recorded
-    repo = Path(__file__).parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(KILLED_COPY), pg_url],
-        cwd=repo,
-        env={**os.environ, "PYTHONPATH": str(repo)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == -9, done.stderr
-    assert "killing" in done.stdout
+    # Killed when the header and one batch of the chunk are in the COPY stream.
+    body = "from tests.features.test_chunk_copies import copy\ncopy(store, 1)\n"
+    kill_mid_copy(pg_url, 3, body)
     assert store.staged_rows("ds", "points") == 2 * SIZE  # the killed COPY left nothing
     assert copy(store, 1) == SIZE  # the retry
     store.finish_load("ds", {"points": []})

@@ -9,12 +9,8 @@ PostgreSQL driver reads the published table as it is.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,37 +24,17 @@ from pyproj import CRS
 from shapely.geometry import Point
 
 from geoetl.cql2 import parse
-from geoetl.engine.db import make_engine
 from geoetl.errors import InputError, NotFound
 from geoetl.features import postgis
 from geoetl.features.geopackage import GeoPackageStore
 from geoetl.features.postgis import PostgisStore
 from geoetl.features.store import FeatureQuery, TimeFilter
+from tests.features.killing import kill_mid_copy
 from tests.frames import to_arrow, to_frame
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 TABLE = "nc_polygons"
 WGS84_WKT = CRS.from_epsg(4326).to_wkt()
-
-
-@pytest.fixture
-def pg_url(pg_database_url: str) -> str:
-    """The fresh test database (PostGIS installed)."""
-    return pg_database_url
-
-
-@pytest.fixture
-def store(pg_url: str) -> Iterator[PostgisStore]:
-    """An empty PostGIS store in schema ``geo``."""
-    engine = make_engine(pg_url)
-    yield PostgisStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def gpkg(tmp_path: Path) -> GeoPackageStore:
-    """An empty GeoPackage store, the reference."""
-    return GeoPackageStore(tmp_path / "features")
 
 
 def counties() -> pa.Table:
@@ -432,50 +408,20 @@ def test_a_copy_that_fails_midway_leaves_the_chunk_as_it_was(
     assert values(store) == list(range(200))
 
 
-KILLED_WRITER = """
-import os, signal, sys
-import psycopg
-from geoetl.engine.db import make_engine
-from geoetl.features import postgis
-from geoetl.features.postgis import PostgisStore
-from tests.features.test_postgis_store import frame
-from tests.frames import to_arrow
-
-original = psycopg.Copy.write
-count = 0
-
-def write(self, data):
-    global count
-    count += 1
-    if count == 7:  # the header and half the chunk's batches are in the COPY stream
-        sys.stdout.write("killing\\n"); sys.stdout.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    original(self, data)
-
-postgis.SLICE_ROWS = 500
-psycopg.Copy.write = write
-store = PostgisStore(make_engine(sys.argv[1]))
-store.write_chunk("ds", "points", 1, to_arrow(frame(5000, 5000)))
-"""
-
-
 def test_a_writer_killed_mid_copy_is_retried_without_duplicates(
     store: PostgisStore, pg_url: str
 ) -> None:
     store.begin_load("ds")
     store.write_chunk("ds", "points", 0, to_arrow(frame(0, 5000)))
     store.write_chunk("ds", "points", 1, to_arrow(frame(5000, 5000)))  # a complete attempt
-    repo = Path(__file__).parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), pg_url],
-        cwd=repo,
-        env={**os.environ, "PYTHONPATH": str(repo)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == -9, done.stderr
-    assert "killing" in done.stdout
+    # Killed when the header and half the chunk's 10 batches are in the COPY stream.
+    body = """
+        from tests.features.test_postgis_store import frame
+        from tests.frames import to_arrow
+        postgis.SLICE_ROWS = 500
+        store.write_chunk("ds", "points", 1, to_arrow(frame(5000, 5000)))
+    """
+    kill_mid_copy(pg_url, 7, body)
     store.write_chunk("ds", "points", 1, to_arrow(frame(5000, 5000)))  # the retry
     store.finish_load("ds", {})
     assert store.count("ds", "points") == 10_000
