@@ -107,6 +107,11 @@ def test_rows_cleaning_changes_otherwise_are_left_to_harden() -> None:
     assert {list(cases)[i] for i in taken} == {"simple", "wide"}
 
 
+def test_batches_without_values_take_nothing() -> None:
+    for wkb in (pa.array([], pa.binary()), pa.array([None, None], pa.binary())):
+        assert len(split(wkb, None, geographic=True).rows) == 0
+
+
 def test_big_endian_wkb_is_left_to_harden() -> None:
     polygon = star(0, 0, 10, 7, 3)
     wkb = pa.array([shapely.to_wkb(polygon, byte_order=0), shapely.to_wkb(polygon)], pa.binary())

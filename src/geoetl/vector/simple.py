@@ -63,7 +63,7 @@ def _one_ring_polygons(wkb: pa.BinaryArray) -> tuple[npt.NDArray[np.int64], pa.B
     offsets = np.frombuffer(wkb.buffers()[1], dtype=np.int32)[wkb.offset : wkb.offset + n + 1]
     starts = offsets[:-1].astype(np.int64)
     lengths = np.diff(offsets).astype(np.int64)
-    data = np.frombuffer(wkb.buffers()[2], dtype=np.uint8) if n else np.zeros(0, np.uint8)
+    data = np.frombuffer(wkb.buffers()[2], dtype=np.uint8)
     valid = wkb.is_valid().to_numpy(zero_copy_only=False) & (lengths >= POLYGON_HEAD + 64)
     rows = np.flatnonzero(valid)
     starts, lengths = starts[rows], lengths[rows]
@@ -96,9 +96,12 @@ def split(wkb: pa.Array, transformer: Transformer | None, *, geographic: bool) -
     """
     if not pa.types.is_binary(wkb.type):
         wkb = wkb.cast(pa.binary())
+    none = Simple(np.zeros(0, dtype=np.int64), pa.array([], pa.binary()), np.zeros((0, 4)))
+    if len(wkb) == 0:
+        return none
     rows, polygons = _one_ring_polygons(wkb)
     if not len(rows):
-        return Simple(rows, pa.array([], pa.binary()), np.zeros((0, 4)))
+        return none
     heads = pc.binary_slice(polygons, 0, POLYGON_HEAD)
     body = pc.binary_slice(polygons, POLYGON_HEAD, WHOLE).cast(pa.binary())
     points = np.diff(np.frombuffer(body.buffers()[1], dtype=np.int32)[: len(body) + 1]) // 16
