@@ -330,6 +330,28 @@ def test_search_selects_exactly_the_expected_items(loaded: CatalogBackend, case:
     assert all(i == BY_ID[i["id"]] for i in items)
 
 
+def test_searches_of_one_shape_answer_for_their_own_values(loaded: CatalogBackend) -> None:
+    # One catalog answers searches that differ only in their values, one after another
+    # (pgSTAC keeps one compiled statement per shape of search and binds the values).
+    for minx, miny in [(-20, -10), (100, 20), (-170, -60), (0, 0), (-20, -10)]:
+        area = shapely.box(minx, miny, minx + 60, miny + 60)
+        for levels in (["public"], ["public", "ouo"]):
+            got = _ids(loaded, bbox=(minx, miny, minx + 60, miny + 60), access_levels=levels)
+            expected = _default_order(
+                {
+                    i["id"]
+                    for i, level in ITEMS
+                    if level in levels and shape(i["geometry"]).intersects(area)
+                }
+            )
+            assert got == expected
+    for days in (30, 200, 400):
+        start = START + timedelta(days=days)
+        end = start + timedelta(days=days)
+        expected = _default_order({i["id"] for i, _ in ITEMS if start <= _when(i) <= end})
+        assert _ids(loaded, start=start, end=end) == expected
+
+
 def test_paging_with_offsets_walks_the_default_order(loaded: CatalogBackend) -> None:
     everything = _default_order(set(BY_ID))
     seen: list[str] = []

@@ -25,7 +25,7 @@ from geoetl.api import (
     ui,
 )
 from geoetl.api.middleware import EdgeMiddleware
-from geoetl.api.security import get_caller
+from geoetl.api.security import resolve_caller
 from geoetl.engine.workflow import Registry
 from geoetl.platform import Platform
 from geoetl.settings import Settings
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
         lifespan=lifespan,
         # Credentials are checked on every route: bad ones are a 401 even where anyone
         # may read, never a silent fall-back to anonymous.
-        dependencies=[Depends(get_caller)],
+        dependencies=[Depends(resolve_caller)],
     )
     errors.install(app)
     app.add_middleware(

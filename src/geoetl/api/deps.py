@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from geoetl.platform import Platform
 
 
-def get_platform(request: Request) -> Platform:
-    """The platform built at startup."""
+async def get_platform(request: Request) -> Platform:
+    """The platform built at startup (no I/O: resolved on the event loop, no thread)."""
     platform: Platform = request.app.state.platform
     return platform
 

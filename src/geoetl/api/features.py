@@ -14,6 +14,7 @@ from geoetl import lifecycle
 from geoetl.api import html
 from geoetl.api.deps import PlatformDep
 from geoetl.api.params import parse_bbox_text, parse_datetime
+from geoetl.api.responses import FastJSONResponse
 from geoetl.api.security import caller_levels
 from geoetl.cql2 import parse
 from geoetl.errors import InputError, NotFound
@@ -73,7 +74,7 @@ def _collection(platform: Platform, request: Request, collection_id: str) -> Fea
 
 
 def _geojson(content: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(content, media_type=GEOJSON)
+    return FastJSONResponse(content, media_type=GEOJSON)
 
 
 def _url(request: Request, name: str, **params: Any) -> str:
@@ -176,7 +177,7 @@ def queryables(collection_id: str, request: Request, platform: PlatformDep) -> J
         for name, dtype in fc.fields.items()
     }
     props["geometry"] = {"$ref": "https://geojson.org/schema/Geometry.json"}
-    return JSONResponse(
+    return FastJSONResponse(
         {
             "$schema": "https://json-schema.org/draft/2019-09/schema",
             "$id": str(request.url),

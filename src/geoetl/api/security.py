@@ -20,6 +20,7 @@ import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from geoetl.auth.oidc import OidcError, OidcVerifier
 from geoetl.auth.principal import Principal, Role, anonymous
@@ -67,7 +68,18 @@ def get_caller(request: Request) -> Principal:
     return principal
 
 
-CallerDep = Annotated[Principal, Depends(get_caller)]
+async def resolve_caller(request: Request) -> Principal:
+    """:func:`get_caller` as a dependency: every route's, resolved once per request.
+
+    A request without credentials is resolved here, on the event loop (nothing to look
+    up); a token may need the database, so it is checked on a worker thread.
+    """
+    if "authorization" not in request.headers:
+        return get_caller(request)
+    return await run_in_threadpool(get_caller, request)
+
+
+CallerDep = Annotated[Principal, Depends(resolve_caller)]
 
 
 def caller_levels(request: Request) -> list[str]:
@@ -75,13 +87,17 @@ def caller_levels(request: Request) -> list[str]:
     return list(get_caller(request).levels(_platform(request).settings.audience))
 
 
-LevelsDep = Annotated[list[str], Depends(caller_levels)]
+async def _levels(caller: CallerDep, request: Request) -> list[str]:
+    return list(caller.levels(_platform(request).settings.audience))
+
+
+LevelsDep = Annotated[list[str], Depends(_levels)]
 
 
 def require(role: Role) -> object:
     """A dependency admitting callers whose role is ``role`` or above."""
 
-    def check(caller: CallerDep) -> Principal:
+    async def check(caller: CallerDep) -> Principal:
         if not caller.authenticated:
             raise Unauthorized(f"this needs a {role} token: send 'Authorization: Bearer <token>'")
         if not caller.has_role(role):

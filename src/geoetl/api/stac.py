@@ -27,6 +27,7 @@ from geoetl import lifecycle
 from geoetl.api.deps import PlatformDep
 from geoetl.api.middleware import PREFIX_KEY
 from geoetl.api.params import parse_bbox, parse_datetime
+from geoetl.api.responses import FastJSONResponse
 from geoetl.api.security import caller_levels, get_caller
 from geoetl.catalog.documents import STAC_VERSION
 from geoetl.catalog.models import SearchRequest, SortKey
@@ -519,7 +520,7 @@ def item_collection(
     }
     if matched is not None:
         content["numberMatched"] = matched
-    return JSONResponse(content, media_type=GEOJSON)
+    return FastJSONResponse(content, media_type=GEOJSON)
 
 
 def _with_query(href: str, params: dict[str, str | None]) -> str:
@@ -553,7 +554,7 @@ def queryables_doc(request: Request, platform: Platform, collection_id: str | No
         "properties": props,
         "additionalProperties": True,
     }
-    return JSONResponse(doc, media_type=SCHEMA_JSON)
+    return FastJSONResponse(doc, media_type=SCHEMA_JSON)
 
 
 # -- routes -------------------------------------------------------------------------------
@@ -589,7 +590,7 @@ def landing(request: Request, platform: PlatformDep) -> dict[str, Any]:
 @router.get("/api", name="stac_openapi")
 def openapi(request: Request) -> JSONResponse:
     """The OpenAPI description of the whole API (the landing page's service-desc)."""
-    return JSONResponse(request.app.openapi(), media_type=OPENAPI)
+    return FastJSONResponse(request.app.openapi(), media_type=OPENAPI)
 
 
 @router.get("/conformance", name="stac_conformance")
@@ -649,7 +650,7 @@ def get_item(
 ) -> JSONResponse:
     """A STAC item: its current version, or ``?version=N``."""
     item = stored_item(platform, request, collection_id, item_id, version)
-    return JSONResponse(item_doc(platform, request, item, version), media_type=GEOJSON)
+    return FastJSONResponse(item_doc(platform, request, item, version), media_type=GEOJSON)
 
 
 @router.get("/collections/{collection_id}/items/{item_id}/assets/{asset}", name="get_asset")

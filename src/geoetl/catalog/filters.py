@@ -276,6 +276,18 @@ class ItemSql:
             return epoch(value)
         return datetime.fromtimestamp(epoch(value), tz=UTC)
 
+    def box(self, minx: Any, miny: Any, maxx: Any, maxy: Any) -> Any:
+        """Items whose geometry meets a lon/lat box (values or bound parameters).
+
+        PostGIS on the table's geometry column (pgSTAC's, under its GiST indexes); the
+        box is ``ST_MakeEnvelope``, so a search of any box is one statement text.
+        """
+        if self.postgis_schema is None or self.table.geometry is None:
+            raise InputError("a bbox search needs PostGIS and a geometry column")
+        st = getattr(sa.func, self.postgis_schema)
+        envelope = st.st_makeenvelope(minx, miny, maxx, maxy, 4326)
+        return st.st_intersects(self.table.geometry, envelope)
+
     def spatial(self, relation: str, geometry: dict[str, Any]) -> Any:
         """Items whose geometry has ``relation`` to ``geometry`` (GeoJSON, EPSG:4326)."""
         import shapely

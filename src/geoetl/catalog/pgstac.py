@@ -58,7 +58,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Connection, Engine
 
 from geoetl.catalog.documents import (
@@ -133,9 +133,35 @@ def _iso(value: datetime | date) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _box(minx: float, miny: float, maxx: float, maxy: float) -> dict[str, Any]:
-    ring = [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]
-    return {"type": "Polygon", "coordinates": [ring]}
+_TEXTS = ARRAY(sa.Text)
+_INSTANT = sa.DateTime(timezone=True)
+_BOX = ("minx", "miny", "maxx", "maxy")
+# Compiled search statements kept per shape (:func:`_shape`); sort keys are the
+# caller's, so the number of shapes is bounded by clearing them all now and then.
+MAX_SHAPES = 256
+
+
+def _bound(name: str, type_: Any) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=type_)
+
+
+def _shape(request: SearchRequest) -> tuple[Any, ...] | None:
+    """What a search's SQL text depends on; None when its own literals are in it.
+
+    A filter's or a geometry's literals are bound in the statement itself. Two searches
+    of one shape differ only in their :meth:`PgstacCatalog._values`.
+    """
+    if request.filter is not None or request.intersects:
+        return None
+    return (
+        bool(request.collections),
+        bool(request.ids),
+        request.access_levels is not None,
+        bool(request.start),
+        bool(request.end),
+        0 if not request.bbox else 1 if request.bbox[0] <= request.bbox[2] else 2,
+        tuple((key.field, key.direction) for key in request.sortby or ()),
+    )
 
 
 class PgstacCatalog:
@@ -157,6 +183,7 @@ class PgstacCatalog:
         self._numbers: set[tuple[str, str]] = set()
         self._level_registered = False
         self._sql: ItemSql | None = None
+        self._shaped: dict[tuple[Any, ...], sa.sql.compiler.Compiled] = {}
 
     # -- collections ------------------------------------------------------------------
 
@@ -299,7 +326,42 @@ class PgstacCatalog:
         """
         if request.access_levels is not None and not request.access_levels:
             return [], 0 if request.count else None
-        conditions = self._conditions(request)
+        first = request.sortby[0].field if request.sortby else "datetime"
+        walk_dates = first in ("datetime", "properties.datetime") and not (
+            request.bbox or request.intersects or request.ids or request.start or request.end
+        )
+        values = self._values(request)
+        shape = _shape(request)
+        page = self._shaped.get(shape) if shape is not None else None
+        if page is None and shape is not None:  # compiled once per shape, kept
+            page = self._page(request).compile(self.engine)
+            if "POSTCOMPILE" in page.string:  # an expanding IN would need its values
+                raise AssertionError("a search statement must bind its lists as arrays")
+            if len(self._shaped) >= MAX_SHAPES:  # sort keys are the caller's: bounded
+                self._shaped.clear()
+            self._shaped[shape] = page
+        # Newest first over the whole table walks the datetime index (the planner would
+        # sort every match); any other search is one statement on its own, read without
+        # a transaction or session settings (one round trip, not four).
+        reading = self._read(sort=False) if walk_dates else self._statements()
+        with reading as conn:
+            if page is not None:
+                rows = conn.exec_driver_sql(page.string, {**page.params, **values})
+            else:  # a filter's or geometry's statement: SQLAlchemy's cache compiles it
+                rows = conn.execute(self._page(request), values)
+            items = self._hydrated(rows)
+            total = None
+            if request.count:
+                if request.offset == 0 and len(items) < request.limit:
+                    total = len(items)
+                else:
+                    count = sa.select(sa.func.count(), _SERIAL).select_from(ITEMS)
+                    count = count.where(*self._conditions(request))
+                    total = conn.execute(count, values).scalars().first()
+        return items, None if total is None else int(total)
+
+    def _page(self, request: SearchRequest) -> sa.Select[Any]:
+        """The statement of a search's page (limit and offset bound by name too)."""
         sql = self.sql
         order: list[Any] = []
         for key in request.sortby or []:
@@ -308,26 +370,9 @@ class PgstacCatalog:
         if not request.sortby:
             order.append(ITEMS.c.datetime.desc())
         order += [ITEMS.c.collection, ITEMS.c.id]
-        first = request.sortby[0].field if request.sortby else "datetime"
-        walk_dates = first in ("datetime", "properties.datetime") and not (
-            request.bbox or request.intersects or request.ids or request.start or request.end
-        )
-        query = self._documents().where(*conditions).order_by(*order)
-        query = query.limit(request.limit).offset(request.offset)
-        # Newest first over the whole table walks the datetime index (the planner would
-        # sort every match); any other search is one statement on its own, read without
-        # a transaction or session settings (one round trip, not four).
-        reading = self._read(sort=False) if walk_dates else self._statements()
-        with reading as conn:
-            items = self._hydrated(conn.execute(query.add_columns(_SERIAL)))
-            total = None
-            if request.count:
-                if request.offset == 0 and len(items) < request.limit:
-                    total = len(items)
-                else:
-                    count = sa.select(sa.func.count(), _SERIAL).select_from(ITEMS)
-                    total = conn.execute(count.where(*conditions)).scalars().first()
-        return items, None if total is None else int(total)
+        query = self._documents().where(*self._conditions(request)).order_by(*order)
+        query = query.limit(sa.bindparam("limit")).offset(sa.bindparam("offset"))
+        return query.add_columns(_SERIAL)
 
     def property_types(
         self, collection_id: str | None, audience: list[str] | None = None, sample: int = 500
@@ -348,7 +393,7 @@ class PgstacCatalog:
         )
         types: dict[str, str] = {}
         with self._read() as conn:
-            for found in conn.execute(query).scalars():
+            for found in conn.execute(query, self._values(request)).scalars():
                 for name, value in (found or {}).items():
                     if name not in types and value is not None:
                         types[name] = json_type(value)
@@ -392,7 +437,8 @@ class PgstacCatalog:
         Autocommit: each statement is one round trip, with no ``BEGIN``, settings or
         ``COMMIT`` around it. Every name in them is schema-qualified.
         """
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        options = {"isolation_level": "AUTOCOMMIT", SYNCHRONOUS_COMMIT: "any"}
+        with self.engine.connect().execution_options(**options) as conn:
             yield conn
 
     @contextmanager
@@ -402,27 +448,33 @@ class PgstacCatalog:
             yield conn
 
     def _conditions(self, request: SearchRequest) -> list[Any]:
+        """The search's where clauses.
+
+        What :meth:`_values` gives is bound by name, so the same clauses serve every
+        search of the same shape; a filter's and a geometry's literals are bound in the
+        clauses themselves.
+        """
         sql = self.sql
         conditions: list[Any] = []
         if request.collections:
-            conditions.append(ITEMS.c.collection.in_(request.collections))
+            conditions.append(ITEMS.c.collection == sa.any_(_bound("collections", _TEXTS)))
         if request.ids:
-            conditions.append(ITEMS.c.id.in_(request.ids))
+            conditions.append(ITEMS.c.id == sa.any_(_bound("ids", _TEXTS)))
         if request.access_levels is not None:
             level = sa.func.jsonb_extract_path_text(ITEMS.c.content, "properties", LEVEL)
-            conditions.append(level.in_(request.access_levels))
+            conditions.append(level == sa.any_(_bound("levels", _TEXTS)))
         # An item [datetime, end_datetime] overlaps the asked interval.
         if request.start:
-            conditions.append(ITEMS.c.end_datetime >= sql.time_value(request.start))
+            conditions.append(ITEMS.c.end_datetime >= _bound("start", _INSTANT))
         if request.end:
-            conditions.append(ITEMS.c.datetime <= sql.time_value(request.end))
+            conditions.append(ITEMS.c.datetime <= _bound("end", _INSTANT))
         if request.bbox:
-            minx, miny, maxx, maxy = request.bbox
-            if minx > maxx:  # crosses the antimeridian: the two halves
-                halves = [_box(minx, miny, 180.0, maxy), _box(-180.0, miny, maxx, maxy)]
-                conditions.append(sa.or_(*(sql.spatial("intersects", h) for h in halves)))
+            minx, miny, maxx, maxy = (_bound(name, sa.Float) for name in _BOX)
+            if request.bbox[0] > request.bbox[2]:  # crosses the antimeridian: two halves
+                halves = [sql.box(minx, miny, 180.0, maxy), sql.box(-180.0, miny, maxx, maxy)]
+                conditions.append(sa.or_(*halves))
             else:
-                conditions.append(sql.spatial("intersects", _box(minx, miny, maxx, maxy)))
+                conditions.append(sql.box(minx, miny, maxx, maxy))
         if request.intersects:
             conditions.append(sql.spatial("intersects", request.intersects))
         if request.filter is not None:
@@ -430,6 +482,23 @@ class PgstacCatalog:
 
             conditions.append(sql.where(parse_cql2(request.filter, request.filter_lang)))
         return conditions
+
+    def _values(self, request: SearchRequest) -> dict[str, Any]:
+        """The values of a search's named parameters (:meth:`PgstacCatalog._conditions`)."""
+        values: dict[str, Any] = {"limit": request.limit, "offset": request.offset}
+        if request.collections:
+            values["collections"] = list(request.collections)
+        if request.ids:
+            values["ids"] = list(request.ids)
+        if request.access_levels is not None:
+            values["levels"] = [str(level) for level in request.access_levels]
+        if request.start:
+            values["start"] = self.sql.time_value(request.start)
+        if request.end:
+            values["end"] = self.sql.time_value(request.end)
+        if request.bbox:
+            values.update(zip(_BOX, request.bbox, strict=True))
+        return values
 
     def _documents(self) -> sa.Select[Any]:
         """What hydrating an item needs: its columns, content and base item."""
