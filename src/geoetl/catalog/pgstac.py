@@ -21,7 +21,10 @@ translating its JSON, an ``EXPLAIN`` over every partition to choose datetime chu
   pgSTAC's indexed columns (partitions outside the interval are pruned);
 - ``bbox`` and ``intersects`` are ``ST_Intersects`` on the item geometry (its GiST index);
   a bbox crossing the antimeridian is its two halves;
-- access levels are an ``IN`` on the item property ``geoetl:access_level``;
+- access levels are ``= ANY`` of an array on the item property ``geoetl:access_level``;
+- every value above (and limit, offset) is a named parameter: a search without a filter
+  or a geometry has one statement text per shape (:func:`_shape`), compiled once and
+  kept; a filter's and a geometry's literals are bound in the statement itself;
 - the order is ``sortby`` (default newest first), then collection and id ascending, as
   SqlCatalog orders; ``offset`` and ``limit`` page it. A newest-first search with no
   bbox, geometry, interval or ids walks the partitions' ``datetime`` indexes newest
