@@ -14,8 +14,9 @@ Everything else under ``silver/`` and ``tmp/`` last written before the grace
 (``orphan_grace_hours``) is an orphan. A ``staging``/``draft`` version whose job ended
 (failed, cancelled, or succeeded without publishing) and whose row is older than the
 grace is abandoned: it becomes ``discarded``, its objects go with the orphans and its
-feature-store dataset is dropped. Opt-in (``bronze_retention_days``), bronze sources no
-job and no live version names, older than the retention, are removed too.
+feature-store dataset is dropped (its published tables and what its load left
+staged). Opt-in (``bronze_retention_days``), bronze sources no job and no live version
+names, older than the retention, are removed too.
 
 The objects are listed before the references are read: an object a job publishes
 while the sweep runs is referenced by the time the sweep looks. A failure to read the

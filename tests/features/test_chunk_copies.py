@@ -19,7 +19,8 @@ from pyproj import CRS
 from geoetl.features.geopackage import GeoPackageStore
 from geoetl.features.postgis import PostgisStore
 from tests.features.killing import kill_mid_copy
-from tests.features.test_postgis_store import catalog, everything
+from tests.features.test_postgis_store import catalog, everything, frame
+from tests.frames import to_arrow
 
 WGS84_WKT = CRS.from_epsg(4326).to_wkt()
 SIZE = 1_000  # rows per chunk
@@ -121,3 +122,34 @@ def test_a_chunk_killed_mid_copy_and_retried_leaves_every_row_once(
     assert copy(store, 1) == SIZE  # the retry
     store.finish_load("ds", {"points": []})
     assert ids_and_values(store) == [(i + 1, i) for i in range(2 * SIZE)]
+
+
+def test_drop_removes_what_an_unfinished_load_staged(store: PostgisStore, pg_url: str) -> None:
+    # A job that failed after its chunks staged rows leaves a staged table; dropping
+    # the dataset (the janitor's sweep of abandoned versions, a discarded draft) must
+    # take it too, as well as the published tables.
+    store.begin_load("ds")
+    copy(store, 0)
+    store.finish_load("ds", {"points": []})
+    store.begin_load("ds")  # a new load that never finishes
+    copy(store, 1, name="lines")
+    staged = "SELECT tablename FROM pg_tables WHERE schemaname = 'geo_staging' ORDER BY 1"
+    assert catalog(pg_url, staged) == [("lines",)]
+    assert store.drop("ds")
+    assert catalog(pg_url, staged) == []
+    assert catalog(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'geo'") == []
+    # Only staged rows, never published: still something to drop, once.
+    store.begin_load("ds")
+    copy(store, 0)
+    assert store.drop("ds")
+    assert not store.drop("ds")
+    assert catalog(pg_url, staged) == []
+
+
+def test_the_geopackage_store_drops_an_unfinished_load_too(gpkg: GeoPackageStore) -> None:
+    gpkg.begin_load("ds")
+    gpkg.write_chunk("ds", "points", 0, to_arrow(frame(0, 10)))
+    assert list(gpkg.root.iterdir())  # the load's staging file
+    assert gpkg.drop("ds")
+    assert list(gpkg.root.iterdir()) == []
+    assert not gpkg.drop("ds")

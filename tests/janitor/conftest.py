@@ -154,8 +154,14 @@ def points_table() -> pa.Table:
     )
 
 
-def load_dataset(platform: Platform, dataset_id: str, table: str = "points") -> None:
-    """A small published feature dataset, loaded as the vector pipeline's finalize does."""
+def load_dataset(
+    platform: Platform, dataset_id: str, table: str = "points", *, publish: bool = True
+) -> None:
+    """A small feature dataset, loaded as the vector pipeline's finalize does.
+
+    ``publish=False`` stops before publishing: the rows stay staged, as a job that
+    failed before its publish stage leaves them.
+    """
     features = platform.features
     features.begin_load(dataset_id)
     features.write_table(
@@ -166,7 +172,8 @@ def load_dataset(platform: Platform, dataset_id: str, table: str = "points") -> 
         geometry_type="Point",
         crs=CRS.from_epsg(4326).to_wkt(),
     )
-    features.finish_load(dataset_id, {table: []})
+    if publish:
+        features.finish_load(dataset_id, {table: []})
 
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:

@@ -205,6 +205,26 @@ def test_an_abandoned_vector_draft_loses_its_objects_and_feature_dataset(
     assert platform.versions.get("c", "roads", draft.version).status == "discarded"
 
 
+def test_a_failed_load_leaves_no_staged_rows_after_the_sweep(platform: Platform) -> None:
+    # The job failed between load and publish: its chunks' rows are staged, nothing is
+    # published. Its abandoned version takes the staged rows with it.
+    load_dataset(platform, "v_rivers_3", publish=False)
+    draft = version(
+        platform,
+        "c",
+        "rivers",
+        job_id=ended_job(platform),
+        status="staging",
+        kind="vector",
+        objects=[],
+        storage_id="v_rivers_3",
+        hours_ago=OLD,
+    )
+    report = sweep_orphans(platform, dry_run=False)
+    assert (report.versions_discarded, report.tables_dropped) == ([draft.ref], ["v_rivers_3"])
+    assert not platform.features.drop("v_rivers_3")  # nothing left, staged or published
+
+
 def test_a_feature_dataset_another_version_uses_is_kept(platform: Platform) -> None:
     load_dataset(platform, "v_shared")
     version(

@@ -186,7 +186,8 @@ class PgstacCatalog:
         self._numbers: set[tuple[str, str]] = set()
         self._level_registered = False
         self._sql: ItemSql | None = None
-        self._shaped: dict[tuple[Any, ...], sa.sql.compiler.Compiled] = {}
+        # Per shape of search: the statement's text and the constants it binds.
+        self._shaped: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
 
     # -- collections ------------------------------------------------------------------
 
@@ -337,19 +338,20 @@ class PgstacCatalog:
         shape = _shape(request)
         page = self._shaped.get(shape) if shape is not None else None
         if page is None and shape is not None:  # compiled once per shape, kept
-            page = self._page(request).compile(self.engine)
-            if "POSTCOMPILE" in page.string:  # an expanding IN would need its values
+            compiled = self._page(request).compile(self.engine)
+            if "POSTCOMPILE" in compiled.string:  # an expanding IN would need its values
                 raise AssertionError("a search statement must bind its lists as arrays")
             if len(self._shaped) >= MAX_SHAPES:  # sort keys are the caller's: bounded
                 self._shaped.clear()
-            self._shaped[shape] = page
+            page = self._shaped[shape] = (compiled.string, compiled.params)
         # Newest first over the whole table walks the datetime index (the planner would
         # sort every match); any other search is one statement on its own, read without
         # a transaction or session settings (one round trip, not four).
         reading = self._read(sort=False) if walk_dates else self._statements()
         with reading as conn:
             if page is not None:
-                rows = conn.exec_driver_sql(page.string, {**page.params, **values})
+                text, constants = page
+                rows = conn.exec_driver_sql(text, {**constants, **values})
             else:  # a filter's or geometry's statement: SQLAlchemy's cache compiles it
                 rows = conn.execute(self._page(request), values)
             items = self._hydrated(rows)
@@ -494,7 +496,7 @@ class PgstacCatalog:
         if request.ids:
             values["ids"] = list(request.ids)
         if request.access_levels is not None:
-            values["levels"] = [str(level) for level in request.access_levels]
+            values["levels"] = list(request.access_levels)
         if request.start:
             values["start"] = self.sql.time_value(request.start)
         if request.end:

@@ -218,12 +218,16 @@ class GeoPackageStore:
         os.replace(staging, self.path(dataset_id))
 
     def drop(self, dataset_id: str) -> bool:
-        """Delete a dataset; False if there was none."""
-        path = self.path(dataset_id)
-        if not path.exists():
-            return False
-        path.unlink()
-        return True
+        """Delete a dataset and what an unfinished load staged; False if there was neither."""
+        staging = self._staging(dataset_id)
+        dropped = False
+        for path in (self.path(dataset_id), staging):
+            if path.exists():
+                path.unlink()
+                dropped = True
+        for leftover in (Path(f"{staging}-journal"), Path(f"{staging}-wal")):
+            leftover.unlink(missing_ok=True)
+        return dropped
 
     def tables(self, dataset_id: str) -> list[str]:
         """Tables of a published dataset."""

@@ -660,13 +660,19 @@ class PostgisStore:
     # -- published tables --------------------------------------------------------
 
     def drop(self, dataset_id: str) -> bool:
-        """Delete a published dataset; False if there was none."""
+        """Delete a dataset: its published tables and what an unfinished load staged.
+
+        False if there was neither. Load chunks stage rows without the dataset's lock;
+        a COPY still running into a staged table holds the drop until it commits.
+        """
         with self._connect() as conn:
             self._lock(conn, dataset_id)
-            tables = self._owned(conn, self.schema, dataset_id)
-            for table in tables:
-                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(self.schema, table)))
-        return bool(tables)
+            dropped = False
+            for schema in (self.schema, self.staging):
+                for table in self._owned(conn, schema, dataset_id):
+                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, table)))
+                    dropped = True
+        return dropped
 
     def tables(self, dataset_id: str) -> list[str]:
         """Tables of a published dataset (NotFound if there is none)."""

@@ -136,7 +136,7 @@ class FeatureStore(Protocol):
         """
 
     def drop(self, dataset_id: str) -> bool:
-        """Delete a published dataset; False if there was none."""
+        """Delete a dataset, published or left staged by a load; False if there was none."""
 
     def tables(self, dataset_id: str) -> list[str]:
         """Tables of a published dataset (NotFound if there is none)."""
