@@ -18,5 +18,12 @@ class FastJSONResponse(JSONResponse):
     """A :class:`JSONResponse` rendered by orjson (UTF-8, compact)."""
 
     def render(self, content: Any) -> bytes:
-        """The content as compact UTF-8 JSON."""
-        return orjson.dumps(content)
+        """The content as compact UTF-8 JSON.
+
+        What orjson refuses (an integer beyond 64 bits, say, which another writer of
+        pgSTAC may have stored) is encoded by Starlette's encoder instead.
+        """
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            return super().render(content)
