@@ -337,8 +337,11 @@ class PgstacCatalog:
         values = self._values(request)
         shape = _shape(request)
         page = self._shaped.get(shape) if shape is not None else None
+        # Built only when the statement is not kept already (or a count needs them).
+        conditions = self._conditions(request) if page is None else None
         if page is None and shape is not None:  # compiled once per shape, kept
-            compiled = self._page(request).compile(self.engine)
+            assert conditions is not None
+            compiled = self._page(request, conditions).compile(self.engine)
             if "POSTCOMPILE" in compiled.string:  # an expanding IN would need its values
                 raise AssertionError("a search statement must bind its lists as arrays")
             if len(self._shaped) >= MAX_SHAPES:  # sort keys are the caller's: bounded
@@ -353,7 +356,8 @@ class PgstacCatalog:
                 text, constants = page
                 rows = conn.exec_driver_sql(text, {**constants, **values})
             else:  # a filter's or geometry's statement: SQLAlchemy's cache compiles it
-                rows = conn.execute(self._page(request), values)
+                assert conditions is not None
+                rows = conn.execute(self._page(request, conditions), values)
             items = self._hydrated(rows)
             total = None
             if request.count:
@@ -361,11 +365,11 @@ class PgstacCatalog:
                     total = len(items)
                 else:
                     count = sa.select(sa.func.count(), _SERIAL).select_from(ITEMS)
-                    count = count.where(*self._conditions(request))
+                    count = count.where(*(conditions or self._conditions(request)))
                     total = conn.execute(count, values).scalars().first()
         return items, None if total is None else int(total)
 
-    def _page(self, request: SearchRequest) -> sa.Select[Any]:
+    def _page(self, request: SearchRequest, conditions: list[Any]) -> sa.Select[Any]:
         """The statement of a search's page (limit and offset bound by name too)."""
         sql = self.sql
         order: list[Any] = []
@@ -375,7 +379,7 @@ class PgstacCatalog:
         if not request.sortby:
             order.append(ITEMS.c.datetime.desc())
         order += [ITEMS.c.collection, ITEMS.c.id]
-        query = self._documents().where(*self._conditions(request)).order_by(*order)
+        query = self._documents().where(*conditions).order_by(*order)
         query = query.limit(sa.bindparam("limit")).offset(sa.bindparam("offset"))
         return query.add_columns(_SERIAL)
 
