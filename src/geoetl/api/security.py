@@ -87,8 +87,9 @@ def caller_levels(request: Request) -> list[str]:
     return list(get_caller(request).levels(_platform(request).settings.audience))
 
 
-async def _levels(caller: CallerDep, request: Request) -> list[str]:
-    return list(caller.levels(_platform(request).settings.audience))
+async def _levels(_caller: CallerDep, request: Request) -> list[str]:
+    # The caller is resolved (and cached on the request) by the dependency first.
+    return caller_levels(request)
 
 
 LevelsDep = Annotated[list[str], Depends(_levels)]
