@@ -352,6 +352,58 @@ def test_searches_of_one_shape_answer_for_their_own_values(loaded: CatalogBacken
         assert _ids(loaded, start=start, end=end) == expected
 
 
+def test_filters_of_one_structure_answer_for_their_own_values(
+    loaded: CatalogBackend,
+) -> None:
+    # pgSTAC binds a filter's literals by name and keeps one statement per filter
+    # structure: each of these must still answer for its own values, property names,
+    # patterns and geometries, whichever ran before it.
+    def props(i: dict[str, Any]) -> dict[str, Any]:
+        return dict(i["properties"])
+
+    def inside(bounds: tuple[float, float, float, float]) -> Any:
+        return lambda i: shape(i["geometry"]).intersects(box(*bounds))
+
+    cases: list[tuple[str, Any]] = []
+    for limit in (20, 50, 80, 20):
+        cases.append((f"cloud < {limit}", lambda i, n=limit: props(i)["cloud"] < n))
+    cases += [
+        ("platform = 'alpha'", lambda i: props(i)["platform"] == "alpha"),
+        ("platform = 'beta'", lambda i: props(i)["platform"] == "beta"),
+        ('"geoetl:access_level" = \'ouo\'', lambda i: LEVEL[i["id"]] == "ouo"),
+        ("platform LIKE 'al%'", lambda i: props(i)["platform"].startswith("al")),
+        ("platform LIKE 'g%'", lambda i: props(i)["platform"].startswith("g")),
+        (
+            "cloud < 30 AND platform = 'gamma'",
+            lambda i: props(i)["cloud"] < 30 and props(i)["platform"] == "gamma",
+        ),
+        (
+            "cloud < 60 AND platform = 'beta'",
+            lambda i: props(i)["cloud"] < 60 and props(i)["platform"] == "beta",
+        ),
+        ("cloud = 7", lambda i: props(i)["cloud"] == 7),
+        ("cloud >= 49.5", lambda i: props(i)["cloud"] >= 49.5),
+        ("S_INTERSECTS(geometry, BBOX(-20, -10, 40, 50))", inside((-20, -10, 40, 50))),
+        ("S_INTERSECTS(geometry, BBOX(100, 20, 160, 80))", inside((100, 20, 160, 80))),
+    ]
+    for days in (100, 400):
+        when = START + timedelta(days=days)
+        text = f"datetime > TIMESTAMP('{when.isoformat().replace('+00:00', 'Z')}')"
+        cases.append((text, lambda i, w=when: _when(i) > w))
+    for text, keep in cases:
+        expected = _default_order({i["id"] for i, _ in ITEMS if keep(i)})
+        assert _ids(loaded, filter=text, filter_lang="cql2-text") == expected, text
+    for bounds in [(-20, -10, 40, 50), (100, 20, 160, 80), (-20, -10, 40, 50)]:
+        area = mapping(box(*bounds))
+        expected = _default_order({i["id"] for i, _ in ITEMS if inside(bounds)(i)})
+        assert _ids(loaded, intersects=area) == expected
+    if isinstance(loaded, PgstacCatalog):
+        # One statement per structure, whatever the values: cloud <, platform =, the
+        # access level =, LIKE, AND, cloud =, cloud >=, datetime >, and S_INTERSECTS
+        # (the same clause as an intersects geometry).
+        assert len(loaded._shaped) == 9
+
+
 def test_paging_with_offsets_walks_the_default_order(loaded: CatalogBackend) -> None:
     everything = _default_order(set(BY_ID))
     seen: list[str] = []

@@ -111,15 +111,73 @@ POSTGIS_SCHEMA = sa.text(
 )
 
 
+class Literals:
+    """A filter's literal values, bound as named parameters ``cql0``, ``cql1`` and on.
+
+    Named in the order the translator meets them, so every filter of one structure
+    (the same operators, properties and value types) gives one SQL text: a catalog may
+    compile it once and run it with each filter's :attr:`values`.
+    """
+
+    PREFIX = "cql"
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def bind(self, value: Any, type_: Any) -> sa.BindParameter[Any]:
+        """The next parameter, holding ``value``."""
+        name = f"{self.PREFIX}{len(self.values)}"
+        self.values[name] = value
+        return sa.bindparam(name, type_=type_)
+
+
+def statement_shape(clauses: list[Any], literals: Literals) -> tuple[Any, ...] | None:
+    """What the SQL text of ``clauses`` depends on once ``literals`` are bound by name.
+
+    SQLAlchemy's cache key of each clause (its structure, without any bound value) and
+    the values it binds anonymously (property names, fixed arguments such as an SRID):
+    two lists of clauses with one shape compile to the same text and the same constant
+    parameters. None when a clause cannot be cached or binds an unhashable value.
+    """
+    parts: list[Any] = []
+    for clause in clauses:
+        key = clause._generate_cache_key()
+        if key is None:
+            return None
+        constants = tuple(p.effective_value for p in key.bindparams if p.key not in literals.values)
+        parts.append((key.key, constants))
+    shape = tuple(parts)
+    try:
+        hash(shape)
+    except TypeError:
+        return None
+    return shape
+
+
 class ItemSql:
     """Expressions over a table of items (default ``stac_items``) for one database dialect."""
 
     def __init__(
-        self, dialect: str, postgis_schema: str | None = None, table: ItemTable = STAC_ITEMS
+        self,
+        dialect: str,
+        postgis_schema: str | None = None,
+        table: ItemTable = STAC_ITEMS,
+        literals: Literals | None = None,
     ) -> None:
         self.sqlite = dialect == "sqlite"
+        self.dialect = dialect
         self.postgis_schema = postgis_schema
         self.table = table
+        # None: literals are bound anonymously, each in its own statement.
+        self.literals = literals
+
+    def binding(self, literals: Literals) -> ItemSql:
+        """The same translator, binding its filters' literals by name into ``literals``."""
+        return ItemSql(self.dialect, self.postgis_schema, self.table, literals)
+
+    def _value(self, value: Any, type_: Any) -> Any:
+        """A literal of a filter: named in :attr:`literals`, or the value itself."""
+        return value if self.literals is None else self.literals.bind(value, type_)
 
     # -- fields -------------------------------------------------------------------------
 
@@ -222,24 +280,24 @@ class ItemSql:
         if lhs.name in ("id", "collection"):
             if not isinstance(rhs, str):
                 raise InputError(f"{lhs.name} is compared with strings, got {rhs!r}")
-            return self._column(lhs).op(op, is_comparison=True)(rhs)
+            return self._column(lhs).op(op, is_comparison=True)(self._value(rhs, sa.Text))
         if lhs.name == "datetime":
             if not isinstance(rhs, datetime | date):
                 raise InputError("datetime is compared with TIMESTAMP('…') or DATE('…') values")
-            return self.table.datetime.op(op, is_comparison=True)(self.time_value(rhs))
+            instant = self._value(self.time_value(rhs), self.time_type)
+            return self.table.datetime.op(op, is_comparison=True)(instant)
         value = iso_z(rhs) if isinstance(rhs, datetime | date) else rhs
         if not isinstance(value, bool | int | float | str):
             raise InputError(f"unsupported value in filter: {rhs!r}")
         column = self.json_property(lhs.name)
+        type_ = _sql_type(value)
         if self.sqlite:
             # json_extract gives SQL numbers, text and 0/1 for booleans.
-            return column.op(op, is_comparison=True)(
-                int(value) if isinstance(value, bool) else value
-            )
+            number = int(value) if isinstance(value, bool) else value
+            return column.op(op, is_comparison=True)(self._value(number, type_))
         # jsonb compares numbers with numbers and strings with strings.
-        return column.op(op, is_comparison=True)(
-            sa.func.to_jsonb(sa.cast(sa.literal(value), _sql_type(value)))
-        )
+        literal = sa.cast(self._value(value, type_), type_)
+        return column.op(op, is_comparison=True)(sa.func.to_jsonb(literal))
 
     def _like(self, node: ast.Like) -> Any:
         pattern = node.pattern
@@ -252,9 +310,10 @@ class ItemSql:
             column = self.json_property_text(name)
         if self.sqlite:
             # SQLite's LIKE ignores case; GLOB does not, like CQL2's LIKE.
-            expr = column.op("GLOB", is_comparison=True)(like_to_glob(pattern, node.escapechar))
+            glob = like_to_glob(pattern, node.escapechar)
+            expr = column.op("GLOB", is_comparison=True)(self._value(glob, sa.Text))
         else:
-            expr = column.like(pattern, escape=node.escapechar or "\\")
+            expr = column.like(self._value(pattern, sa.Text), escape=node.escapechar or "\\")
         return sa.not_(expr) if node.not_ else expr
 
     def _spatial_node(self, node: Any) -> Any:
@@ -269,6 +328,11 @@ class ItemSql:
 
         geometry: dict[str, Any] = shapely.geometry.mapping(geometry_literal(rhs))
         return self.spatial(relation, geometry)
+
+    @property
+    def time_type(self) -> Any:
+        """The SQL type of the ``datetime`` column."""
+        return sa.Float if self.table.epoch else sa.DateTime(timezone=True)
 
     def time_value(self, value: datetime | date) -> Any:
         """A timestamp as the ``datetime`` column holds it."""
@@ -299,9 +363,8 @@ class ItemSql:
         if shape.is_empty:
             raise InputError("the filter geometry is empty")
         if self.sqlite:
-            exact = sa.func.geoetl_relate(
-                relation, sa.func.json_extract(self.table.document, "$.geometry"), shape.wkb
-            )
+            item = sa.func.json_extract(self.table.document, "$.geometry")
+            exact = sa.func.geoetl_relate(relation, item, self._value(shape.wkb, sa.LargeBinary))
             test = exact == 1
         else:
             if self.postgis_schema is None:
@@ -310,7 +373,7 @@ class ItemSql:
                     "(CREATE EXTENSION postgis)"
                 )
             st = getattr(sa.func, self.postgis_schema)
-            query_geom = st.st_geomfromwkb(sa.literal(shape.wkb, sa.LargeBinary), 4326)
+            query_geom = st.st_geomfromwkb(self._value(shape.wkb, sa.LargeBinary), 4326)
             if self.table.geometry is not None:
                 return getattr(st, f"st_{relation}")(self.table.geometry, query_geom)
             item_geom = st.st_geomfromgeojson(

@@ -22,9 +22,11 @@ translating its JSON, an ``EXPLAIN`` over every partition to choose datetime chu
 - ``bbox`` and ``intersects`` are ``ST_Intersects`` on the item geometry (its GiST index);
   a bbox crossing the antimeridian is its two halves;
 - access levels are ``= ANY`` of an array on the item property ``geoetl:access_level``;
-- every value above (and limit, offset) is a named parameter: a search without a filter
-  or a geometry has one statement text per shape (:func:`_shape`), compiled once and
-  kept; a filter's and a geometry's literals are bound in the statement itself;
+- every value above (and limit, offset) is a named parameter, and so is every literal
+  of the filter and the geometry (``cql0``, ``cql1``, … in the order the translator
+  meets them): searches giving the same fields, sort keys and filter structure share
+  one statement text (:func:`_shape` and :func:`~geoetl.catalog.filters.statement_shape`),
+  compiled once and kept;
 - the order is ``sortby`` (default newest first), then collection and id ascending, as
   SqlCatalog orders; ``offset`` and ``limit`` page it. A newest-first search with no
   bbox, geometry, interval or ids walks the partitions' ``datetime`` indexes newest
@@ -77,7 +79,7 @@ from geoetl.engine.db import SYNCHRONOUS_COMMIT
 from geoetl.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
-    from geoetl.catalog.filters import ItemSql
+    from geoetl.catalog.filters import ItemSql, Literals
 
 LEVEL = "geoetl:access_level"
 # Datetime partitioning of collections other than the system ones (module docstring).
@@ -148,14 +150,12 @@ def _bound(name: str, type_: Any) -> sa.BindParameter[Any]:
     return sa.bindparam(name, type_=type_)
 
 
-def _shape(request: SearchRequest) -> tuple[Any, ...] | None:
-    """What a search's SQL text depends on; None when its own literals are in it.
+def _shape(request: SearchRequest) -> tuple[Any, ...]:
+    """What a search's SQL text depends on, besides its filter's and geometry's shape.
 
-    A filter's or a geometry's literals are bound in the statement itself. Two searches
-    of one shape differ only in their :meth:`PgstacCatalog._values`.
+    Two searches of one shape (and one :func:`~geoetl.catalog.filters.statement_shape`
+    of their filter and geometry) differ only in their :meth:`PgstacCatalog._values`.
     """
-    if request.filter is not None or request.intersects:
-        return None
     return (
         bool(request.collections),
         bool(request.ids),
@@ -335,16 +335,25 @@ class PgstacCatalog:
             request.bbox or request.intersects or request.ids or request.start or request.end
         )
         values = self._values(request)
-        shape = _shape(request)
+        shape: tuple[Any, ...] | None = _shape(request)
+        literal: list[Any] = []  # the filter's and the geometry's clauses
+        if request.filter is not None or request.intersects:
+            from geoetl.catalog.filters import Literals, statement_shape
+
+            literals = Literals()
+            literal = self._literal_conditions(request, literals)
+            values.update(literals.values)
+            found = statement_shape(literal, literals)
+            shape = None if found is None else (shape, found)
         page = self._shaped.get(shape) if shape is not None else None
         # Built only when the statement is not kept already (or a count needs them).
-        conditions = self._conditions(request) if page is None else None
+        conditions = [*self._conditions(request), *literal] if page is None else None
         if page is None and shape is not None:  # compiled once per shape, kept
             assert conditions is not None
             compiled = self._page(request, conditions).compile(self.engine)
             if "POSTCOMPILE" in compiled.string:  # an expanding IN would need its values
                 raise AssertionError("a search statement must bind its lists as arrays")
-            if len(self._shaped) >= MAX_SHAPES:  # sort keys are the caller's: bounded
+            if len(self._shaped) >= MAX_SHAPES:  # sort keys and filters are the caller's
                 self._shaped.clear()
             page = self._shaped[shape] = (compiled.string, compiled.params)
         # Newest first over the whole table walks the datetime index (the planner would
@@ -355,7 +364,7 @@ class PgstacCatalog:
             if page is not None:
                 text, constants = page
                 rows = conn.exec_driver_sql(text, {**constants, **values})
-            else:  # a filter's or geometry's statement: SQLAlchemy's cache compiles it
+            else:  # a shape that cannot be kept: SQLAlchemy's cache compiles it
                 assert conditions is not None
                 rows = conn.execute(self._page(request, conditions), values)
             items = self._hydrated(rows)
@@ -365,7 +374,7 @@ class PgstacCatalog:
                     total = len(items)
                 else:
                     count = sa.select(sa.func.count(), _SERIAL).select_from(ITEMS)
-                    count = count.where(*(conditions or self._conditions(request)))
+                    count = count.where(*(conditions or [*self._conditions(request), *literal]))
                     total = conn.execute(count, values).scalars().first()
         return items, None if total is None else int(total)
 
@@ -457,11 +466,10 @@ class PgstacCatalog:
             yield conn
 
     def _conditions(self, request: SearchRequest) -> list[Any]:
-        """The search's where clauses.
+        """The search's where clauses, but for its filter and geometry.
 
         What :meth:`_values` gives is bound by name, so the same clauses serve every
-        search of the same shape; a filter's and a geometry's literals are bound in the
-        clauses themselves.
+        search of the same shape.
         """
         sql = self.sql
         conditions: list[Any] = []
@@ -484,11 +492,17 @@ class PgstacCatalog:
                 conditions.append(sa.or_(*halves))
             else:
                 conditions.append(sql.box(minx, miny, maxx, maxy))
+        return conditions
+
+    def _literal_conditions(self, request: SearchRequest, literals: Literals) -> list[Any]:
+        """The clauses of the search's geometry and CQL2 filter, their values in ``literals``."""
+        from geoetl.catalog.filters import parse_cql2
+
+        sql = self.sql.binding(literals)
+        conditions: list[Any] = []
         if request.intersects:
             conditions.append(sql.spatial("intersects", request.intersects))
         if request.filter is not None:
-            from geoetl.catalog.filters import parse_cql2
-
             conditions.append(sql.where(parse_cql2(request.filter, request.filter_lang)))
         return conditions
 
