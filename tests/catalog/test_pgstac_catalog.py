@@ -370,7 +370,7 @@ def test_filters_of_one_structure_answer_for_their_own_values(
     cases += [
         ("platform = 'alpha'", lambda i: props(i)["platform"] == "alpha"),
         ("platform = 'beta'", lambda i: props(i)["platform"] == "beta"),
-        ('"geoetl:access_level" = \'ouo\'', lambda i: LEVEL[i["id"]] == "ouo"),
+        ("\"geoetl:access_level\" = 'ouo'", lambda i: LEVEL[i["id"]] == "ouo"),
         ("platform LIKE 'al%'", lambda i: props(i)["platform"].startswith("al")),
         ("platform LIKE 'g%'", lambda i: props(i)["platform"].startswith("g")),
         (
