@@ -62,6 +62,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Connection, Engine
@@ -348,33 +349,34 @@ class PgstacCatalog:
         page = self._shaped.get(shape) if shape is not None else None
         # Built only when the statement is not kept already (or a count needs them).
         conditions = [*self._conditions(request), *literal] if page is None else None
-        if page is None and shape is not None:  # compiled once per shape, kept
+        if page is None:  # compiled once per shape and kept (if it has one)
             assert conditions is not None
             compiled = self._page(request, conditions).compile(self.engine)
             if "POSTCOMPILE" in compiled.string:  # an expanding IN would need its values
                 raise AssertionError("a search statement must bind its lists as arrays")
-            if len(self._shaped) >= MAX_SHAPES:  # sort keys and filters are the caller's
-                self._shaped.clear()
-            page = self._shaped[shape] = (compiled.string, compiled.params)
+            page = (compiled.string, compiled.params)
+            if shape is not None:
+                if len(self._shaped) >= MAX_SHAPES:  # sort keys and filters are the caller's
+                    self._shaped.clear()
+                self._shaped[shape] = page
+        text, constants = page
+        params = {**constants, **values}
         # Newest first over the whole table walks the datetime index (the planner would
         # sort every match); any other search is one statement on its own, read without
-        # a transaction or session settings (one round trip, not four).
-        reading = self._read(sort=False) if walk_dates else self._statements()
-        with reading as conn:
-            if page is not None:
-                text, constants = page
-                rows = conn.exec_driver_sql(text, {**constants, **values})
-            else:  # a shape that cannot be kept: SQLAlchemy's cache compiles it
-                assert conditions is not None
-                rows = conn.execute(self._page(request, conditions), values)
-            items = self._hydrated(rows)
-            total = None
-            if request.count:
-                if request.offset == 0 and len(items) < request.limit:
-                    total = len(items)
-                else:
-                    count = sa.select(sa.func.count(), _SERIAL).select_from(ITEMS)
-                    count = count.where(*(conditions or [*self._conditions(request), *literal]))
+        # a transaction or session settings. Either is one round trip.
+        if walk_dates:
+            items = self._hydrated(self._walked(text, params))
+        else:
+            with self._statements() as conn:
+                items = self._hydrated(conn.exec_driver_sql(text, params))
+        total = None
+        if request.count:
+            if request.offset == 0 and len(items) < request.limit:
+                total = len(items)
+            else:
+                count = sa.select(sa.func.count(), _SERIAL).select_from(ITEMS)
+                count = count.where(*(conditions or [*self._conditions(request), *literal]))
+                with self._statements() as conn:
                     total = conn.execute(count, values).scalars().first()
         return items, None if total is None else int(total)
 
@@ -440,13 +442,35 @@ class PgstacCatalog:
     # -- internals --------------------------------------------------------------------
 
     @contextmanager
-    def _read(self, *, sort: bool = True) -> Iterator[Connection]:
-        """A read-only transaction with pgSTAC's session settings (``sort``: may sort)."""
+    def _read(self) -> Iterator[Connection]:
+        """A read-only transaction with pgSTAC's session settings."""
         reads = self.engine.connect().execution_options(**{SYNCHRONOUS_COMMIT: "any"})
         with reads as conn, conn.begin():
             # Read-only: pgSTAC's functions then keep no statistics of their own.
-            conn.exec_driver_sql(_SESSION, ("true", "on" if sort else "off"))
+            conn.exec_driver_sql(_SESSION, ("true", "on"))
             yield conn
+
+    def _walked(self, text: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of a search planned with sorts off: PostgreSQL walks the datetime indexes.
+
+        ``BEGIN``, the transaction's settings, the statement and ``COMMIT`` go out
+        together in psycopg's pipeline mode: one round trip, not four. An error leaves
+        the transaction failed, and the pool rolls it back when the connection returns.
+        """
+        raw = self.engine.raw_connection()
+        try:
+            pg = raw.driver_connection
+            assert isinstance(pg, psycopg.Connection)
+            with pg.pipeline():
+                pg.execute(_SESSION, ("true", "off"))
+                cursor = pg.execute(text, params)
+                pg.execute("COMMIT")
+            return cursor.fetchall()
+        except psycopg.OperationalError:
+            raw.invalidate()  # lost: not given to the next search
+            raise
+        finally:
+            raw.close()
 
     @contextmanager
     def _statements(self) -> Iterator[Connection]:
