@@ -66,6 +66,10 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
         max_body_kb=settings.max_body_kb,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Requests are matched against the routes in order: the searches and feature pages
+    # that clients send most come first (their paths are no other router's).
+    app.include_router(stac.router)
+    app.include_router(features.router)
     app.include_router(auth.router)
     app.include_router(audit.router)
     app.include_router(lineage.router)
@@ -73,8 +77,6 @@ def create_app(settings: Settings | None = None, workflows: Registry | None = No
     app.include_router(jobs.router)
     app.include_router(ingest.router)
     app.include_router(health.router)
-    app.include_router(stac.router)
-    app.include_router(features.router)
     app.include_router(ui.router)
     tiles.install(app)
     from titiler.core.errors import DEFAULT_STATUS_CODES
