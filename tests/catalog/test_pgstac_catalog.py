@@ -608,17 +608,12 @@ def test_walks_answer_after_a_failed_walk_and_a_lost_connection(pg_database_url:
     cat = PgstacCatalog(engine)
     cat.ensure_system_collections()
     _load(cat)
-    request = SearchRequest(filter="cloud < 50", limit=100, count=False)
     expected = _default_order({i["id"] for i, _ in ITEMS if i["properties"]["cloud"] < 50})
-
-    def ids(found: tuple[list[dict[str, Any]], int | None]) -> list[str]:
-        return [i["id"] for i in found[0]]
-
     try:
-        assert ids(cat.search(request)) == expected
+        assert _ids(cat, filter="cloud < 50") == expected
         with pytest.raises(psycopg.errors.DivisionByZero):
             cat._walked("SELECT 1 / 0", {})
-        assert ids(cat.search(request)) == expected
+        assert _ids(cat, filter="cloud < 50") == expected
         raw = engine.raw_connection()
         pg = raw.driver_connection
         assert isinstance(pg, psycopg.Connection)
@@ -628,10 +623,10 @@ def test_walks_answer_after_a_failed_walk_and_a_lost_connection(pg_database_url:
         with psycopg.connect(pg_database_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         try:
-            first: list[str] | None = ids(cat.search(request))
+            first: list[str] | None = _ids(cat, filter="cloud < 50")
         except (psycopg.OperationalError, sa.exc.DBAPIError):
             first = None  # the search that met the ended connection may fail
         assert first in (None, expected)
-        assert ids(cat.search(request)) == expected
+        assert _ids(cat, filter="cloud < 50") == expected
     finally:
         engine.dispose()
