@@ -19,11 +19,15 @@ from pyproj import CRS
 from geoetl.features.geopackage import GeoPackageStore
 from geoetl.features.postgis import PostgisStore
 from tests.features.killing import kill_mid_copy
-from tests.features.test_postgis_store import catalog, everything, frame
+from tests.features.test_postgis_store import STAGED_TABLES, catalog, everything, frame
 from tests.frames import to_arrow
 
 WGS84_WKT = CRS.from_epsg(4326).to_wkt()
 SIZE = 1_000  # rows per chunk
+
+
+# The feature-id ranges the load's chunks recorded as copied.
+COPIED = 'SELECT first_fid FROM geo_staging."geoetl.chunks" ORDER BY 1'
 
 
 def rows(start: int, n: int) -> pa.Table:
@@ -67,9 +71,12 @@ def test_chunks_copied_side_by_side_and_retried_publish_every_row_once(
     assert copied == [SIZE] * 4
     assert copy(store, 2) == SIZE  # a retried chunk
     assert store.staged_rows("ds", "points") == 4 * SIZE
+    # Each chunk's range is recorded once, however often it was copied.
+    assert catalog(pg_url, COPIED) == [(i * SIZE + 1,) for i in range(4)]
     store.begin_load("ds", keep={"points"})  # what a retried finalize does
     assert store.staged_rows("ds", "points") == 4 * SIZE
     store.finish_load("ds", {"points": []})
+    assert catalog(pg_url, COPIED) == []  # forgotten once published
     assert ids_and_values(store) == [(i + 1, i) for i in range(4 * SIZE)]
     # The feature ids go on after the loaded ones, for tools that add features.
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -133,7 +140,7 @@ def test_drop_removes_what_an_unfinished_load_staged(store: PostgisStore, pg_url
     store.finish_load("ds", {"points": []})
     store.begin_load("ds")  # a new load that never finishes
     copy(store, 1, name="lines")
-    staged = "SELECT tablename FROM pg_tables WHERE schemaname = 'geo_staging' ORDER BY 1"
+    staged = STAGED_TABLES
     assert catalog(pg_url, staged) == [("lines",)]
     assert store.drop("ds")
     assert catalog(pg_url, staged) == []
@@ -144,6 +151,7 @@ def test_drop_removes_what_an_unfinished_load_staged(store: PostgisStore, pg_url
     assert store.drop("ds")
     assert not store.drop("ds")
     assert catalog(pg_url, staged) == []
+    assert catalog(pg_url, COPIED) == []  # nothing left of the dropped loads
 
 
 def test_the_geopackage_store_drops_an_unfinished_load_too(gpkg: GeoPackageStore) -> None:

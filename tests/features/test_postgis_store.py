@@ -131,7 +131,15 @@ def test_published_table_matches_the_geopackage_store(
     assert comment == "geoetl dataset nc\n100 features"
     # Nothing but the features in geo: the staging schema is empty after publishing.
     assert catalog(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'geo'") == [(TABLE,)]
-    assert catalog(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'geo_staging'") == []
+    assert catalog(pg_url, STAGED_TABLES) == []
+    assert catalog(pg_url, 'SELECT count(*) FROM geo_staging."geoetl.chunks"') == [(0,)]
+
+
+# The staging schema's dataset tables (not the load's record of copied chunks).
+STAGED_TABLES = (
+    "SELECT tablename FROM pg_tables WHERE schemaname = 'geo_staging' "
+    "AND tablename <> 'geoetl.chunks' ORDER BY 1"
+)
 
 
 FILTERS = [

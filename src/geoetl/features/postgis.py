@@ -93,6 +93,10 @@ CHUNK_COLUMN = "_chunk"
 # published table's second line is its row count, so unfiltered pages need no count(*).
 COMMENT = "geoetl dataset {}"
 COUNT_LINE = "{} features"
+# In the staging schema: the ranges of feature ids that load chunks copied, one row per
+# committed chunk COPY (see PostgisStore.copy_rows). The dot keeps it apart from every
+# dataset's table name.
+CHUNKS_TABLE = "geoetl.chunks"
 MAX_IDENTIFIER = 63  # bytes; PostgreSQL silently truncates longer names
 # Rows encoded for COPY at a time: a bound on the loader's memory.
 SLICE_ROWS = 8_192
@@ -338,6 +342,7 @@ class PostgisStore:
             for table in self._owned(conn, self.staging, dataset_id):
                 if table not in keep:
                     conn.execute(sql.SQL("DROP TABLE {}").format(self._staged(table)))
+            self._forget_chunks(conn)
 
     def write_table(
         self,
@@ -380,6 +385,12 @@ class PostgisStore:
         range are deleted in the same transaction, under a lock per range, so a
         retried chunk neither duplicates nor loses rows. None (nothing copied) when the
         staged table has other columns or types than these batches.
+
+        The staged table has no index while chunks copy (keeping a B-tree up to date
+        row by row costs more than the COPY's other work on the table): each committed
+        COPY records its range in :data:`CHUNKS_TABLE`, in the same transaction, and
+        only a range recorded there is searched for rows to delete (a scan of the
+        table, paid by retries alone). finish_load builds the primary key's index.
         """
         layout = _layout_of(batches.schema, table, geometry_column, geometry_type, crs)
         with self._connect() as conn:
@@ -387,33 +398,37 @@ class PostgisStore:
             staged = self._staged_layout(conn, dataset_id, table)
             if staged is None:
                 self._create(conn, dataset_id, table, layout)
-                # The primary key's index, from the start: a chunk's delete reads only
-                # its range (not every row copied so far), and no feature id can be
-                # copied twice. finish_load makes it the primary key.
-                conn.execute(
-                    sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
-                        sql.Identifier(_name(table, "pkey")),
-                        self._staged(table),
-                        sql.Identifier(FID),
-                    )
-                )
             elif not _same_layout(staged, layout):
                 return None
+        chunks = sql.Identifier(self.staging, CHUNKS_TABLE)
         with self._connect() as conn:  # the table is committed: chunks copy at once
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
                 [f"geoetl.features:{self.staging}:{table}", fids.start],
             )
-            # Only rows of this range: another chunk's rows are never touched.
-            conn.execute(
-                sql.SQL("DELETE FROM {} WHERE {} >= %s AND {} < %s").format(
-                    self._staged(table), sql.Identifier(FID), sql.Identifier(FID)
-                ),
-                [fids.start, fids.stop],
-            )
+            relation = self._staged(table).as_string(conn)
+            copied_before = conn.execute(
+                sql.SQL(
+                    "DELETE FROM {} WHERE relation = %s::regclass AND first_fid = %s RETURNING 1"
+                ).format(chunks),
+                [relation, fids.start],
+            ).fetchone()
+            if copied_before:  # only rows of this range: another chunk's are never touched
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE {} >= %s AND {} < %s").format(
+                        self._staged(table), sql.Identifier(FID), sql.Identifier(FID)
+                    ),
+                    [fids.start, fids.stop],
+                )
             rows = self._copy(conn, table, layout, batches, first_fid=fids.start, freeze=False)
             if rows > len(fids):  # the transaction is rolled back
                 raise ValueError(f"{rows} rows do not fit feature ids {fids.start}-{fids.stop - 1}")
+            conn.execute(
+                sql.SQL("INSERT INTO {} (relation, first_fid) VALUES (%s::regclass, %s)").format(
+                    chunks
+                ),
+                [relation, fids.start],
+            )
             return rows
 
     def staged_rows(self, dataset_id: str, table: str) -> int | None:
@@ -552,6 +567,7 @@ class PostgisStore:
         with self._connect() as conn:
             self._lock(conn, dataset_id)
             self._publish(conn, dataset_id, sorted(staged))
+            self._forget_chunks(conn)
 
     def _index(
         self,
@@ -672,6 +688,7 @@ class PostgisStore:
                 for table in self._owned(conn, schema, dataset_id):
                     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, table)))
                     dropped = True
+            self._forget_chunks(conn)
         return dropped
 
     def tables(self, dataset_id: str) -> list[str]:
@@ -862,6 +879,12 @@ class PostgisStore:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('geoetl.features.schemas'))")
         for schema in (self.schema, self.staging):
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (relation oid NOT NULL, first_fid bigint NOT NULL, "
+                "PRIMARY KEY (relation, first_fid))"
+            ).format(sql.Identifier(self.staging, CHUNKS_TABLE))
+        )
         conn.commit()
         self._schemas_ready = True
 
@@ -870,6 +893,16 @@ class PostgisStore:
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext(%s))",
             [f"geoetl.features:{self.schema}:{dataset_id}"],
+        )
+
+    def _forget_chunks(self, conn: psycopg.Connection[Any]) -> None:
+        """Drop the copied ranges of tables no longer staged (dropped or published)."""
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {} c WHERE NOT EXISTS (SELECT FROM pg_class r "
+                "WHERE r.oid = c.relation AND r.relnamespace = %s::regnamespace)"
+            ).format(sql.Identifier(self.staging, CHUNKS_TABLE)),
+            [sql.Identifier(self.staging).as_string(conn)],
         )
 
     def _staged(self, table: str) -> sql.Composable:

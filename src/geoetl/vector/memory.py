@@ -5,6 +5,10 @@ reuse. A vector load frees a batch's Arrow buffers and shapely geometries after 
 them; without handing that memory back, the process keeps the high-water mark of the
 largest mixture of cached and live buffers, which grew with the input
 (docs/bench-ingestperf.md).
+
+Handing memory back costs too: the next batch faults every page in again (a third of a
+load's system time when done after each batch). So it is done at most every
+:data:`INTERVAL` seconds, which bounds what is kept to what a few batches use.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import time
 from collections.abc import Callable
 
 import pyarrow as pa
+
+INTERVAL = 0.25  # seconds, at least, between two releases (threads may race: harmless)
+_last = [-INTERVAL]
 
 
 @functools.cache
@@ -30,7 +38,14 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def release_unused() -> None:
-    """Return what Arrow's pool and malloc hold unused to the operating system."""
+    """Return what Arrow's pool and malloc hold unused to the operating system.
+
+    Nothing when this process did so less than :data:`INTERVAL` seconds ago.
+    """
+    now = time.monotonic()
+    if now - _last[0] < INTERVAL:
+        return
+    _last[0] = now
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
