@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -630,3 +632,32 @@ def test_walks_answer_after_a_failed_walk_and_a_lost_connection(pg_database_url:
         assert _ids(cat, filter="cloud < 50") == expected
     finally:
         engine.dispose()
+
+
+def test_a_search_by_ids_answers_without_the_cql2_stack(pg_database_url: str) -> None:
+    """``geoetl ingest`` checks its target by id before the job starts: no pygeofilter.
+
+    A sorted search then loads it and answers in its own order.
+    """
+    loader = _pgstac(pg_database_url)
+    loader.ensure_system_collections()
+    _load(loader)
+    loader.engine.dispose()
+    wanted = sorted(BY_ID)[:3]
+    code = (
+        "import json, sys\n"
+        "from geoetl.catalog.models import SearchRequest, SortKey\n"
+        "from geoetl.catalog.pgstac import PgstacCatalog\n"
+        "from geoetl.engine.db import make_engine\n"
+        f"cat = PgstacCatalog(make_engine({pg_database_url!r}))\n"
+        f"found, _ = cat.search(SearchRequest(ids={wanted!r}, limit=10))\n"
+        "light = 'pygeofilter' not in sys.modules\n"
+        f"ordered, _ = cat.search(SearchRequest(ids={wanted!r}, limit=10,\n"
+        "    sortby=[SortKey(field='id', direction='desc')]))\n"
+        "print(json.dumps([sorted(i['id'] for i in found), light,\n"
+        "    [i['id'] for i in ordered], 'pygeofilter' in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(out.stdout) == [wanted, True, wanted[::-1], True]

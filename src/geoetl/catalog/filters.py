@@ -105,12 +105,6 @@ STAC_ITEMS = ItemTable(
     bbox=(stac_items.c.minx, stac_items.c.miny, stac_items.c.maxx, stac_items.c.maxy),
 )
 
-POSTGIS_SCHEMA = sa.text(
-    "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
-    "ON n.oid = e.extnamespace WHERE e.extname = 'postgis'"
-)
-
-
 class Literals:
     """A filter's literal values, bound as named parameters ``cql0``, ``cql1`` and on.
 

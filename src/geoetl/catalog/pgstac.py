@@ -76,6 +76,7 @@ from geoetl.catalog.documents import (
     widened_extent,
 )
 from geoetl.catalog.models import ACCESS_ORDER, SYSTEM_COLLECTIONS, SearchRequest
+from geoetl.catalog.tables import POSTGIS_SCHEMA
 from geoetl.engine.db import SYNCHRONOUS_COMMIT
 from geoetl.errors import Conflict, NotFound
 
@@ -187,6 +188,8 @@ class PgstacCatalog:
         self._numbers: set[tuple[str, str]] = set()
         self._level_registered = False
         self._sql: ItemSql | None = None
+        self._postgis: str | None = None
+        self._postgis_known = False
         # Per shape of search: the statement's text and the constants it binds.
         self._shaped: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
 
@@ -382,10 +385,9 @@ class PgstacCatalog:
 
     def _page(self, request: SearchRequest, conditions: list[Any]) -> sa.Select[Any]:
         """The statement of a search's page (limit and offset bound by name too)."""
-        sql = self.sql
         order: list[Any] = []
         for key in request.sortby or []:
-            expr = sql.sort_key(key.field)
+            expr = self.sql.sort_key(key.field)
             order.append(expr.desc() if key.direction == "desc" else expr.asc())
         if not request.sortby:
             order.append(ITEMS.c.datetime.desc())
@@ -423,11 +425,10 @@ class PgstacCatalog:
     def sql(self) -> ItemSql:
         """The CQL2 and sort translator over pgSTAC's items (PostGIS looked up once)."""
         if self._sql is None:
-            # pygeofilter is imported when a search first runs, not at start-up.
-            from geoetl.catalog.filters import POSTGIS_SCHEMA, ItemSql, ItemTable
+            # pygeofilter is imported when a search first sorts or filters, not at
+            # start-up nor for a search by ids (a job's check of its target).
+            from geoetl.catalog.filters import ItemSql, ItemTable
 
-            with self.engine.connect() as conn:
-                schema = conn.execute(POSTGIS_SCHEMA).scalar()
             table = ItemTable(
                 id=ITEMS.c.id,
                 collection=ITEMS.c.collection,
@@ -436,8 +437,16 @@ class PgstacCatalog:
                 epoch=False,
                 geometry=ITEMS.c.geometry,
             )
-            self._sql = ItemSql("postgresql", schema, table)
+            self._sql = ItemSql("postgresql", self._postgis_schema(), table)
         return self._sql
+
+    def _postgis_schema(self) -> str | None:
+        """The schema PostGIS is installed in (looked up once; None without PostGIS)."""
+        if not self._postgis_known:
+            with self.engine.connect() as conn:
+                self._postgis = conn.execute(POSTGIS_SCHEMA).scalar()
+            self._postgis_known = True
+        return self._postgis
 
     # -- internals --------------------------------------------------------------------
 
@@ -495,7 +504,6 @@ class PgstacCatalog:
         What :meth:`_values` gives is bound by name, so the same clauses serve every
         search of the same shape.
         """
-        sql = self.sql
         conditions: list[Any] = []
         if request.collections:
             conditions.append(ITEMS.c.collection == sa.any_(_bound("collections", _TEXTS)))
@@ -510,6 +518,7 @@ class PgstacCatalog:
         if request.end:
             conditions.append(ITEMS.c.datetime <= _bound("end", _INSTANT))
         if request.bbox:
+            sql = self.sql
             minx, miny, maxx, maxy = (_bound(name, sa.Float) for name in _BOX)
             if request.bbox[0] > request.bbox[2]:  # crosses the antimeridian: two halves
                 halves = [sql.box(minx, miny, 180.0, maxy), sql.box(-180.0, miny, maxx, maxy)]
@@ -549,7 +558,7 @@ class PgstacCatalog:
 
     def _documents(self) -> sa.Select[Any]:
         """What hydrating an item needs: its columns, content and base item."""
-        st = getattr(sa.func, self.sql.postgis_schema or "public")
+        st = getattr(sa.func, self._postgis_schema() or "public")
         tag = sa.cast(ITEMS.c.content["pgstac:base_item"].astext, sa.Integer)
         return sa.select(
             ITEMS.c.id,

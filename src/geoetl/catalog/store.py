@@ -42,7 +42,8 @@ class SqlCatalog:
         """Filter/sort expressions for this database (PostGIS looked up once)."""
         if self._sql is None:
             # pygeofilter is imported when a filter or sort is first used, not at start-up.
-            from geoetl.catalog.filters import POSTGIS_SCHEMA, ItemSql
+            from geoetl.catalog.filters import ItemSql
+            from geoetl.catalog.tables import POSTGIS_SCHEMA
 
             schema = None
             if not self.sqlite:

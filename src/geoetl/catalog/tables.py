@@ -40,3 +40,9 @@ stac_items = sa.Table(
     sa.Column("updated_at", Time, nullable=False),
     sa.UniqueConstraint("collection_id", "item_id", name="uq_stac_items_collection_item"),
 )
+
+# The schema PostGIS is installed in (its functions are called qualified by it).
+POSTGIS_SCHEMA = sa.text(
+    "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+    "ON n.oid = e.extnamespace WHERE e.extname = 'postgis'"
+)
