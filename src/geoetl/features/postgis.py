@@ -577,20 +577,24 @@ class PostgisStore:
         columns: list[str],
         descriptions: dict[str, str],
     ) -> None:
-        """Key, index, ANALYZE and comment a staged table (again after a failed try).
+        """ANALYZE, key, index and comment a staged table (again after a failed try).
 
-        The primary key's index is built (and the rows counted) on a second connection
-        while this one builds the spatial index: both take a SHARE lock, which do not
-        conflict, and PostgreSQL builds each on one core.
+        ANALYZE comes first: it conflicts with index builds, and while it runs alone in
+        the database the caller writes the GeoParquet file (finalize_load), which would
+        otherwise compete with the index builds for the cores. The primary key's index
+        is then built (and the rows counted) on a second connection while this one
+        builds the spatial index: both take a SHARE lock, which do not conflict, and
+        PostgreSQL builds each on one core.
         """
         target = self._staged(table)
-        if layout.chunked:  # the chunk ids served retries; readers have no use for them
-            with self._connect() as conn:  # committed first: the builds below wait for it
+        with self._connect() as conn:  # committed first: the builds below wait for it
+            if layout.chunked:  # the chunk ids served retries; readers have no use for them
                 conn.execute(
                     sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
                         target, sql.Identifier(CHUNK_COLUMN)
                     )
                 )
+            conn.execute(sql.SQL("ANALYZE {}").format(target))
         key = sql.Identifier(_name(table, "pkey"))
         with ThreadPoolExecutor(1, thread_name_prefix="geoetl-pkey") as pool:
             counted = pool.submit(self._key_index, target, key)
@@ -622,7 +626,6 @@ class PostgisStore:
                     target, sql.Identifier(FID), sql.Literal(highest + 1)
                 )
             )
-            conn.execute(sql.SQL("ANALYZE {}").format(target))
             comment = "\n".join([COMMENT.format(dataset_id), COUNT_LINE.format(rows)])
             conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(comment)))
             for column, text in descriptions.items():
