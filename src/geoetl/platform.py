@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 from geoetl.audit import AuditLog
 from geoetl.auth.tokens import TokenStore
 from geoetl.batches import BatchStore
 from geoetl.catalog.backend import CatalogBackend, open_catalog
-from geoetl.engine.db import is_postgres, make_engine
+from geoetl.engine.db import is_postgres, make_engine, normalize_url
 from geoetl.engine.migrate import ensure_schema
 from geoetl.engine.queries import JobQueries
 from geoetl.engine.store import JobStore
@@ -96,3 +97,21 @@ class Platform:
             self.store.dispatcher.close()
         finally:
             self.store.engine.dispose()
+
+
+def preload_backends(settings: Settings) -> None:
+    """Import the modules :meth:`Platform.from_settings` opens the backends with.
+
+    Nothing connects. For processes forked before the platform opens (the job helpers
+    of ``geoetl ingest``): they share these modules instead of each importing them
+    again once their job is named.
+    """
+    dialect = normalize_url(settings.db_url).get_dialect()
+    dialect.import_dbapi()
+    postgres = dialect.name == "postgresql"
+    for module in (
+        ("geoetl.catalog.pgstac", "geoetl.features.postgis")
+        if postgres
+        else ("geoetl.catalog.store", "geoetl.features.geopackage")
+    ):
+        importlib.import_module(module)

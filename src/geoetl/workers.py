@@ -37,7 +37,7 @@ from geoetl.engine.worker import (
 )
 from geoetl.errors import NotFound
 from geoetl.orphans import sweep_orphans
-from geoetl.platform import Platform
+from geoetl.platform import Platform, preload_backends
 from geoetl.settings import Settings
 
 if TYPE_CHECKING:
@@ -401,6 +401,7 @@ def job_helpers(settings: Settings, *workflows: str) -> JobHelpers | None:
         registry = default_registry()
         for workflow in workflows:
             registry.get(workflow)
+        preload_backends(settings)
     finally:
         gc.freeze()
         gc.enable()

@@ -440,6 +440,33 @@ def test_raster_work_does_not_load_the_vector_stack(settings: Settings) -> None:
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.parametrize(
+    ("url", "modules"),
+    [
+        # Nothing listens on port 1: preloading must not connect.
+        ("postgresql://nobody@127.0.0.1:1/none", ["psycopg", "geoetl.features.postgis"]),
+        ("sqlite:///{home}/never.db", ["sqlite3", "geoetl.features.geopackage"]),
+    ],
+)
+def test_preloading_the_backends_imports_them_without_connecting(
+    url: str, modules: list[str], tmp_path: Path
+) -> None:
+    """What ``geoetl ingest`` loads before forking its helpers, so that they share it."""
+    url = url.format(home=tmp_path)
+    code = (
+        "import sys\n"
+        "from geoetl.platform import preload_backends\n"
+        "from geoetl.settings import Settings\n"
+        f"preload_backends(Settings(home={str(tmp_path)!r}, database_url={url!r}))\n"
+        f"print(all(m in sys.modules for m in {modules!r}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "True"
+    assert not (tmp_path / "never.db").exists()
+
+
 # -- dispatch ------------------------------------------------------------------------------
 
 

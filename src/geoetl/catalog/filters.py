@@ -105,6 +105,7 @@ STAC_ITEMS = ItemTable(
     bbox=(stac_items.c.minx, stac_items.c.miny, stac_items.c.maxx, stac_items.c.maxy),
 )
 
+
 class Literals:
     """A filter's literal values, bound as named parameters ``cql0``, ``cql1`` and on.
 
