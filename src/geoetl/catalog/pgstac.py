@@ -56,6 +56,7 @@ bbox; a collection document gains ``geoetl:access_level`` when the caller's lack
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,8 +189,6 @@ class PgstacCatalog:
         self._numbers: set[tuple[str, str]] = set()
         self._level_registered = False
         self._sql: ItemSql | None = None
-        self._postgis: str | None = None
-        self._postgis_known = False
         # Per shape of search: the statement's text and the constants it binds.
         self._shaped: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
 
@@ -437,16 +436,15 @@ class PgstacCatalog:
                 epoch=False,
                 geometry=ITEMS.c.geometry,
             )
-            self._sql = ItemSql("postgresql", self._postgis_schema(), table)
+            self._sql = ItemSql("postgresql", self._postgis_schema, table)
         return self._sql
 
+    @functools.cached_property
     def _postgis_schema(self) -> str | None:
         """The schema PostGIS is installed in (looked up once; None without PostGIS)."""
-        if not self._postgis_known:
-            with self.engine.connect() as conn:
-                self._postgis = conn.execute(POSTGIS_SCHEMA).scalar()
-            self._postgis_known = True
-        return self._postgis
+        with self.engine.connect() as conn:
+            schema: str | None = conn.execute(POSTGIS_SCHEMA).scalar()
+        return schema
 
     # -- internals --------------------------------------------------------------------
 
@@ -558,7 +556,7 @@ class PgstacCatalog:
 
     def _documents(self) -> sa.Select[Any]:
         """What hydrating an item needs: its columns, content and base item."""
-        st = getattr(sa.func, self._postgis_schema() or "public")
+        st = getattr(sa.func, self._postgis_schema or "public")
         tag = sa.cast(ITEMS.c.content["pgstac:base_item"].astext, sa.Integer)
         return sa.select(
             ITEMS.c.id,
